@@ -1,0 +1,40 @@
+# Two commands do everything (see README.md):
+#   make paper   create .venv if missing, install, fetch the data, run the whole study (dvc repro)
+#   make test    create .venv if missing, install, run the test suite
+# Both are idempotent: a second run reinstalls nothing and DVC reruns no stage whose inputs are unchanged.
+
+VENV ?= .venv
+PYTHON ?= python3
+BIN := $(abspath $(VENV))/bin
+# Stages call papermill/jupyter/python by name: the venv must come first on PATH for them and their kernels.
+export PATH := $(BIN):$(PATH)
+
+.PHONY: paper test install data validate clean-outputs
+
+paper: install data validate
+	dvc repro
+	@echo "Study regenerated: open report/index.html (tables in report/tables/)."
+
+test: install
+	python -m pytest
+
+install: $(VENV)/.installed
+
+# Reinstall only when the project's dependency list changes.
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+# Fetch (or verify) the raw data, then record it in DVC's cache so `dvc status` is clean.
+data: install
+	python -m study.data fetch --root data
+	dvc add --quiet data
+
+validate: install
+	python -m study.params params.yaml
+
+# Remove what `make paper` produced (not the data, not the venv).
+clean-outputs:
+	rm -rf models runs metrics report tmp

@@ -1,0 +1,138 @@
+"""Atomic file output, safe checkpoints and the metrics JSON every stage writes.
+
+Every write goes to a temporary file in the target's folder and is renamed into place, so a stage
+killed midway leaves the previous output intact instead of half a file.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import platform
+import subprocess
+import tempfile
+from collections.abc import Mapping
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import torch
+
+# Keys every stage's metrics JSON carries, so `dvc metrics show` and the report read all stages alike.
+METRICS_KEYS = ("model", "dataset", "scheme", "weight_bits", "test_accuracy", "val_accuracy", "pruning_rate", "wall_s")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, unreadable, tampered with, or belongs to a different model."""
+
+
+def atomic_write_bytes(path: Path | str, data: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path | str, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path: Path | str, payload: Mapping[str, Any]) -> None:
+    atomic_write_text(path, json.dumps(payload, indent=2, sort_keys=False, allow_nan=False) + "\n")
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoints
+# ---------------------------------------------------------------------------------------------
+
+
+def save_checkpoint(path: Path | str, payload: Mapping[str, Any]) -> None:
+    """Save tensors and plain values (no arbitrary pickled objects) atomically."""
+    buffer = io.BytesIO()
+    torch.save(dict(payload), buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def load_checkpoint(path: Path | str) -> dict[str, Any]:
+    """Load with ``weights_only=True``: a checkpoint can carry tensors and plain values, never code."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist; run the stage that produces it (`dvc repro`)")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(f"checkpoint {path} is unreadable or not a safe weights-only file: {exc}") from exc
+    if not isinstance(payload, dict):
+        raise CheckpointError(f"checkpoint {path} holds a {type(payload).__name__}, expected a dict")
+    return payload
+
+
+def load_state_into(model: torch.nn.Module, state_dict: Mapping[str, torch.Tensor], source: str) -> None:
+    """Load weights, turning shape/key mismatches into an error that names the checkpoint."""
+    try:
+        model.load_state_dict(state_dict, strict=True)
+    except RuntimeError as exc:
+        raise CheckpointError(f"checkpoint {source} does not fit the model: {exc}") from exc
+
+
+# ---------------------------------------------------------------------------------------------
+# Metrics and provenance
+# ---------------------------------------------------------------------------------------------
+
+
+def _version(package: str) -> str | None:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _git(*args: str) -> str | None:
+    try:
+        out = subprocess.run(["git", *args], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def provenance(seed: int | None = None, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Where a result came from: code version, library versions, seed and the stage's parameters."""
+    status = _git("status", "--porcelain", "--untracked-files=no")
+    return {
+        "git_commit": _git("rev-parse", "HEAD"),
+        "git_dirty": None if status is None else bool(status),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": _version("torchvision"),
+        "dvc": _version("dvc"),
+        "seed": seed,
+        "params": dict(params or {}),
+    }
+
+
+def write_metrics(path: Path | str, metrics: Mapping[str, Any], **provenance_kwargs: Any) -> dict[str, Any]:
+    """Write a stage's metrics JSON: the common keys first, then stage-specific ones, then provenance."""
+    missing = [k for k in METRICS_KEYS if k not in metrics]
+    if missing:
+        raise ValueError(f"metrics for {path} lack the common keys {missing}")
+    for key in ("test_accuracy", "val_accuracy"):
+        value = metrics[key]
+        if value is not None and not 0.0 <= float(value) <= 1.0:
+            raise ValueError(f"metrics {key}={value} must be a fraction in [0, 1]")
+    if not math.isfinite(float(metrics["pruning_rate"])):
+        raise ValueError(f"metrics pruning_rate={metrics['pruning_rate']} must be finite (all weights pruned?)")
+    ordered = {k: metrics[k] for k in METRICS_KEYS}
+    ordered.update({k: v for k, v in metrics.items() if k not in METRICS_KEYS})
+    ordered["provenance"] = provenance(**provenance_kwargs)
+    write_json(path, ordered)
+    return ordered

@@ -1,0 +1,146 @@
+"""The typed schema of ``params.yaml``, validated before any stage does work.
+
+Every error names the key path (e.g. ``baselines.lenet5-mnist.model``), the bad value and what is
+allowed. pydantic does the type and range checks; registry lookups (model and dataset names) are
+validators here so the allowed values always match what the code really has.
+
+CLI: ``python -m study.params [params.yaml]`` validates a file and prints a summary.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from study.data import DATASETS
+from study.models import MODELS
+from study.training import LR_SCHEDULES, TrainConfig
+
+
+class ParamsError(ValueError):
+    """params.yaml (or a stage's injected parameters) is invalid; the message lists every problem."""
+
+
+class _Strict(BaseModel):
+    # Unknown keys are errors (a typo must not silently fall back to a default).
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataParams(_Strict):
+    root: str = "data"
+    val_size: int = Field(5000, ge=0, description="training images held out for model selection")
+
+
+class BaselineParams(_Strict):
+    """One dense baseline: which model on which dataset, and how it is trained."""
+
+    model: str
+    dataset: str
+    epochs: int = Field(ge=1)
+    batch_size: int = Field(64, ge=1)
+    lr: float = Field(0.01, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(5e-4, ge=0)
+    lr_schedule: str = "cosine"
+
+    @field_validator("model")
+    @classmethod
+    def _known_model(cls, value: str) -> str:
+        if value not in MODELS:
+            raise ValueError(f"unknown model {value!r}; valid models: {sorted(MODELS)}")
+        return value
+
+    @field_validator("dataset")
+    @classmethod
+    def _known_dataset(cls, value: str) -> str:
+        if value not in DATASETS:
+            raise ValueError(f"unknown dataset {value!r}; valid datasets: {sorted(DATASETS)}")
+        return value
+
+    @field_validator("lr_schedule")
+    @classmethod
+    def _known_schedule(cls, value: str) -> str:
+        if value not in LR_SCHEDULES:
+            raise ValueError(f"unknown lr_schedule {value!r}; valid: {list(LR_SCHEDULES)}")
+        return value
+
+    def train_config(self, seed: int) -> TrainConfig:
+        return TrainConfig(
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            lr=self.lr,
+            momentum=self.momentum,
+            weight_decay=self.weight_decay,
+            lr_schedule=self.lr_schedule,
+            seed=seed,
+        )
+
+
+class Params(_Strict):
+    seed: int = Field(0, ge=0)
+    data: DataParams = DataParams()
+    baselines: dict[str, BaselineParams] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _baseline_names(self) -> "Params":
+        for name, baseline in self.baselines.items():
+            expected = f"{baseline.model}-{baseline.dataset}"
+            if name != expected:
+                raise ValueError(
+                    f"baselines.{name}: entry name must be '<model>-<dataset>' = {expected!r}, "
+                    "so every stage can find its baseline by name"
+                )
+        return self
+
+
+def _format(exc: ValidationError, source: str) -> str:
+    lines = [f"{source}: {exc.error_count()} invalid value(s):"]
+    for err in exc.errors():
+        path = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        message = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            message = "unknown key (remove it, or check its spelling against params.yaml's documented keys)"
+        given = f" (got {err['input']!r})" if err["type"] not in ("missing",) and not isinstance(err["input"], dict) else ""
+        lines.append(f"  {path}: {message}{given}")
+    return "\n".join(lines)
+
+
+def validate(section: type[BaseModel], values: dict[str, Any], source: str) -> Any:
+    """Validate ``values`` against ``section``; raise ``ParamsError`` listing every bad key."""
+    try:
+        return section.model_validate(values)
+    except ValidationError as exc:
+        raise ParamsError(_format(exc, source)) from None
+
+
+def load_params(path: Path | str = "params.yaml") -> Params:
+    path = Path(path)
+    if not path.is_file():
+        raise ParamsError(f"{path} does not exist; the repository ships one at its top level")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ParamsError(f"{path} is not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{path} must hold a mapping of keys, got {type(raw).__name__}")
+    return validate(Params, raw, str(path))
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    path = argv[0] if argv else "params.yaml"
+    try:
+        params = load_params(path)
+    except ParamsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"{path}: valid ({len(params.baselines)} baseline(s): {', '.join(params.baselines)})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,183 @@
+"""Seeded training and evaluation with per-epoch checkpoints that a rerun resumes from.
+
+Kept free of pruning logic: ADMM and masked retraining hook in through ``step_hooks`` (called after
+every optimizer step) and ``loss_terms`` (extra differentiable terms added to the loss).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from study.artifacts import CheckpointError, load_checkpoint, load_state_into, save_checkpoint
+from study.data import Split
+
+LR_SCHEDULES = ("constant", "cosine")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Plain SGD with momentum; values documented in params.yaml where they are chosen."""
+
+    epochs: int
+    batch_size: int = 64
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    lr_schedule: str = "cosine"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.epochs < 0:
+            raise ValueError(f"epochs={self.epochs} must be >= 0")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size={self.batch_size} must be >= 1")
+        if not self.lr > 0:
+            raise ValueError(f"lr={self.lr} must be > 0")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule={self.lr_schedule!r}; valid: {list(LR_SCHEDULES)}")
+
+
+def seed_everything(seed: int) -> None:
+    """Seed torch's global RNG (weight initialization) and ask torch for deterministic kernels.
+
+    Batch order has its own generator inside ``fit``, seeded from ``TrainConfig.seed``.
+    """
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, split: Split, batch_size: int = 1000) -> dict[str, float]:
+    """Accuracy (fraction) and mean cross-entropy on a whole split."""
+    was_training = model.training
+    model.eval()
+    correct, loss_sum = 0, 0.0
+    for x, y in split.batches(batch_size):
+        logits = model(x)
+        loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
+        correct += int((logits.argmax(dim=1) == y).sum())
+    model.train(was_training)
+    n = max(len(split), 1)
+    return {"accuracy": correct / n, "loss": loss_sum / n}
+
+
+def _lr_at(config: TrainConfig, epoch: int) -> float:
+    if config.lr_schedule == "constant" or config.epochs <= 1:
+        return config.lr
+    return 0.5 * config.lr * (1.0 + math.cos(math.pi * epoch / config.epochs))
+
+
+StepHook = Callable[[nn.Module], None]
+LossTerm = Callable[[nn.Module], torch.Tensor]
+
+
+def fit(
+    model: nn.Module,
+    train: Split,
+    val: Split,
+    config: TrainConfig,
+    resume_path: Path | str | None = None,
+    step_hooks: Sequence[StepHook] = (),
+    loss_terms: Sequence[LossTerm] = (),
+    progress: bool = True,
+) -> list[dict[str, Any]]:
+    """Train ``model`` in place; return the per-epoch history (train loss, val accuracy/loss, lr, seconds).
+
+    With ``resume_path``, the full training state (weights, optimizer, RNG, history) is saved there
+    atomically after every epoch, and a rerun with the same config continues after the last finished
+    epoch instead of starting over.
+    """
+    generator = torch.Generator()
+    generator.manual_seed(config.seed)
+    optimizer = torch.optim.SGD(
+        model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+    )
+    history: list[dict[str, Any]] = []
+    start_epoch = 0
+    if resume_path is not None and Path(resume_path).exists():
+        state = load_checkpoint(resume_path)
+        if state.get("config") != asdict(config):
+            raise CheckpointError(
+                f"resume checkpoint {resume_path} was written with config {state.get('config')}, "
+                f"not {asdict(config)}; delete it to start over"
+            )
+        load_state_into(model, state["model_state"], str(resume_path))
+        optimizer.load_state_dict(state["optimizer_state"])
+        generator.set_state(state["generator_state"])
+        torch.set_rng_state(state["torch_rng_state"])
+        history = list(state["history"])
+        start_epoch = len(history)
+        print(f"resuming from {resume_path}: {start_epoch}/{config.epochs} epochs already done")
+
+    model.train()
+    epochs = tqdm(range(start_epoch, config.epochs), desc="epochs", disable=not progress, mininterval=2.0)
+    for epoch in epochs:
+        started = time.perf_counter()
+        lr = _lr_at(config, epoch)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        loss_sum, seen = 0.0, 0
+        for x, y in train.batches(config.batch_size, generator):
+            optimizer.zero_grad(set_to_none=True)
+            loss = F.cross_entropy(model(x), y)
+            total = loss + sum((term(model) for term in loss_terms), torch.zeros(()))
+            total.backward()
+            optimizer.step()
+            for hook in step_hooks:
+                hook(model)
+            loss_sum += loss.item() * len(y)
+            seen += len(y)
+        val_metrics = evaluate(model, val)
+        record = {
+            "epoch": epoch + 1,
+            "lr": lr,
+            "train_loss": loss_sum / max(seen, 1),
+            "val_accuracy": val_metrics["accuracy"],
+            "val_loss": val_metrics["loss"],
+            "seconds": time.perf_counter() - started,
+        }
+        history.append(record)
+        epochs.set_postfix(loss=f"{record['train_loss']:.4f}", val_acc=f"{record['val_accuracy']:.4f}")
+        if resume_path is not None:
+            save_checkpoint(
+                resume_path,
+                {
+                    "config": asdict(config),
+                    "model_state": model.state_dict(),
+                    "optimizer_state": optimizer.state_dict(),
+                    "generator_state": generator.get_state(),
+                    "torch_rng_state": torch.get_rng_state(),
+                    "history": history,
+                },
+            )
+    return history
+
+
+def save_model(path: Path | str, model: nn.Module, model_name: str, dataset: str, extra: dict[str, Any] | None = None) -> None:
+    """A model checkpoint: its registry name and dataset (checked on load) plus the weights."""
+    save_checkpoint(path, {"model": model_name, "dataset": dataset, "state_dict": model.state_dict(), **(extra or {})})
+
+
+def load_model(path: Path | str, model_name: str | None = None) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild a registered model from a checkpoint; refuse one written for a different model."""
+    from study.models import build_model
+
+    payload = load_checkpoint(path)
+    for key in ("model", "state_dict"):
+        if key not in payload:
+            raise CheckpointError(f"checkpoint {path} lacks {key!r}; it was not written by study.training.save_model")
+    if model_name is not None and payload["model"] != model_name:
+        raise CheckpointError(f"checkpoint {path} holds model {payload['model']!r}, expected {model_name!r}")
+    model = build_model(payload["model"])
+    load_state_into(model, payload["state_dict"], str(path))
+    return model, payload

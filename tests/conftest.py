@@ -1,0 +1,20 @@
+"""Shared fixtures: tiny synthetic datasets written in the real raw IDX layout."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from study.data import write_synthetic
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def synthetic_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A data root with tiny MNIST and Fashion-MNIST look-alikes (256 train / 64 test images each)."""
+    root = tmp_path_factory.mktemp("data")
+    write_synthetic("mnist", root, seed=1)
+    write_synthetic("fashion_mnist", root, seed=2)
+    return root

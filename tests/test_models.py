@@ -1,0 +1,41 @@
+"""The model registry and the counts table T1 reports."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from study import models
+
+
+def test_registry_builds_caffe_lenet5_with_published_size() -> None:
+    net = models.build_model("lenet5")
+    assert list(models.prunable_layers(net)) == ["conv1", "conv2", "fc1", "fc2"]
+    assert models.count_weights(net) == 500 + 25_000 + 400_000 + 5_000  # 430,500 weights
+    assert models.count_parameters(net) == 430_500 + 20 + 50 + 500 + 10
+    assert net(torch.zeros(3, *models.INPUT_SHAPES["lenet5"])).shape == (3, 10)
+
+
+def test_macs_match_hand_count() -> None:
+    net = models.build_model("lenet5")
+    macs = models.count_macs(net, models.INPUT_SHAPES["lenet5"])
+    assert macs == {
+        "conv1": 20 * 24 * 24 * 1 * 5 * 5,
+        "conv2": 50 * 8 * 8 * 20 * 5 * 5,
+        "fc1": 800 * 500,
+        "fc2": 500 * 10,
+    }
+
+
+def test_unknown_model_lists_valid_names() -> None:
+    with pytest.raises(ValueError, match=r"unknown model 'vgg99'; valid models: \['lenet5'\]"):
+        models.build_model("vgg99")
+
+
+def test_pruning_rate_counts_conv_and_fc_weights_only() -> None:
+    net = models.build_model("lenet5")
+    assert models.pruning_rate(net) == 1.0
+    with torch.no_grad():
+        net.fc1.weight.zero_()  # 400,000 of 430,500 weights
+        net.fc1.bias.zero_()  # biases do not count
+    assert models.pruning_rate(net) == pytest.approx(430_500 / 30_500)

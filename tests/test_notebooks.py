@@ -1,0 +1,103 @@
+"""Every notebook runs through papermill at a tiny config, and dvc.yaml passes only parameters it declares."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import papermill
+import pytest
+
+from tests.conftest import REPO
+
+NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
+
+
+def _execute(name: str, out: Path, **parameters) -> None:
+    papermill.execute_notebook(
+        str(REPO / "notebooks" / name),
+        str(out),
+        parameters=parameters,
+        cwd=str(REPO),
+        kernel_name="python3",
+        progress_bar=False,
+    )
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_is_committed_clean_with_a_parameters_cell(path: Path) -> None:
+    notebook = nbformat.read(path, as_version=4)
+    code = [c for c in notebook.cells if c.cell_type == "code"]
+    assert not any(c.outputs or c.execution_count for c in code), f"{path.name}: clear outputs before committing"
+    tagged = [c for c in notebook.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1, f"{path.name}: exactly one cell must be tagged 'parameters'"
+
+
+def test_dvc_passes_only_declared_parameters() -> None:
+    """A misspelt `-p name` in dvc.yaml would otherwise be injected silently and ignored."""
+    dvc_yaml = (REPO / "dvc.yaml").read_text()
+    for path in NOTEBOOKS:
+        declared = set(papermill.inspect_notebook(str(path)))
+        for command in re.findall(rf"papermill[^\n]*notebooks/{path.name}(?:[^\n]|\n\s+-p)*", dvc_yaml):
+            passed = set(re.findall(r"-p (\w+)", command))
+            assert passed, f"no parameters passed to {path.name}"
+            assert passed <= declared, f"{path.name} lacks parameters {sorted(passed - declared)}"
+
+
+def test_train_then_report_pipeline_on_tiny_data(synthetic_root: Path, tmp_path: Path) -> None:
+    """The train and report stages end to end: checkpoint, metrics JSON, T1 as CSV/Markdown, HTML report."""
+    assert {p.name for p in NOTEBOOKS} == {"train.ipynb", "report.ipynb"}, "add new notebooks to this smoke test"
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    for dataset in ("mnist", "fashion_mnist"):
+        key = f"lenet5-{dataset}"
+        _execute(
+            "train.ipynb",
+            runs / f"train-{key}.ipynb",
+            model="lenet5",
+            dataset=dataset,
+            epochs=1,
+            batch_size=32,
+            data_root=str(synthetic_root),
+            val_size=56,
+            check_sha256=False,
+            checkpoint_path=str(tmp_path / "models" / key / "dense.pt"),
+            metrics_path=str(tmp_path / "metrics" / f"{key}.json"),
+            history_path=str(tmp_path / "metrics" / f"{key}.history.csv"),
+            resume_path=str(tmp_path / "resume" / f"{key}.pt"),
+        )
+        metrics = json.loads((tmp_path / "metrics" / f"{key}.json").read_text())
+        assert metrics["scheme"] == "dense" and metrics["weight_bits"] == 32 and metrics["pruning_rate"] == 1.0
+        assert 0.0 <= metrics["test_accuracy"] <= 1.0
+        assert (tmp_path / "models" / key / "dense.pt").is_file()
+        assert not (tmp_path / "resume" / f"{key}.pt").exists()
+
+    report_dir = tmp_path / "report"
+    _execute(
+        "report.ipynb",
+        runs / "report.ipynb",
+        train_metrics_glob=str(tmp_path / "metrics" / "*.json"),
+        out_dir=str(report_dir),
+    )
+    csv = (report_dir / "tables" / "T1_baselines.csv").read_text()
+    assert csv.count("\nlenet5,") == 2
+    assert "| lenet5" in (report_dir / "tables" / "T1_baselines.md").read_text()
+
+    subprocess.run(
+        [sys.executable, "-m", "jupyter", "nbconvert", "--to", "html", "--no-input",
+         str(runs / "report.ipynb"), "--output-dir", str(report_dir), "--output", "index"],
+        check=True, capture_output=True,
+    )
+    html = (report_dir / "index.html").read_text()
+    assert "T1 Dense baselines" in html and "fashion_mnist" in html
+    assert "import" not in re.sub(r"<style.*?</style>|<script.*?</script>", "", html, flags=re.S)  # code hidden
+
+
+def test_train_notebook_rejects_unknown_model_before_training(tmp_path: Path) -> None:
+    with pytest.raises(papermill.PapermillExecutionError, match=r"unknown model 'lenet6'; valid models"):
+        _execute("train.ipynb", tmp_path / "out.ipynb", model="lenet6", metrics_path=str(tmp_path / "m.json"))
+    assert not (tmp_path / "m.json").exists()

@@ -1,0 +1,116 @@
+"""Training lowers the loss, is deterministic, checkpoints load safely and runs resume after a kill."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+
+from study import data, models, training
+from study.artifacts import CheckpointError, load_checkpoint
+from study.training import TrainConfig
+
+
+@pytest.fixture(scope="module")
+def splits(synthetic_root: Path) -> dict[str, data.Split]:
+    return data.load_dataset("mnist", synthetic_root, val_size=56, check_sha256=False)
+
+
+def _train(splits: dict[str, data.Split], epochs: int, **kwargs) -> tuple[torch.nn.Module, list[dict]]:
+    training.seed_everything(0)
+    net = models.build_model("lenet5")
+    history = training.fit(net, splits["train"], splits["val"], TrainConfig(epochs=epochs, batch_size=32, lr=0.05), progress=False, **kwargs)
+    return net, history
+
+
+def test_a_few_steps_lower_the_loss(splits: dict[str, data.Split]) -> None:
+    training.seed_everything(0)
+    before = training.evaluate(models.build_model("lenet5"), splits["train"])["loss"]
+    net, history = _train(splits, epochs=3)
+    after = training.evaluate(net, splits["train"])["loss"]
+    assert after < 0.5 * before
+    assert training.evaluate(net, splits["val"])["accuracy"] > 0.9  # it learned the classes, not the batches
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    assert [h["epoch"] for h in history] == [1, 2, 3]
+
+
+def test_same_seed_same_weights(splits: dict[str, data.Split]) -> None:
+    a, _ = _train(splits, epochs=1)
+    b, _ = _train(splits, epochs=1)
+    for (name, pa), (_, pb) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert torch.equal(pa, pb), name
+
+
+def test_resume_after_kill_gives_the_same_result(splits: dict[str, data.Split], tmp_path: Path) -> None:
+    reference, reference_history = _train(splits, epochs=3)
+
+    resume = tmp_path / "resume.pt"
+    steps = {"n": 0}
+
+    def kill_in_second_epoch(_model: torch.nn.Module) -> None:
+        steps["n"] += 1
+        if steps["n"] == 8:  # 200 images / 32 = 7 steps an epoch: dies early in epoch 2
+            raise KeyboardInterrupt("simulated kill")
+
+    with pytest.raises(KeyboardInterrupt):
+        _train(splits, epochs=3, resume_path=resume, step_hooks=[kill_in_second_epoch])
+    assert len(load_checkpoint(resume)["history"]) == 1
+
+    resumed, history = _train(splits, epochs=3, resume_path=resume)
+    assert [h["epoch"] for h in history] == [1, 2, 3]
+    assert [h["val_accuracy"] for h in history] == [h["val_accuracy"] for h in reference_history]
+    for (name, pa), (_, pb) in zip(reference.state_dict().items(), resumed.state_dict().items()):
+        assert torch.equal(pa, pb), name
+
+
+def test_resume_state_of_another_config_is_refused(splits: dict[str, data.Split], tmp_path: Path) -> None:
+    resume = tmp_path / "resume.pt"
+    _train(splits, epochs=1, resume_path=resume)
+    training.seed_everything(0)
+    with pytest.raises(CheckpointError, match="was written with config"):
+        training.fit(models.build_model("lenet5"), splits["train"], splits["val"], TrainConfig(epochs=2, lr=0.5), resume_path=resume, progress=False)
+
+
+def test_model_checkpoint_round_trip(tmp_path: Path) -> None:
+    net = models.build_model("lenet5")
+    training.save_model(tmp_path / "m.pt", net, "lenet5", "mnist")
+    loaded, payload = training.load_model(tmp_path / "m.pt", "lenet5")
+    assert payload["dataset"] == "mnist"
+    for (name, pa), (_, pb) in zip(net.state_dict().items(), loaded.state_dict().items()):
+        assert torch.equal(pa, pb), name
+
+
+def test_checkpoint_of_another_model_is_refused(tmp_path: Path) -> None:
+    training.save_model(tmp_path / "m.pt", models.build_model("lenet5"), "lenet5", "mnist")
+    with pytest.raises(CheckpointError, match=r"holds model 'lenet5', expected 'resnet20'"):
+        training.load_model(tmp_path / "m.pt", "resnet20")
+
+
+def test_checkpoint_with_wrong_shapes_is_refused(tmp_path: Path) -> None:
+    net = models.build_model("lenet5")
+    state = net.state_dict()
+    state["fc1.weight"] = torch.zeros(10, 10)
+    torch.save({"model": "lenet5", "dataset": "mnist", "state_dict": state}, tmp_path / "m.pt")
+    with pytest.raises(CheckpointError, match=r"(?s)does not fit the model.*size mismatch for fc1.weight"):
+        training.load_model(tmp_path / "m.pt")
+
+
+class _Payload:
+    def __reduce__(self):  # what a malicious pickle would do on load
+        return (print, ("code ran",))
+
+
+def test_checkpoint_with_arbitrary_objects_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "evil.pt").write_bytes(pickle.dumps({"model": _Payload()}, protocol=2))
+    with pytest.raises(CheckpointError, match="not a safe weights-only file"):
+        load_checkpoint(tmp_path / "evil.pt")
+
+
+def test_corrupted_checkpoint_is_refused(tmp_path: Path) -> None:
+    training.save_model(tmp_path / "m.pt", models.build_model("lenet5"), "lenet5", "mnist")
+    raw = bytearray((tmp_path / "m.pt").read_bytes())
+    (tmp_path / "m.pt").write_bytes(bytes(raw[: len(raw) // 2]))
+    with pytest.raises(CheckpointError, match="unreadable"):
+        training.load_model(tmp_path / "m.pt")
