@@ -1,0 +1,187 @@
+"""Constraint sets of ADMM-NN-S and their exact Euclidean projections, as pure functions on tensors.
+
+A conv weight [out, in, kh, kw] is viewed as its GEMM matrix [out, in*kh*kw]; an FC weight [out, in]
+is already one. The sets (``keep`` is how many units survive):
+
+- irregular: at most ``keep`` non-zero weights -> keep the largest magnitudes;
+- filter:    at most ``keep`` non-zero rows (filters / output neurons) -> keep the largest row norms;
+- channel:   at most ``keep`` non-zero input channels ``W[:, c]`` -> keep the largest channel norms;
+- column:    at most ``keep`` non-zero GEMM columns ``(c, kh, kw)`` -> keep the largest column norms;
+- quantized: every value on ``alpha * {-(2^(b-1)-1), ..., 2^(b-1)-1}`` (b = 1: ``alpha * {-1, +1}``;
+  b = 2 is ternary ``alpha * {-1, 0, +1}``) -> round each value to its nearest level.
+
+Keeping the ``keep`` groups of largest L2 norm is the exact projection because the distance to a
+point that zeroes a set of groups is the sum of those groups' squared norms. Ties are broken
+deterministically: among equal norms, the lower index survives. Each projection returns the
+projected tensor and its 0/1 mask (the support the set allows).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+PRUNING_SCHEMES = ("irregular", "filter", "channel", "column")
+WEIGHT_BITS = (1, 2, 3, 4, 5, 6, 7, 8, 32)  # 32 = full precision (no quantization)
+
+
+def _check_weight(weight: torch.Tensor) -> None:
+    if weight.dim() not in (2, 4):
+        raise ValueError(f"expected an FC [out, in] or conv [out, in, kh, kw] weight, got shape {tuple(weight.shape)}")
+    if not torch.isfinite(weight).all():
+        raise ValueError("weight has NaN or infinite values")
+
+
+def gemm_view(weight: torch.Tensor) -> torch.Tensor:
+    """The GEMM matrix [out, in*kh*kw] of a conv weight (a view); FC weights unchanged."""
+    _check_weight(weight)
+    return weight.reshape(weight.shape[0], -1)
+
+
+def group_count(weight: torch.Tensor, scheme: str) -> int:
+    """How many units ``scheme`` prunes in this weight (weights, filters, channels or columns)."""
+    _check_weight(weight)
+    return {
+        "irregular": weight.numel(),
+        "filter": weight.shape[0],
+        "channel": weight.shape[1],
+        "column": gemm_view(weight).shape[1],
+    }[_check_scheme(scheme)]
+
+
+def _check_scheme(scheme: str) -> str:
+    if scheme not in PRUNING_SCHEMES:
+        raise ValueError(f"unknown pruning scheme {scheme!r}; valid schemes: {list(PRUNING_SCHEMES)}")
+    return scheme
+
+
+def keep_count(n_units: int, keep_fraction: float) -> int:
+    """Units kept for a kept fraction in (0, 1]: rounded, at least one."""
+    if not 0.0 < keep_fraction <= 1.0:
+        raise ValueError(f"kept fraction {keep_fraction} must be in (0, 1]")
+    return max(1, min(n_units, round(keep_fraction * n_units)))
+
+
+def _top_indices(scores: torch.Tensor, keep: int) -> torch.Tensor:
+    """Indices of the ``keep`` largest scores; among equal scores the lower index wins."""
+    # A stable descending sort gives the deterministic tie-break that torch.topk does not promise.
+    return torch.sort(scores, descending=True, stable=True).indices[:keep]
+
+
+def _keep_groups(weight: torch.Tensor, scheme: str, keep: int) -> torch.Tensor:
+    """The 0/1 mask (shape of ``weight``) of the ``keep`` groups of largest L2 norm."""
+    n_units = group_count(weight, scheme)
+    if not 0 <= keep <= n_units:
+        raise ValueError(f"keep={keep} must be in [0, {n_units}] for {scheme} pruning of shape {tuple(weight.shape)}")
+    w = weight.detach()
+    if scheme == "irregular":
+        flat = torch.zeros(w.numel(), dtype=torch.bool, device=w.device)
+        flat[_top_indices(w.abs().flatten(), keep)] = True
+        return flat.reshape(w.shape)
+    gemm = gemm_view(w)
+    if scheme == "filter":
+        rows = torch.zeros(gemm.shape[0], dtype=torch.bool, device=w.device)
+        rows[_top_indices(gemm.pow(2).sum(dim=1), keep)] = True
+        return rows.reshape(-1, *([1] * (w.dim() - 1))).expand_as(w).clone()
+    if scheme == "channel":
+        norms = w.pow(2).sum(dim=[d for d in range(w.dim()) if d != 1])
+        channels = torch.zeros(w.shape[1], dtype=torch.bool, device=w.device)
+        channels[_top_indices(norms, keep)] = True
+        return channels.reshape(1, -1, *([1] * (w.dim() - 2))).expand_as(w).clone()
+    columns = torch.zeros(gemm.shape[1], dtype=torch.bool, device=w.device)
+    columns[_top_indices(gemm.pow(2).sum(dim=0), keep)] = True
+    return columns.reshape(1, -1).expand_as(gemm).reshape(w.shape).clone()
+
+
+def project_pruned(weight: torch.Tensor, scheme: str, keep: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Euclidean projection onto the ``scheme`` set with ``keep`` surviving units: (projection, mask)."""
+    mask = _keep_groups(weight, _check_scheme(scheme), keep)
+    return weight * mask, mask
+
+
+# ---------------------------------------------------------------------------------------------
+# Quantization levels
+# ---------------------------------------------------------------------------------------------
+
+
+def check_bits(bits: int) -> int:
+    if bits not in WEIGHT_BITS:
+        raise ValueError(f"weight bit width {bits} not allowed; valid: {list(WEIGHT_BITS)} (1 = binary, 32 = float)")
+    return bits
+
+
+def max_level(bits: int) -> int:
+    """Largest integer level: 2^(b-1) - 1 (binary: 1)."""
+    return 1 if check_bits(bits) == 1 else 2 ** (bits - 1) - 1
+
+
+def quantize_codes(weight: torch.Tensor, alpha: float, bits: int, allow_zero: bool = True) -> torch.Tensor:
+    """Integer level of each value: nearest in {-m..m} (without 0 for binary or when ``allow_zero`` is False).
+
+    Ties (a value exactly half way between two levels) go to the level of larger magnitude, and an
+    exact 0 that may not stay 0 goes to +1: deterministic, and both are still nearest levels.
+    """
+    if not alpha > 0 or not math.isfinite(alpha):
+        raise ValueError(f"alpha={alpha} must be a positive finite scale")
+    m = max_level(bits)
+    scaled = weight.detach() / alpha
+    # round half away from zero (torch.round rounds half to even)
+    codes = torch.clamp(torch.sign(scaled) * torch.floor(scaled.abs() + 0.5), -m, m)
+    if bits == 1 or not allow_zero:
+        codes = torch.where(codes == 0, torch.where(scaled < 0, -1.0, 1.0).to(codes.dtype), codes)
+    return codes
+
+
+def project_quantized(
+    weight: torch.Tensor, alpha: float, bits: int, mask: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Projection onto the b-bit levels with scale ``alpha``: (projection, mask of non-zeros).
+
+    With a pruning ``mask``, pruned weights stay exactly zero and survivors go to their nearest
+    *non-zero* level (a survivor may not silently become pruned); without one, 0 is a level for b >= 2.
+    """
+    _check_weight(weight)
+    if bits == 32:
+        projected = weight.detach().clone() if mask is None else weight.detach() * mask
+    else:
+        codes = quantize_codes(weight, alpha, bits, allow_zero=mask is None)
+        projected = alpha * codes if mask is None else alpha * codes * mask
+    return projected, projected != 0
+
+
+def _alternate(w: torch.Tensor, alpha: float, bits: int, allow_zero: bool, iterations: int) -> float:
+    for _ in range(iterations):
+        q = quantize_codes(w, alpha, bits, allow_zero=allow_zero)
+        new_alpha = float((w * q).sum() / (q * q).sum())
+        if not new_alpha > 0 or abs(new_alpha - alpha) <= 1e-9 * alpha:
+            return new_alpha if new_alpha > 0 else alpha
+        alpha = new_alpha
+    return alpha
+
+
+def fit_alpha(weight: torch.Tensor, bits: int, mask: torch.Tensor | None = None, iterations: int = 30, starts: int = 32) -> float:
+    """Per-layer scale: alternate ``Q = nearest levels of W/alpha`` and ``alpha = <W,Q>/<Q,Q>``.
+
+    Only the survivors (``mask``) count. Each alternation step cannot increase ||W - alpha Q||, but
+    it stops in a local optimum that depends on where it starts, so it runs from several scales
+    (the mean magnitude and a geometric grid from the scale that puts the largest value on the top
+    level to the one that puts it on level 1) and keeps the scale of least error.
+    """
+    check_bits(bits)
+    w = weight.detach().flatten() if mask is None else weight.detach()[mask.bool()]
+    if w.numel() == 0 or not bool((w != 0).any()):
+        return 1.0
+    largest, mean = float(w.abs().max()), float(w.abs().mean())
+    if bits == 32:
+        return mean
+    m = max_level(bits)
+    allow_zero = mask is None
+    lo, hi = largest / (m + 0.5), largest / 0.5  # from 'largest on the top level' to 'largest on level 1'
+    candidates = {mean, largest / m, *(lo * (hi / lo) ** (i / max(starts - 1, 1)) for i in range(starts))}
+
+    def error(alpha: float) -> float:
+        return float((w - alpha * quantize_codes(w, alpha, bits, allow_zero=allow_zero)).pow(2).sum())
+
+    fitted = [_alternate(w, a, bits, allow_zero, iterations) for a in sorted(candidates) if a > 0]
+    return min(fitted, key=error)
