@@ -1,0 +1,147 @@
+"""ADMM for ``min f(W) s.t. W_i in S_i`` (ADMM-NN-S), plus the masks of masked retraining.
+
+Splitting ``W_i = Z_i`` gives the augmented Lagrangian ``f(W) + sum_i rho/2 ||W_i - Z_i + U_i||^2``
+(scaled dual ``U``). One round: the W-step is ordinary SGD on that loss (``penalty`` is added to the
+loss by ``training.fit``), and every ``update_every`` optimizer steps (``step_hook``):
+
+    Z_i = Proj_{S_i}(W_i + U_i)      exact Euclidean projection (study.constraints)
+    U_i = U_i + W_i - Z_i
+
+Dynamic regularization: rho grows by ``rho_growth`` at every Z/U update up to ``rho_max``. With a
+scaled dual, changing rho must rescale U by old/new rho to keep the unscaled dual ``rho U`` unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from study.models import prunable_layers
+
+# A projection returns (projected weight, 0/1 mask of the support the constraint allows).
+Projection = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+
+@dataclass(frozen=True)
+class ADMMConfig:
+    rho: float = 1e-2  # initial penalty; calibration: ~1e-2 for LeNet-5 (DESIGN.md / ADMM issue)
+    rho_growth: float = 1.5  # multiply rho at every Z/U update (dynamic regularization)
+    rho_max: float = 1.0  # cap: past it the penalty only fights the loss
+    updates_per_epoch: int = 2  # Z/U updates per epoch of the W-step
+
+    def __post_init__(self) -> None:
+        if not self.rho > 0 or not self.rho_max >= self.rho:
+            raise ValueError(f"need 0 < rho ({self.rho}) <= rho_max ({self.rho_max})")
+        if not self.rho_growth >= 1:
+            raise ValueError(f"rho_growth={self.rho_growth} must be >= 1")
+        if self.updates_per_epoch < 1:
+            raise ValueError(f"updates_per_epoch={self.updates_per_epoch} must be >= 1")
+
+
+def _weights(model: nn.Module, names: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+    layers = prunable_layers(model)
+    missing = sorted(set(names) - set(layers))
+    if missing:
+        raise ValueError(f"model has no prunable layer(s) {missing}; its layers: {list(layers)}")
+    return {name: layers[name].weight for name in names}
+
+
+class ADMM:
+    """ADMM state (Z, U, rho) for the constrained layers of one model, and its update history."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        projections: Mapping[str, Projection],
+        config: ADMMConfig,
+        steps_per_epoch: int,
+        monitor: Callable[[], dict[str, float]] | None = None,
+    ) -> None:
+        self.projections = dict(projections)
+        self.config = config
+        self.rho = config.rho
+        self.update_every = max(1, steps_per_epoch // config.updates_per_epoch)
+        self.steps_per_epoch = steps_per_epoch
+        self.monitor = monitor
+        self.steps = 0
+        self.history: list[dict[str, float]] = []
+        weights = _weights(model, self.projections)
+        with torch.no_grad():
+            self.Z = {n: self.projections[n](w.detach())[0].clone() for n, w in weights.items()}
+            self.U = {n: torch.zeros_like(w) for n, w in weights.items()}
+
+    def penalty(self, model: nn.Module) -> torch.Tensor:
+        """``sum_i rho/2 ||W_i - Z_i + U_i||^2``: added to the loss during the W-step."""
+        weights = _weights(model, self.projections)
+        total = sum(((w - self.Z[n] + self.U[n]).pow(2).sum() for n, w in weights.items()), torch.zeros(()))
+        return 0.5 * self.rho * total
+
+    def step_hook(self, model: nn.Module) -> None:
+        """Called after every optimizer step; runs the Z/U update every ``update_every`` steps."""
+        self.steps += 1
+        if self.steps % self.update_every == 0:
+            self.update(model)
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> dict[str, float]:
+        weights = _weights(model, self.projections)
+        row: dict[str, float] = {"update": len(self.history) + 1, "epoch": self.steps / self.steps_per_epoch, "rho": self.rho}
+        distance_sq, norm_sq = 0.0, 0.0
+        for name, w in weights.items():
+            self.Z[name] = self.projections[name](w + self.U[name])[0]
+            self.U[name] += w - self.Z[name]
+            d = float((w - self.Z[name]).pow(2).sum())
+            row[f"w_minus_z/{name}"] = d**0.5
+            distance_sq += d
+            norm_sq += float(w.pow(2).sum())
+        row["w_minus_z"] = distance_sq**0.5
+        row["w_minus_z_relative"] = (distance_sq / norm_sq) ** 0.5 if norm_sq else 0.0
+        if self.monitor is not None:
+            row.update(self.monitor())
+        self.history.append(row)
+        new_rho = min(self.rho * self.config.rho_growth, self.config.rho_max)
+        for name in self.U:
+            self.U[name] *= self.rho / new_rho
+        self.rho = new_rho
+        return row
+
+    @torch.no_grad()
+    def hard_project(self, model: nn.Module) -> dict[str, torch.Tensor]:
+        """Put every constrained weight onto its set; return the masks for masked retraining."""
+        masks = {}
+        for name, w in _weights(model, self.projections).items():
+            projected, mask = self.projections[name](w)
+            w.copy_(projected)
+            masks[name] = mask.to(w.dtype)
+        return masks
+
+
+class MaskedRetraining:
+    """Keeps pruned (or frozen) weights exactly at their value while the rest trains.
+
+    ``masks[name]`` is 1 where a weight may train. Gradients are masked by a tensor hook, so SGD
+    momentum and weight decay never move a masked weight, and ``step_hook`` re-imposes the values
+    after each step as a guard. ``fixed`` holds the values masked weights keep (zeros by default).
+    """
+
+    def __init__(self, model: nn.Module, masks: Mapping[str, torch.Tensor], fixed: Mapping[str, torch.Tensor] | None = None) -> None:
+        weights = _weights(model, masks)
+        self.masks = {n: m.detach().to(weights[n].dtype) for n, m in masks.items()}
+        self.fixed = {n: (fixed[n].detach() if fixed and n in fixed else torch.zeros_like(w)) for n, w in weights.items()}
+        self.handles = [w.register_hook(lambda grad, m=self.masks[n]: grad * m) for n, w in weights.items()]
+        self.step_hook(model)
+
+    @torch.no_grad()
+    def step_hook(self, model: nn.Module) -> None:
+        for name, w in _weights(model, self.masks).items():
+            m = self.masks[name]
+            w.copy_(w * m + self.fixed[name] * (1 - m))
+
+    def remove(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+        self.handles = []

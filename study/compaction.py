@@ -1,0 +1,126 @@
+"""Export structured-pruned chain models (LeNet-5, VGG-style) as physically smaller dense models.
+
+A unit (filter / output neuron) of layer A can be removed when its weights are all zero (filter
+pruning) or when every weight of the next layer B that reads it is zero (channel / column pruning on
+B). Removing it also removes B's input channel (or, after a flatten, its block of input features).
+A unit removed for its zero weights still outputs its bias; that constant is pushed through the
+modules between A and B (pooling, ReLU, flatten) and folded into B's bias, so the compact model
+computes exactly what the masked one does. Valid (unpadded) convolutions keep the folded term
+uniform over positions; a padded one would not, which is checked.
+
+Residual networks need a dependency graph (e.g. torch-pruning); only ``nn.Sequential`` chains are
+handled here.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from study.models import prunable_layers
+
+
+def _chain(model: nn.Module) -> tuple[list[str], dict[str, list[nn.Module]]]:
+    if not isinstance(model, nn.Sequential):
+        raise TypeError("compaction handles nn.Sequential chains only; use a dependency-graph tool for other models")
+    names = list(prunable_layers(model))
+    children = list(model.named_children())
+    between: dict[str, list[nn.Module]] = {}
+    for a, b in zip(names, names[1:]):
+        ia = [n for n, _ in children].index(a)
+        ib = [n for n, _ in children].index(b)
+        between[a] = [m for _, m in children[ia + 1 : ib]]
+    return names, between
+
+
+def _output_shapes(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, tuple[int, ...]]:
+    shapes: dict[str, tuple[int, ...]] = {}
+    hooks = [
+        layer.register_forward_hook(lambda _m, _i, out, n=name: shapes.__setitem__(n, tuple(out.shape[1:])))
+        for name, layer in prunable_layers(model).items()
+    ]
+    with torch.no_grad():
+        model(torch.zeros(1, *input_shape))
+    for h in hooks:
+        h.remove()
+    return shapes
+
+
+def _reader_groups(b: nn.Module, units: int) -> torch.Tensor:
+    """B's weights grouped by the A unit they read: [units, ...] (per unit, all weights reading it)."""
+    w = b.weight.detach()
+    if isinstance(b, nn.Conv2d):
+        return w.transpose(0, 1).reshape(units, -1)
+    per_unit = w.shape[1] // units  # features of one unit after a flatten (1 for FC -> FC)
+    return w.reshape(w.shape[0], units, per_unit).transpose(0, 1).reshape(units, -1)
+
+
+def _slice_inputs(b: nn.Module, keep: torch.Tensor, units: int) -> torch.Tensor:
+    if isinstance(b, nn.Conv2d):
+        return b.weight.detach()[:, keep]
+    per_unit = b.weight.shape[1] // units
+    w = b.weight.detach().reshape(b.weight.shape[0], units, per_unit)[:, keep]
+    return w.reshape(b.weight.shape[0], -1)
+
+
+def _new_layer(layer: nn.Module, weight: torch.Tensor, bias: torch.Tensor | None) -> nn.Module:
+    if isinstance(layer, nn.Conv2d):
+        if layer.groups != 1:
+            raise ValueError("grouped convolutions are not supported by chain compaction")
+        new = nn.Conv2d(weight.shape[1], weight.shape[0], layer.kernel_size, layer.stride, layer.padding,
+                        layer.dilation, bias=bias is not None, padding_mode=layer.padding_mode)
+    else:
+        new = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None)
+    with torch.no_grad():
+        new.weight.copy_(weight)
+        if bias is not None:
+            new.bias.copy_(bias)
+    return new
+
+
+@torch.no_grad()
+def compact(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[nn.Module, dict[str, dict[str, int]]]:
+    """A smaller dense copy of a structured-pruned chain, and per-layer (in, out) sizes before/after."""
+    names, between = _chain(model)
+    shapes = _output_shapes(model, input_shape)
+    layers = prunable_layers(model)
+    weights = {n: layers[n].weight.detach().clone() for n in names}
+    biases = {n: (layers[n].bias.detach().clone() if layers[n].bias is not None else None) for n in names}
+    kept_in: dict[str, torch.Tensor] = {}
+    kept_out: dict[str, torch.Tensor] = {}
+    for a, b in zip(names, names[1:]):
+        units = weights[a].shape[0]
+        zero_rows = weights[a].reshape(units, -1).eq(0).all(dim=1)
+        unread = _reader_groups(layers[b], units).eq(0).all(dim=1)
+        remove = zero_rows | unread
+        fold = zero_rows & ~unread & (biases[a] is not None)
+        if fold.any():
+            # What the removed units still emit (their bias), pushed through pooling/ReLU/flatten to B.
+            constant = torch.zeros(1, *shapes[a])
+            constant[0, fold] = biases[a][fold].reshape(-1, *([1] * (len(shapes[a]) - 1)))
+            for module in between[a]:
+                constant = module(constant)
+            lb = layers[b]
+            response = (F.conv2d(constant, lb.weight, None, lb.stride, lb.padding, lb.dilation)
+                        if isinstance(lb, nn.Conv2d) else F.linear(constant, lb.weight))
+            flat = response[0].reshape(response.shape[1], -1)
+            if not torch.allclose(flat, flat[:, :1].expand_as(flat), atol=1e-5):
+                raise ValueError(f"cannot fold removed units of {a} into {b}: their contribution varies with position (padding?)")
+            biases[b] = (biases[b] if biases[b] is not None else torch.zeros(flat.shape[0])) + flat[:, 0]
+        keep = (~remove).nonzero().flatten()
+        kept_out[a], kept_in[b] = keep, keep
+        weights[b] = _slice_inputs(layers[b], keep, units)
+    compacted = copy.deepcopy(model)
+    sizes = {}
+    for name in names:
+        w, bias = weights[name], biases[name]
+        if name in kept_out:
+            w = w[kept_out[name]]
+            bias = bias[kept_out[name]] if bias is not None else None
+        setattr(compacted, name, _new_layer(layers[name], w, bias))
+        sizes[name] = {"in_before": layers[name].weight.shape[1], "out_before": layers[name].weight.shape[0],
+                       "in_after": w.shape[1], "out_after": w.shape[0]}
+    return compacted, sizes

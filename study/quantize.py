@@ -1,0 +1,138 @@
+"""Quantization of (pruned) models: per-layer scales, ADMM onto the levels, masked mapping, binarization.
+
+Only surviving weights are quantized: a pruned zero stays zero and a survivor never falls to zero
+(``constraints.project_quantized`` with a mask). The final snap is *masked mapping*: survivors are
+put on their nearest level in growing fractions (those already closest to a level first); snapped
+weights are frozen and the rest retrain to compensate, until every weight sits on a level.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+from study import constraints
+from study.admm import ADMM, ADMMConfig, MaskedRetraining
+from study.data import Split
+from study.models import prunable_layers
+from study.training import TrainConfig, evaluate, fit
+
+
+def support_masks(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The non-zero pattern of each prunable layer (what pruning left)."""
+    return {n: (m.weight.detach() != 0).to(m.weight.dtype) for n, m in prunable_layers(model).items()}
+
+
+def fit_alphas(model: nn.Module, bits: int, masks: Mapping[str, torch.Tensor]) -> dict[str, float]:
+    return {n: constraints.fit_alpha(m.weight, bits, masks[n].bool()) for n, m in prunable_layers(model).items()}
+
+
+def _level_projections(alphas: Mapping[str, float], bits: int, masks: Mapping[str, torch.Tensor]) -> dict[str, constraints.Projection]:
+    return {n: (lambda w, a=a, m=masks[n].bool(): constraints.project_quantized(w, a, bits, m)) for n, a in alphas.items()}
+
+
+def admm_quantize(
+    model: nn.Module,
+    train: Split,
+    val: Split,
+    bits: int,
+    admm_config: ADMMConfig,
+    admm_train: TrainConfig,
+    progress: bool = True,
+) -> tuple[dict[str, float], list[dict[str, float]]]:
+    """ADMM towards the b-bit levels of each layer's survivors (in place); return (alphas, history).
+
+    The pruning pattern is kept by masked training throughout; the scales are fitted once at the start.
+    """
+    masks = support_masks(model)
+    alphas = fit_alphas(model, bits, masks)
+    steps_per_epoch = -(-len(train) // admm_train.batch_size)
+    monitor = lambda: {f"val_{k}": v for k, v in evaluate(model, val).items()}  # noqa: E731
+    admm = ADMM(model, _level_projections(alphas, bits, masks), admm_config, steps_per_epoch, monitor=monitor)
+    keep_pruned = MaskedRetraining(model, masks)
+    fit(model, train, val, admm_train, step_hooks=[keep_pruned.step_hook, admm.step_hook], loss_terms=[admm.penalty], progress=progress)
+    keep_pruned.remove()
+    return alphas, admm.history
+
+
+def masked_mapping(
+    model: nn.Module,
+    train: Split,
+    val: Split,
+    bits: int,
+    alphas: Mapping[str, float],
+    fractions: Sequence[float],
+    retrain: TrainConfig,
+    progress: bool = True,
+) -> list[dict[str, float]]:
+    """Snap survivors to their nearest level in growing fractions, retraining the unsnapped ones.
+
+    ``fractions`` must increase and end at 1.0. Returns one row per round (fraction, val accuracy).
+    """
+    if not fractions or list(fractions) != sorted(fractions) or fractions[-1] != 1.0 or fractions[0] <= 0:
+        raise ValueError(f"masked mapping fractions {list(fractions)} must increase within (0, 1] and end at 1.0")
+    masks = support_masks(model)
+    layers = prunable_layers(model)
+    snapped = {n: torch.zeros_like(m) for n, m in masks.items()}
+    history = []
+    for fraction in fractions:
+        fixed = {}
+        with torch.no_grad():
+            for name, layer in layers.items():
+                w, survivors = layer.weight, masks[name].bool()
+                target, _ = constraints.project_quantized(w, alphas[name], bits, survivors)
+                distance = (w - target).abs()
+                distance[~survivors | snapped[name].bool()] = -1.0  # already snapped or pruned: not candidates
+                n_snap = round(fraction * int(survivors.sum())) - int(snapped[name].sum())
+                if n_snap > 0:
+                    # stable sort: among equal distances the lower index snaps first (deterministic)
+                    order = torch.sort(torch.where(distance < 0, torch.inf, distance).flatten(), stable=True).indices
+                    snapped[name].view(-1)[order[:n_snap]] = 1.0
+                fixed[name] = torch.where(snapped[name].bool(), target, torch.zeros_like(w))
+                w.copy_(torch.where(snapped[name].bool(), target, w))
+        trainable = {n: masks[n] * (1 - snapped[n]) for n in masks}
+        if fraction < 1.0:
+            frozen = MaskedRetraining(model, trainable, fixed)
+            fit(model, train, val, retrain, step_hooks=[frozen.step_hook], progress=progress)
+            frozen.remove()
+        history.append({"fraction": fraction, "val_accuracy": evaluate(model, val)["accuracy"]})
+    return history
+
+
+def check_on_levels(model: nn.Module, bits: int, alphas: Mapping[str, float]) -> None:
+    """Raise if any non-zero weight is off its layer's levels (a guard before reporting b-bit results)."""
+    for name, layer in prunable_layers(model).items():
+        w = layer.weight.detach()
+        codes = w / alphas[name]
+        nz = w != 0
+        m = constraints.max_level(bits)
+        if not (torch.allclose(codes[nz], codes[nz].round(), atol=1e-4) and bool((codes[nz].abs() <= m + 1e-4).all())):
+            raise AssertionError(f"layer {name}: weights are not all on the {bits}-bit levels")
+
+
+def binarize(weight: torch.Tensor) -> torch.Tensor:
+    """``alpha * sign(W)`` with ``alpha = mean |W|`` (the least-squares binary scale), sign(0) = +1."""
+    return torch.where(weight < 0, -1.0, 1.0).to(weight.dtype) * weight.abs().mean()
+
+
+class _BinarySTE(nn.Module):
+    """Forward: ``binarize(W)``; backward: straight through to the latent W."""
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        return weight + (binarize(weight) - weight).detach()
+
+
+def binarize_with_ste(model: nn.Module, train: Split, val: Split, config: TrainConfig, progress: bool = True) -> list[dict]:
+    """Train every layer's weights as binary (straight-through estimator), then bake the binary values in."""
+    layers = prunable_layers(model)
+    for layer in layers.values():
+        parametrize.register_parametrization(layer, "weight", _BinarySTE())
+    history = fit(model, train, val, config, progress=progress)
+    for layer in layers.values():
+        parametrize.remove_parametrizations(layer, "weight", leave_parametrized=False)
+        with torch.no_grad():  # exact levels (w + (b - w) in floating point is only close to b)
+            layer.weight.copy_(binarize(layer.weight))
+    return history

@@ -1,0 +1,162 @@
+"""ADMM updates, masked retraining, pruning steps and quantization on LeNet-5 with tiny synthetic data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from study import constraints, data, models, pruning, quantize, training
+from study.admm import ADMM, ADMMConfig, MaskedRetraining
+from study.training import TrainConfig
+
+FAST = TrainConfig(epochs=2, batch_size=32, lr=0.05, lr_schedule="constant")
+
+
+@pytest.fixture(scope="module")
+def splits(synthetic_root: Path) -> dict[str, data.Split]:
+    return data.load_dataset("mnist", synthetic_root, val_size=56, check_sha256=False)
+
+
+@pytest.fixture(scope="module")
+def trained(splits: dict[str, data.Split]) -> torch.nn.Module:
+    training.seed_everything(0)
+    net = models.build_model("lenet5")
+    training.fit(net, splits["train"], splits["val"], TrainConfig(epochs=3, batch_size=32, lr=0.05), progress=False)
+    return net
+
+
+def _clone(net: torch.nn.Module) -> torch.nn.Module:
+    copy = models.build_model("lenet5")
+    copy.load_state_dict(net.state_dict())
+    return copy
+
+
+def test_z_u_update_and_rho_rescaling_by_hand() -> None:
+    net = models.build_model("lenet5")
+    project = lambda w: constraints.project_pruned(w, "irregular", 10)  # noqa: E731
+    admm = ADMM(net, {"fc2": project}, ADMMConfig(rho=0.1, rho_growth=2.0, rho_max=0.4), steps_per_epoch=4)
+    w = net.fc2.weight.detach().clone()
+    u_before = torch.randn_like(w)
+    admm.U["fc2"] = u_before.clone()
+    admm.update(net)
+    z = project(w + u_before)[0]
+    assert torch.equal(admm.Z["fc2"], z)
+    assert torch.allclose(admm.U["fc2"], (u_before + w - z) * 0.1 / 0.2)  # scaled dual follows rho
+    assert admm.rho == 0.2
+    admm.update(net)
+    admm.update(net)
+    assert admm.rho == 0.4  # capped
+    assert [round(h["rho"], 6) for h in admm.history] == [0.1, 0.2, 0.4]
+
+
+def test_penalty_gradient_is_rho_times_w_minus_z_plus_u() -> None:
+    net = models.build_model("lenet5")
+    admm = ADMM(net, {"fc2": lambda w: constraints.project_pruned(w, "filter", 3)}, ADMMConfig(rho=0.3), 4)
+    admm.U["fc2"] = torch.randn_like(net.fc2.weight)
+    admm.penalty(net).backward()
+    expected = 0.3 * (net.fc2.weight - admm.Z["fc2"] + admm.U["fc2"])
+    assert torch.allclose(net.fc2.weight.grad, expected.detach())
+
+
+def test_admm_drives_w_towards_the_constraint_set(splits, trained) -> None:
+    net = _clone(trained)
+    keep = {"conv1": 0.5, "conv2": 0.2, "fc1": 0.05, "fc2": 0.5}
+    config = ADMMConfig(rho=0.05, rho_growth=1.5, rho_max=2.0, updates_per_epoch=1)
+    admm = ADMM(net, pruning.projections_for(net, "irregular", keep), config, steps_per_epoch=25)
+    training.fit(net, splits["train"], splits["val"], TrainConfig(epochs=7, batch_size=8, lr=0.01, lr_schedule="constant"),
+                 step_hooks=[admm.step_hook], loss_terms=[admm.penalty], progress=False)
+    distances = [h["w_minus_z_relative"] for h in admm.history]
+    assert len(distances) == 7  # one Z/U update an epoch
+    assert distances[-1] < 0.3 * distances[0]
+
+
+def test_masked_retraining_keeps_pruned_weights_exactly_zero(splits, trained) -> None:
+    net = _clone(trained)
+    masks = {}
+    for name, layer in models.prunable_layers(net).items():
+        projected, mask = constraints.project_pruned(layer.weight, "irregular", layer.weight.numel() // 10)
+        with torch.no_grad():
+            layer.weight.copy_(projected)
+        masks[name] = mask
+    masked = MaskedRetraining(net, masks)
+    training.fit(net, splits["train"], splits["val"], TrainConfig(epochs=3, batch_size=16, lr=0.05, weight_decay=1e-3),
+                 step_hooks=[masked.step_hook], progress=False)
+    for name, layer in models.prunable_layers(net).items():
+        assert not layer.weight[~masks[name]].any(), name
+        assert layer.weight[masks[name]].ne(0).any(), name  # survivors did train
+
+
+@pytest.mark.parametrize("scheme", ["irregular", "filter", "column"])
+def test_progressive_pruning_reaches_its_targets_and_only_removes_more(splits, trained, scheme: str) -> None:
+    steps = [{"conv2": 0.5, "fc1": 0.5}, {"conv2": 0.25, "fc1": 0.2}]
+    final, results = pruning.progressive_prune(trained, splits["train"], splits["val"], scheme, steps,
+                                               ADMMConfig(rho=0.05), FAST, FAST, progress=False)
+    units = pruning.layer_units(final, scheme)
+    for name, fraction in steps[-1].items():
+        mask = results[-1].masks[name].bool()
+        assert torch.equal(mask | results[0].masks[name].bool(), results[0].masks[name].bool())  # subset of step 1
+        layer = models.prunable_layers(final)[name]
+        assert not layer.weight[~mask].any()
+        kept_units = constraints.keep_count(units[name], fraction)
+        assert int(mask.sum()) == kept_units * (mask.numel() // units[name])
+    assert models.prunable_layers(final)["conv1"].weight.ne(0).all()  # not targeted, left dense
+    assert models.pruning_rate(trained) == 1.0  # the input model is untouched
+    assert results[-1].val_accuracy > 0.5
+
+
+def test_split_rate_reaches_the_overall_rate() -> None:
+    net = models.build_model("lenet5")
+    keep = pruning.split_rate(net, 100.0, {"conv1": 8, "conv2": 3, "fc1": 1, "fc2": 6})
+    sizes = {n: m.weight.numel() for n, m in models.prunable_layers(net).items()}
+    assert sum(keep[n] * sizes[n] for n in sizes) == pytest.approx(430_500 / 100, rel=1e-6)
+    assert keep["conv1"] / keep["fc1"] == pytest.approx(8)
+
+
+@pytest.mark.parametrize(
+    ("scheme", "keep", "message"),
+    [
+        ("irregular", {"fc9": 0.5}, r"layer\(s\) \['fc9'\] that the model lacks"),
+        ("irregular", {"fc1": 0.0}, r"kept fraction of layer 'fc1' is 0.0; it must be in \(0, 1\]"),
+        ("filter", {"fc1": 1.2}, r"is 1.2"),
+        ("channel", {"conv1": 0.5}, r"channel pruning of layer 'conv1': it has a single channel unit"),
+    ],
+)
+def test_bad_targets_fail_before_training(scheme: str, keep: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        pruning.projections_for(models.build_model("lenet5"), scheme, keep)
+
+
+@pytest.mark.parametrize("bits", [1, 3])
+def test_quantizing_a_pruned_model_keeps_zeros_and_ends_on_levels(splits, trained, bits: int) -> None:
+    net = _clone(trained)
+    for name, layer in models.prunable_layers(net).items():
+        with torch.no_grad():
+            layer.weight.copy_(constraints.project_pruned(layer.weight, "irregular", layer.weight.numel() // 5)[0])
+    before = quantize.support_masks(net)
+    alphas, history = quantize.admm_quantize(net, splits["train"], splits["val"], bits, ADMMConfig(rho=0.05), FAST, progress=False)
+    assert history and all(a > 0 for a in alphas.values())
+    rounds = quantize.masked_mapping(net, splits["train"], splits["val"], bits, alphas, [0.5, 0.9, 1.0], FAST, progress=False)
+    assert [r["fraction"] for r in rounds] == [0.5, 0.9, 1.0]
+    quantize.check_on_levels(net, bits, alphas)
+    after = quantize.support_masks(net)
+    for name in before:
+        assert torch.equal(before[name], after[name]), name  # same zeros: none added, none revived
+        if bits == 1:
+            magnitudes = net.get_submodule(name).weight[after[name].bool()].abs()
+            assert torch.allclose(magnitudes, torch.full_like(magnitudes, alphas[name])), name
+
+
+def test_binarized_network_has_two_values_per_layer(splits, trained) -> None:
+    net = _clone(trained)
+    quantize.binarize_with_ste(net, splits["train"], splits["val"], FAST, progress=False)
+    for name, layer in models.prunable_layers(net).items():
+        values = layer.weight.detach().unique()
+        assert len(values) == 2 and values[0] == -values[1], name
+    assert training.evaluate(net, splits["val"])["accuracy"] > 0.5
+
+
+def test_masked_mapping_rejects_bad_fractions(splits, trained) -> None:
+    with pytest.raises(ValueError, match=r"must increase within \(0, 1\] and end at 1.0"):
+        quantize.masked_mapping(_clone(trained), splits["train"], splits["val"], 4, {}, [0.5, 0.9], FAST)

@@ -1,0 +1,56 @@
+"""Compacted structured-pruned models are smaller and compute exactly what the masked models do."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from study import compaction, constraints, models
+
+
+def _prune(scheme: str, keep: dict[str, int], seed: int = 0) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    net = models.build_model("lenet5")
+    with torch.no_grad():
+        for layer in models.prunable_layers(net).values():
+            layer.bias.uniform_(-0.5, 0.5)  # non-zero biases: removed filters still emit them
+        for name, k in keep.items():
+            layer = net.get_submodule(name)
+            layer.weight.copy_(constraints.project_pruned(layer.weight, scheme, k)[0])
+    return net
+
+
+@pytest.mark.parametrize(
+    ("scheme", "keep", "expected_out"),
+    [
+        ("filter", {"conv1": 7, "conv2": 20, "fc1": 60}, {"conv1": 7, "conv2": 20, "fc1": 60, "fc2": 10}),
+        ("channel", {"conv2": 5, "fc2": 100}, {"conv1": 5, "conv2": 50, "fc1": 100, "fc2": 10}),
+        ("column", {"conv2": 50}, None),  # columns rarely empty whole channels: shapes may stay
+    ],
+)
+def test_compact_model_matches_masked_model(scheme: str, keep: dict, expected_out: dict | None) -> None:
+    masked = _prune(scheme, keep)
+    compact, sizes = compaction.compact(masked, models.INPUT_SHAPES["lenet5"])
+    x = torch.randn(16, *models.INPUT_SHAPES["lenet5"])
+    with torch.no_grad():
+        assert torch.allclose(compact(x), masked(x), atol=1e-5)
+    if expected_out is not None:
+        assert {n: s["out_after"] for n, s in sizes.items()} == expected_out
+        assert models.count_weights(compact) < models.count_weights(masked)
+        # nothing that computes is added; weights of producers nobody reads are dropped too
+        assert models.count_nonzero_weights(compact) <= models.count_nonzero_weights(masked)
+
+
+def test_filter_pruning_removes_next_layer_inputs_and_features() -> None:
+    compact, sizes = compaction.compact(_prune("filter", {"conv2": 10}), models.INPUT_SHAPES["lenet5"])
+    assert sizes["conv2"]["out_after"] == 10
+    assert sizes["fc1"]["in_before"] == 800 and sizes["fc1"]["in_after"] == 10 * 16  # 4x4 features per channel
+
+
+def test_non_chain_models_are_refused() -> None:
+    class Residual(torch.nn.Module):
+        def forward(self, x):
+            return x
+
+    with pytest.raises(TypeError, match="nn.Sequential chains only"):
+        compaction.compact(Residual(), (1, 28, 28))
