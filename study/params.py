@@ -16,8 +16,10 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from study.admm import ADMMConfig
+from study.constraints import PRUNING_SCHEMES, group_count
 from study.data import DATASETS
-from study.models import MODELS
+from study.models import MODELS, build_model, prunable_layers
 from study.training import LR_SCHEDULES, TrainConfig
 
 
@@ -80,10 +82,89 @@ class BaselineParams(_Strict):
         )
 
 
+class ADMMParams(_Strict):
+    """Shared ADMM settings: the dynamic-rho schedule and the SGD of the W-step and of retraining."""
+
+    rho: float = Field(0.01, gt=0)
+    rho_growth: float = Field(1.5, ge=1)
+    rho_max: float = Field(1.0, gt=0)
+    updates_per_epoch: int = Field(2, ge=1)
+    lr: float = Field(0.01, gt=0, description="constant during the ADMM phase")
+    retrain_lr: float = Field(0.01, gt=0, description="start of the cosine schedule of masked retraining")
+    batch_size: int = Field(64, ge=1)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0)
+    tolerance_pp: float = Field(0.2, ge=0, description="selection: val accuracy >= baseline val - this (points)")
+
+    @model_validator(mode="after")
+    def _rho_cap(self) -> "ADMMParams":
+        if self.rho_max < self.rho:
+            raise ValueError(f"rho_max ({self.rho_max}) must be >= rho ({self.rho})")
+        return self
+
+    def admm_config(self) -> ADMMConfig:
+        return ADMMConfig(self.rho, self.rho_growth, self.rho_max, self.updates_per_epoch)
+
+    def admm_train(self, epochs: int, seed: int) -> TrainConfig:
+        return TrainConfig(epochs, self.batch_size, self.lr, self.momentum, self.weight_decay, "constant", seed)
+
+    def retrain(self, epochs: int, seed: int) -> TrainConfig:
+        return TrainConfig(epochs, self.batch_size, self.retrain_lr, self.momentum, self.weight_decay, "cosine", seed)
+
+
+class PruneSchedule(_Strict):
+    """Progressive pruning of one model with one scheme: overall rates in order, and the per-layer split."""
+
+    rates: list[float] = Field(min_length=1, description="overall weight pruning rates (total / non-zero), increasing")
+    density_weights: dict[str, float] = Field(
+        min_length=1, description="relative kept fraction per pruned layer; layers not listed stay dense"
+    )
+    admm_epochs: int = Field(ge=1)
+    retrain_epochs: int = Field(ge=0)
+    stop_after_misses: int = Field(1, ge=1, description="stop after this many steps below the accuracy tolerance")
+
+    @field_validator("rates")
+    @classmethod
+    def _increasing(cls, rates: list[float]) -> list[float]:
+        if any(r < 1 for r in rates) or rates != sorted(set(rates)):
+            raise ValueError(f"rates {rates} must be >= 1 and strictly increasing")
+        return rates
+
+    @field_validator("density_weights")
+    @classmethod
+    def _positive(cls, weights: dict[str, float]) -> dict[str, float]:
+        bad = {k: v for k, v in weights.items() if not v > 0}
+        if bad:
+            raise ValueError(f"density weights must be > 0, got {bad}")
+        return weights
+
+
 class Params(_Strict):
     seed: int = Field(0, ge=0)
     data: DataParams = DataParams()
     baselines: dict[str, BaselineParams] = Field(min_length=1)
+    admm: ADMMParams = ADMMParams()
+    prune: dict[str, dict[str, PruneSchedule]] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _prune_targets(self) -> "Params":
+        for baseline, schedules in self.prune.items():
+            if baseline not in self.baselines:
+                raise ValueError(f"prune.{baseline}: no such baseline; valid: {sorted(self.baselines)}")
+            layers = prunable_layers(build_model(self.baselines[baseline].model))
+            for scheme, schedule in schedules.items():
+                where = f"prune.{baseline}.{scheme}"
+                if scheme not in PRUNING_SCHEMES:
+                    raise ValueError(f"{where}: unknown pruning scheme {scheme!r}; valid schemes: {list(PRUNING_SCHEMES)}")
+                for layer in schedule.density_weights:
+                    if layer not in layers:
+                        raise ValueError(f"{where}.density_weights.{layer}: the model has no layer {layer!r}; its layers: {list(layers)}")
+                    if group_count(layers[layer].weight, scheme) == 1:
+                        raise ValueError(
+                            f"{where}.density_weights.{layer}: {layer} has a single {scheme} unit and cannot be "
+                            f"{scheme}-pruned; remove it from density_weights (it then stays dense)"
+                        )
+        return self
 
     @model_validator(mode="after")
     def _baseline_names(self) -> "Params":

@@ -48,22 +48,27 @@ def split_rate(model: nn.Module, rate: float, density_weights: Mapping[str, floa
 
     Layer l keeps the fraction ``min(1, c * density_weights[l])``, with the one ``c`` (found by
     bisection) that makes the kept weights total ``weights / rate``: a layer with twice the density
-    weight keeps twice the fraction (the small first and last layers are usually given large ones).
+    weight keeps twice the fraction. Layers without a density weight are not pruned (fraction 1.0).
     """
     layers = prunable_layers(model)
-    missing = sorted(set(layers) - set(density_weights))
-    if missing or any(v <= 0 for v in density_weights.values()):
-        raise ValueError(f"density weights must be > 0 for every layer {list(layers)}; missing {missing}")
-    sizes = {n: m.weight.numel() for n, m in layers.items()}
-    target = sum(sizes.values()) / rate
+    unknown = sorted(set(density_weights) - set(layers))
+    if unknown:
+        raise ValueError(f"density weights name layer(s) {unknown} that the model lacks; its layers: {list(layers)}")
+    if any(not v > 0 for v in density_weights.values()):
+        raise ValueError(f"density weights must be > 0, got {dict(density_weights)}")
     if not rate >= 1:
         raise ValueError(f"pruning rate {rate} must be >= 1")
-    kept = lambda c: sum(min(1.0, c * density_weights[n]) * sizes[n] for n in sizes)  # noqa: E731
+    sizes = {n: m.weight.numel() for n, m in layers.items()}
+    dense = sum(sizes[n] for n in sizes if n not in density_weights)
+    target = sum(sizes.values()) / rate - dense
+    if target <= 0:
+        raise ValueError(f"rate {rate} is out of reach: the unpruned layers alone keep {dense} of {sum(sizes.values())} weights")
+    kept = lambda c: sum(min(1.0, c * w) * sizes[n] for n, w in density_weights.items())  # noqa: E731
     lo, hi = 0.0, 1.0 / min(density_weights.values())
     for _ in range(100):
         mid = 0.5 * (lo + hi)
         lo, hi = (mid, hi) if kept(mid) < target else (lo, mid)
-    return {n: min(1.0, hi * density_weights[n]) for n in sizes}
+    return {n: (min(1.0, hi * density_weights[n]) if n in density_weights else 1.0) for n in sizes}
 
 
 def projections_for(model: nn.Module, scheme: str, keep: Mapping[str, float]) -> dict[str, constraints.Projection]:
@@ -156,3 +161,16 @@ def progressive_prune(
         results.append(result)
         masks = result.masks
     return model, results
+
+
+def select_step(steps: Sequence[Mapping[str, Any]], threshold: float) -> Mapping[str, Any]:
+    """The highest-rate step whose validation accuracy reaches ``threshold``; else the most accurate step.
+
+    Selection looks at validation accuracy only, never at the test split.
+    """
+    if not steps:
+        raise ValueError("no pruning steps to select from")
+    qualifying = [s for s in steps if s["val_accuracy"] >= threshold]
+    if qualifying:
+        return max(qualifying, key=lambda s: s["pruning_rate"])
+    return max(steps, key=lambda s: s["val_accuracy"])

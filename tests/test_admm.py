@@ -112,6 +112,11 @@ def test_split_rate_reaches_the_overall_rate() -> None:
     sizes = {n: m.weight.numel() for n, m in models.prunable_layers(net).items()}
     assert sum(keep[n] * sizes[n] for n in sizes) == pytest.approx(430_500 / 100, rel=1e-6)
     assert keep["conv1"] / keep["fc1"] == pytest.approx(8)
+    partial = pruning.split_rate(net, 10.0, {"conv2": 1, "fc1": 1})  # conv1 and fc2 stay dense
+    assert partial["conv1"] == partial["fc2"] == 1.0
+    assert sum(partial[n] * sizes[n] for n in sizes) == pytest.approx(43_050, rel=1e-6)
+    with pytest.raises(ValueError, match="out of reach"):
+        pruning.split_rate(net, 1000.0, {"fc2": 1})
 
 
 @pytest.mark.parametrize(

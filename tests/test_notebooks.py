@@ -11,6 +11,7 @@ from pathlib import Path
 import nbformat
 import papermill
 import pytest
+import yaml
 
 from tests.conftest import REPO
 
@@ -48,9 +49,21 @@ def test_dvc_passes_only_declared_parameters() -> None:
             assert passed <= declared, f"{path.name} lacks parameters {sorted(passed - declared)}"
 
 
-def test_train_then_report_pipeline_on_tiny_data(synthetic_root: Path, tmp_path: Path) -> None:
-    """The train and report stages end to end: checkpoint, metrics JSON, T1 as CSV/Markdown, HTML report."""
-    assert {p.name for p in NOTEBOOKS} == {"train.ipynb", "report.ipynb"}, "add new notebooks to this smoke test"
+def _tiny_params(tmp_path: Path, synthetic_root: Path) -> Path:
+    """params.yaml shrunk to a tiny config: same keys, synthetic data, one or two epochs a phase."""
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["data"] = {"root": str(synthetic_root), "val_size": 56}
+    params["admm"].update(batch_size=32, lr=0.05, retrain_lr=0.05, tolerance_pp=50.0)
+    for scheme, schedule in params["prune"]["lenet5-mnist"].items():
+        schedule.update(rates=schedule["rates"][:2], admm_epochs=1, retrain_epochs=1)
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    return path
+
+
+def test_pipeline_on_tiny_data(synthetic_root: Path, tmp_path: Path) -> None:
+    """Every stage end to end: train, prune (each scheme), report; checkpoints, metrics JSON, T1, HTML."""
+    assert {p.name for p in NOTEBOOKS} == {"train.ipynb", "prune.ipynb", "report.ipynb"}, "add new notebooks here"
     runs = tmp_path / "runs"
     runs.mkdir()
     for dataset in ("mnist", "fashion_mnist"):
@@ -75,6 +88,28 @@ def test_train_then_report_pipeline_on_tiny_data(synthetic_root: Path, tmp_path:
         assert 0.0 <= metrics["test_accuracy"] <= 1.0
         assert (tmp_path / "models" / key / "dense.pt").is_file()
         assert not (tmp_path / "resume" / f"{key}.pt").exists()
+
+    params_file = _tiny_params(tmp_path, synthetic_root)
+    for scheme in ("irregular", "filter", "channel", "column"):
+        name = f"lenet5-mnist-{scheme}"
+        _execute(
+            "prune.ipynb",
+            runs / f"prune-{name}.ipynb",
+            params_file=str(params_file),
+            baseline="lenet5-mnist",
+            scheme=scheme,
+            dense_checkpoint=str(tmp_path / "models" / "lenet5-mnist" / "dense.pt"),
+            baseline_metrics=str(tmp_path / "metrics" / "lenet5-mnist.json"),
+            out_dir=str(tmp_path / "models" / "lenet5-mnist" / f"prune-{scheme}"),
+            metrics_path=str(tmp_path / "prune" / f"{name}.json"),
+            history_path=str(tmp_path / "prune" / f"{name}.admm.csv"),
+            check_sha256=False,
+        )
+        metrics = json.loads((tmp_path / "prune" / f"{name}.json").read_text())
+        assert metrics["scheme"] == scheme and len(metrics["steps"]) == 2
+        assert metrics["pruning_rate"] > 1.5 and set(metrics["per_layer"]) == {"conv1", "conv2", "fc1", "fc2"}
+        assert metrics["admm_history"] and Path(metrics["selected_checkpoint"]).is_file()
+        assert "w_minus_z" in (tmp_path / "prune" / f"{name}.admm.csv").read_text().splitlines()[0]
 
     report_dir = tmp_path / "report"
     _execute(
