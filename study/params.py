@@ -139,15 +139,35 @@ class PruneSchedule(_Strict):
         return weights
 
 
+class QuantizeParams(_Strict):
+    """Quantization of one baseline's dense and pruned models: ADMM onto the levels, then masked mapping."""
+
+    admm_epochs: int = Field(ge=0, description="ADMM epochs towards the levels (0: snap by masked mapping only)")
+    mapping_fractions: list[float] = Field(min_length=1, description="cumulative fractions snapped per round, ending at 1.0")
+    mapping_epochs: int = Field(ge=0, description="retraining epochs after each masked-mapping round but the last")
+    binary_epochs: int = Field(ge=1, description="straight-through-estimator epochs of the fully binarized dense model")
+
+    @field_validator("mapping_fractions")
+    @classmethod
+    def _fractions(cls, fractions: list[float]) -> list[float]:
+        if fractions != sorted(set(fractions)) or fractions[0] <= 0 or fractions[-1] != 1.0:
+            raise ValueError(f"mapping_fractions {fractions} must increase within (0, 1] and end at 1.0")
+        return fractions
+
+
 class Params(_Strict):
     seed: int = Field(0, ge=0)
     data: DataParams = DataParams()
     baselines: dict[str, BaselineParams] = Field(min_length=1)
     admm: ADMMParams = ADMMParams()
     prune: dict[str, dict[str, PruneSchedule]] = Field(default_factory=dict)
+    quantize: dict[str, QuantizeParams] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _prune_targets(self) -> "Params":
+        for baseline in self.quantize:
+            if baseline not in self.baselines:
+                raise ValueError(f"quantize.{baseline}: no such baseline; valid: {sorted(self.baselines)}")
         for baseline, schedules in self.prune.items():
             if baseline not in self.baselines:
                 raise ValueError(f"prune.{baseline}: no such baseline; valid: {sorted(self.baselines)}")

@@ -56,6 +56,7 @@ def _tiny_params(tmp_path: Path, synthetic_root: Path) -> Path:
     params["admm"].update(batch_size=32, lr=0.05, retrain_lr=0.05, tolerance_pp=50.0)
     for scheme, schedule in params["prune"]["lenet5-mnist"].items():
         schedule.update(rates=schedule["rates"][:2], admm_epochs=1, retrain_epochs=1)
+    params["quantize"]["lenet5-mnist"].update(admm_epochs=1, mapping_fractions=[0.5, 1.0], mapping_epochs=1, binary_epochs=1)
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(params))
     return path
@@ -63,7 +64,7 @@ def _tiny_params(tmp_path: Path, synthetic_root: Path) -> Path:
 
 def test_pipeline_on_tiny_data(synthetic_root: Path, tmp_path: Path) -> None:
     """Every stage end to end: train, prune (each scheme), report; checkpoints, metrics JSON, T1, HTML."""
-    assert {p.name for p in NOTEBOOKS} == {"train.ipynb", "prune.ipynb", "report.ipynb"}, "add new notebooks here"
+    assert {p.name for p in NOTEBOOKS} == {"train.ipynb", "prune.ipynb", "quantize.ipynb", "report.ipynb"}, "add new notebooks here"
     runs = tmp_path / "runs"
     runs.mkdir()
     for dataset in ("mnist", "fashion_mnist"):
@@ -99,7 +100,6 @@ def test_pipeline_on_tiny_data(synthetic_root: Path, tmp_path: Path) -> None:
             baseline="lenet5-mnist",
             scheme=scheme,
             dense_checkpoint=str(tmp_path / "models" / "lenet5-mnist" / "dense.pt"),
-            baseline_metrics=str(tmp_path / "metrics" / "lenet5-mnist.json"),
             out_dir=str(tmp_path / "models" / "lenet5-mnist" / f"prune-{scheme}"),
             metrics_path=str(tmp_path / "prune" / f"{name}.json"),
             history_path=str(tmp_path / "prune" / f"{name}.admm.csv"),
@@ -110,6 +110,32 @@ def test_pipeline_on_tiny_data(synthetic_root: Path, tmp_path: Path) -> None:
         assert metrics["pruning_rate"] > 1.5 and set(metrics["per_layer"]) == {"conv1", "conv2", "fc1", "fc2"}
         assert metrics["admm_history"] and Path(metrics["selected_checkpoint"]).is_file()
         assert "w_minus_z" in (tmp_path / "prune" / f"{name}.admm.csv").read_text().splitlines()[0]
+
+    for scheme, bits in (("irregular", 2), ("filter", 1), ("dense", 1), ("dense", 4)):
+        name = f"lenet5-mnist-{scheme}-{bits}"
+        source = {"source_metrics": str(tmp_path / "prune" / f"lenet5-mnist-{scheme}.json")}
+        if scheme == "dense":
+            source = {"source_metrics": str(tmp_path / "metrics" / "lenet5-mnist.json"),
+                      "source_checkpoint": str(tmp_path / "models" / "lenet5-mnist" / "dense.pt")}
+        _execute(
+            "quantize.ipynb",
+            runs / f"quantize-{name}.ipynb",
+            params_file=str(params_file),
+            baseline="lenet5-mnist",
+            scheme=scheme,
+            bits=bits,
+            checkpoint_path=str(tmp_path / "models" / name / "model.pt"),
+            metrics_path=str(tmp_path / "quantize" / f"{name}.json"),
+            check_sha256=False,
+            **source,
+        )
+        metrics = json.loads((tmp_path / "quantize" / f"{name}.json").read_text())
+        assert metrics["weight_bits"] == bits and metrics["scheme"] == scheme
+        # b-bit levels: at most 2^b - 1 distinct values per layer, zero included (binary: +-alpha, and 0 if pruned)
+        most = 2**bits - 1 if bits > 1 else 3
+        assert all(n <= most for n in metrics["distinct_values"].values()), metrics["distinct_values"]
+        if scheme == "dense" and bits == 1:
+            assert set(metrics["distinct_values"].values()) == {2}  # fully binarized: +-alpha, no zeros
 
     report_dir = tmp_path / "report"
     _execute(
