@@ -7,9 +7,16 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
+import matplotlib
 
-from study.artifacts import METRICS_KEYS, atomic_write_text
+matplotlib.use("Agg")  # figures are files; no display needed (CI, papermill)
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+from study.artifacts import METRICS_KEYS, atomic_write_bytes, atomic_write_text  # noqa: E402
+
+SCHEME_ORDER = ["dense", "irregular", "filter", "channel", "column"]
 
 
 def read_metrics(paths: Iterable[Path | str]) -> list[dict[str, Any]]:
@@ -52,3 +59,130 @@ def write_table(table: pd.DataFrame, folder: Path | str, name: str) -> dict[str,
     atomic_write_text(paths["csv"], table.to_csv(index=False))
     atomic_write_text(paths["md"], table.to_markdown(index=False) + "\n")
     return paths
+
+
+def _pct(fraction: float | None) -> float | None:
+    return None if fraction is None else round(100 * fraction, 2)
+
+
+def irregular_table(records: Iterable[dict[str, Any]], published: pd.DataFrame) -> pd.DataFrame:
+    """Table T2: our non-structured results (rate, accuracy, per-layer kept %) beside published ones."""
+    rows = []
+    for r in records:
+        if r["scheme"] != "irregular":
+            continue
+        row = {
+            "model": r["model"], "dataset": r["dataset"], "method": "ours (ADMM-NN-S, this suite)",
+            "pruning rate (x)": round(r["pruning_rate"], 1), "test accuracy (%)": _pct(r["test_accuracy"]),
+            "baseline test accuracy (%)": _pct(r["baseline_test_accuracy"]),
+        }
+        row.update({f"{layer} kept (%)": round(100 * f, 2) for layer, f in r["per_layer"].items()})
+        row["source"] = "this run"
+        rows.append(row)
+    models = {(r["model"], r["dataset"]) for r in rows}
+    for _, p in published.iterrows():
+        if (p["model"], p["dataset"]) in models and p["scheme"] == "irregular":
+            rows.append({"model": p["model"], "dataset": p["dataset"], "method": p["method"],
+                         "pruning rate (x)": p["pruning_rate"],
+                         "test accuracy (%)": _pct(p["test_accuracy"]) if pd.notna(p["test_accuracy"]) else None,
+                         "source": p["citation"]})
+    return pd.DataFrame(rows)
+
+
+def structured_table(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
+    """Table T3: every progressive step of every scheme: target and reached rate, accuracies, selection."""
+    rows = []
+    for r in records:
+        if r["scheme"] == "dense" or "steps" not in r:
+            continue
+        threshold = r["baseline_val_accuracy"] - r["tolerance_pp"] / 100
+        for step in r["steps"]:
+            rows.append({
+                "model": r["model"], "dataset": r["dataset"], "scheme": r["scheme"], "step": step["step"],
+                "target rate (x)": step["target_rate"], "pruning rate (x)": round(step["pruning_rate"], 1),
+                "val accuracy (%)": _pct(step["val_accuracy"]), "test accuracy (%)": _pct(step["test_accuracy"]),
+                "within tolerance": step["val_accuracy"] >= threshold,
+                "selected": step["step"] == r["selected_step"],
+            })
+    table = pd.DataFrame(rows)
+    if not table.empty:
+        table["scheme"] = pd.Categorical(table["scheme"], SCHEME_ORDER, ordered=True)
+        table = table.sort_values(["model", "dataset", "scheme", "step"]).reset_index(drop=True)
+    return table
+
+
+def quantization_table(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
+    """Table T4: accuracy of dense and pruned models at each weight bit width (1 = binary)."""
+    rows = [
+        {
+            "model": r["model"], "dataset": r["dataset"], "scheme": r["scheme"], "weight bits": r["weight_bits"],
+            "pruning rate (x)": round(r["pruning_rate"], 1), "test accuracy (%)": _pct(r["test_accuracy"]),
+            "val accuracy (%)": _pct(r["val_accuracy"]),
+            "before quantization, test (%)": _pct(r.get("source_test_accuracy")),
+        }
+        for r in records
+    ]
+    table = pd.DataFrame(rows)
+    if not table.empty:
+        table["scheme"] = pd.Categorical(table["scheme"], SCHEME_ORDER, ordered=True)
+        table = table.sort_values(["model", "dataset", "scheme", "weight bits"], ascending=[True, True, True, False])
+    return table.reset_index(drop=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Figures
+# ---------------------------------------------------------------------------------------------
+
+
+def use_style() -> None:
+    """One look for every figure of the report."""
+    sns.set_theme(context="notebook", style="whitegrid", palette="colorblind", font_scale=1.05)
+
+
+def save_figure(fig: plt.Figure, folder: Path | str, name: str) -> dict[str, Path]:
+    """Write ``fig`` as PNG and SVG (atomically) under ``folder``."""
+    import io
+
+    folder = Path(folder)
+    paths = {}
+    for ext in ("png", "svg"):
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format=ext, dpi=150, bbox_inches="tight")
+        paths[ext] = folder / f"{name}.{ext}"
+        atomic_write_bytes(paths[ext], buffer.getvalue())
+    return paths
+
+
+def plot_admm_convergence(record: dict[str, Any]) -> plt.Figure:
+    """Figure F2: ||W - Z|| (relative), rho and validation accuracy over the Z/U updates of every step."""
+    history = pd.DataFrame(record["admm_history"])
+    history["update (all steps)"] = range(1, len(history) + 1)
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    sns.lineplot(data=history, x="update (all steps)", y="w_minus_z_relative", hue="target_rate", palette="viridis",
+                 ax=axes[0], legend="full")
+    axes[0].set(yscale="log", ylabel="||W - Z|| / ||W||", title="distance to the constraint set")
+    axes[0].legend(title="step target (x)", fontsize="small")
+    sns.lineplot(data=history, x="update (all steps)", y="rho", ax=axes[1], color="C1")
+    axes[1].set(yscale="log", ylabel="rho", title="penalty (dynamic regularization)")
+    sns.lineplot(data=history, x="update (all steps)", y=history["val_accuracy"] * 100, ax=axes[2], color="C2")
+    axes[2].set(ylabel="validation accuracy (%)", title="accuracy during ADMM (before hard pruning)")
+    fig.suptitle(f"F2 ADMM convergence: {record['model']} on {record['dataset']}, {record['scheme']} pruning")
+    fig.tight_layout()
+    return fig
+
+
+def plot_accuracy_vs_rate(structured: pd.DataFrame, baseline_test_accuracy: float, tolerance_pp: float) -> plt.Figure:
+    """Figure F3: test accuracy against weight pruning rate per scheme; selected (iso-accuracy) points ringed."""
+    fig, ax = plt.subplots(figsize=(8, 5))
+    data = structured.assign(scheme=structured["scheme"].astype(str))
+    sns.lineplot(data=data, x="pruning rate (x)", y="test accuracy (%)", hue="scheme", marker="o", ax=ax)
+    chosen = data[data["selected"]]
+    ax.scatter(chosen["pruning rate (x)"], chosen["test accuracy (%)"], s=180, facecolors="none", edgecolors="black",
+               label="selected on validation")
+    ax.axhline(100 * baseline_test_accuracy, color="grey", linestyle="--", label="dense baseline")
+    ax.axhline(100 * baseline_test_accuracy - tolerance_pp, color="grey", linestyle=":", label=f"baseline - {tolerance_pp} pp")
+    ax.set(xscale="log", xlabel="weight pruning rate (total / non-zero weights, log scale)", ylabel="test accuracy (%)",
+           title="F3 accuracy vs pruning rate per scheme")
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    return fig

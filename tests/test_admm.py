@@ -165,3 +165,13 @@ def test_binarized_network_has_two_values_per_layer(splits, trained) -> None:
 def test_masked_mapping_rejects_bad_fractions(splits, trained) -> None:
     with pytest.raises(ValueError, match=r"must increase within \(0, 1\] and end at 1.0"):
         quantize.masked_mapping(_clone(trained), splits["train"], splits["val"], 4, {}, [0.5, 0.9], FAST)
+
+
+def test_selection_uses_validation_only() -> None:
+    steps = [
+        {"step": 1, "pruning_rate": 10.0, "val_accuracy": 0.990, "test_accuracy": 0.980},
+        {"step": 2, "pruning_rate": 20.0, "val_accuracy": 0.989, "test_accuracy": 0.999},
+        {"step": 3, "pruning_rate": 40.0, "val_accuracy": 0.970, "test_accuracy": 0.999},
+    ]
+    assert pruning.select_step(steps, threshold=0.988)["step"] == 2  # highest rate within tolerance
+    assert pruning.select_step(steps, threshold=0.995)["step"] == 1  # none qualifies: the most accurate on val

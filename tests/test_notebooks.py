@@ -109,14 +109,12 @@ def test_pipeline_on_tiny_data(synthetic_root: Path, tmp_path: Path) -> None:
         assert metrics["scheme"] == scheme and len(metrics["steps"]) == 2
         assert metrics["pruning_rate"] > 1.5 and set(metrics["per_layer"]) == {"conv1", "conv2", "fc1", "fc2"}
         assert metrics["admm_history"] and Path(metrics["selected_checkpoint"]).is_file()
+        assert metrics["compact_pruning_rate"] >= metrics["pruning_rate"] * 0.999
         assert "w_minus_z" in (tmp_path / "prune" / f"{name}.admm.csv").read_text().splitlines()[0]
 
     for scheme, bits in (("irregular", 2), ("filter", 1), ("dense", 1), ("dense", 4)):
         name = f"lenet5-mnist-{scheme}-{bits}"
-        source = {"source_metrics": str(tmp_path / "prune" / f"lenet5-mnist-{scheme}.json")}
-        if scheme == "dense":
-            source = {"source_metrics": str(tmp_path / "metrics" / "lenet5-mnist.json"),
-                      "source_checkpoint": str(tmp_path / "models" / "lenet5-mnist" / "dense.pt")}
+        source = tmp_path / "models" / "lenet5-mnist" / ("dense.pt" if scheme == "dense" else f"prune-{scheme}/selected.pt")
         _execute(
             "quantize.ipynb",
             runs / f"quantize-{name}.ipynb",
@@ -126,8 +124,8 @@ def test_pipeline_on_tiny_data(synthetic_root: Path, tmp_path: Path) -> None:
             bits=bits,
             checkpoint_path=str(tmp_path / "models" / name / "model.pt"),
             metrics_path=str(tmp_path / "quantize" / f"{name}.json"),
+            source_checkpoint=str(source),
             check_sha256=False,
-            **source,
         )
         metrics = json.loads((tmp_path / "quantize" / f"{name}.json").read_text())
         assert metrics["weight_bits"] == bits and metrics["scheme"] == scheme
@@ -142,11 +140,21 @@ def test_pipeline_on_tiny_data(synthetic_root: Path, tmp_path: Path) -> None:
         "report.ipynb",
         runs / "report.ipynb",
         train_metrics_glob=str(tmp_path / "metrics" / "*.json"),
+        prune_metrics_glob=str(tmp_path / "prune" / "*.json"),
+        quantize_metrics_glob=str(tmp_path / "quantize" / "*.json"),
+        published_results=str(REPO / "references" / "published_results.csv"),
         out_dir=str(report_dir),
     )
     csv = (report_dir / "tables" / "T1_baselines.csv").read_text()
     assert csv.count("\nlenet5,") == 2
     assert "| lenet5" in (report_dir / "tables" / "T1_baselines.md").read_text()
+    for table in ("T1_baselines", "T2_irregular", "T3_schemes", "T4_quantization"):
+        assert (report_dir / "tables" / f"{table}.csv").stat().st_size > 0
+        assert (report_dir / "tables" / f"{table}.md").stat().st_size > 0
+    assert "ADMM-NN-S" in (report_dir / "tables" / "T2_irregular.csv").read_text()  # published rows beside ours
+    for figure in ("F2_admm_convergence_lenet5-mnist", "F3_accuracy_vs_rate"):
+        for ext in ("png", "svg"):
+            assert (report_dir / "figures" / f"{figure}.{ext}").stat().st_size > 1000
 
     subprocess.run(
         [sys.executable, "-m", "jupyter", "nbconvert", "--to", "html", "--no-input",

@@ -43,6 +43,23 @@ def test_shipped_params_are_valid() -> None:
         (lambda p: p.update(sed=1), r"sed: unknown key"),
         (lambda p: p["baselines"].update({"x": p["baselines"]["lenet5-mnist"]}), r"entry name must be '<model>-<dataset>'"),
         (lambda p: p["baselines"].clear(), r"baselines: .*at least 1"),
+        (
+            lambda p: p["prune"]["lenet5-mnist"].update(kernel=p["prune"]["lenet5-mnist"]["filter"]),
+            r"prune\.lenet5-mnist\.kernel: unknown pruning scheme 'kernel'",
+        ),
+        (
+            lambda p: p["prune"]["lenet5-mnist"]["channel"]["density_weights"].update(conv1=1),
+            r"prune\.lenet5-mnist\.channel\.density_weights\.conv1: conv1 has a single channel unit",
+        ),
+        (
+            lambda p: p["prune"]["lenet5-mnist"]["irregular"]["density_weights"].update(fc3=1),
+            r"density_weights\.fc3: the model has no layer 'fc3'",
+        ),
+        (lambda p: p["prune"]["lenet5-mnist"]["irregular"].update(rates=[40, 15]), r"strictly increasing"),
+        (lambda p: p["prune"]["lenet5-mnist"]["irregular"].update(admm_epochs=0), r"admm_epochs: .*greater than or equal to 1"),
+        (lambda p: p["prune"].update({"vgg-cifar": {}}), r"prune\.vgg-cifar: no such baseline"),
+        (lambda p: p["admm"].update(rho_max=0.001), r"rho_max \(0.001\) must be >= rho"),
+        (lambda p: p["quantize"]["lenet5-mnist"].update(mapping_fractions=[0.5, 0.9]), r"must increase within \(0, 1\] and end at 1.0"),
     ],
 )
 def test_bad_params_name_the_key(tmp_path: Path, edit, expected: str) -> None:
