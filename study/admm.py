@@ -20,7 +20,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from study.data import Split
 from study.models import prunable_layers
+from study.training import StepHook, TrainConfig, evaluate, fit
 
 # A projection returns (projected weight, 0/1 mask of the support the constraint allows).
 Projection = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
@@ -145,3 +147,26 @@ class MaskedRetraining:
         for handle in self.handles:
             handle.remove()
         self.handles = []
+
+
+def admm_phase(
+    model: nn.Module,
+    train: Split,
+    val: Split,
+    projections: Mapping[str, Projection],
+    config: ADMMConfig,
+    train_config: TrainConfig,
+    step_hooks: tuple[StepHook, ...] = (),
+    progress: bool = True,
+) -> ADMM:
+    """The W-step epochs of ADMM (loss + penalty) with periodic Z/U updates, in place.
+
+    ``step_hooks`` (e.g. keeping earlier masks) run after each optimizer step and before the Z/U
+    update; validation accuracy and loss are recorded at every update.
+    """
+    steps_per_epoch = -(-len(train) // train_config.batch_size)
+    admm = ADMM(model, projections, config, steps_per_epoch,
+                monitor=lambda: {f"val_{k}": v for k, v in evaluate(model, val).items()})
+    fit(model, train, val, train_config, step_hooks=[*step_hooks, admm.step_hook], loss_terms=[admm.penalty],
+        progress=progress)
+    return admm

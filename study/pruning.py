@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from study import constraints
-from study.admm import ADMM, ADMMConfig, MaskedRetraining
+from study.admm import ADMMConfig, MaskedRetraining, admm_phase
 from study.data import Split
 from study.models import prunable_layers
 from study.training import TrainConfig, evaluate, fit
@@ -118,12 +118,9 @@ def prune_step(
         projections = {
             n: (lambda w, p=p, m=masks.get(n): p(w * m) if m is not None else p(w)) for n, p in projections.items()
         }
-    steps_per_epoch = -(-len(train) // admm_train.batch_size)
-    monitor = lambda: {f"val_{k}": v for k, v in evaluate(model, val).items()}  # noqa: E731
-    admm = ADMM(model, projections, admm_config, steps_per_epoch, monitor=monitor)
     earlier = MaskedRetraining(model, masks) if masks else None
-    fit(model, train, val, admm_train, step_hooks=[admm.step_hook] + ([earlier.step_hook] if earlier else []),
-        loss_terms=[admm.penalty], progress=progress)
+    admm = admm_phase(model, train, val, projections, admm_config, admm_train,
+                      (earlier.step_hook,) if earlier else (), progress)
     if earlier:
         earlier.remove()
     all_masks = dict(masks or {})

@@ -15,7 +15,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from study import constraints
-from study.admm import ADMM, ADMMConfig, MaskedRetraining
+from study.admm import ADMMConfig, MaskedRetraining, admm_phase
 from study.data import Split
 from study.models import prunable_layers
 from study.training import TrainConfig, evaluate, fit
@@ -49,11 +49,9 @@ def admm_quantize(
     """
     masks = support_masks(model)
     alphas = fit_alphas(model, bits, masks)
-    steps_per_epoch = -(-len(train) // admm_train.batch_size)
-    monitor = lambda: {f"val_{k}": v for k, v in evaluate(model, val).items()}  # noqa: E731
-    admm = ADMM(model, _level_projections(alphas, bits, masks), admm_config, steps_per_epoch, monitor=monitor)
     keep_pruned = MaskedRetraining(model, masks)
-    fit(model, train, val, admm_train, step_hooks=[keep_pruned.step_hook, admm.step_hook], loss_terms=[admm.penalty], progress=progress)
+    admm = admm_phase(model, train, val, _level_projections(alphas, bits, masks), admm_config, admm_train,
+                      (keep_pruned.step_hook,), progress)
     keep_pruned.remove()
     return alphas, admm.history
 
