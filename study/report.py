@@ -57,7 +57,8 @@ def write_table(table: pd.DataFrame, folder: Path | str, name: str) -> dict[str,
     folder = Path(folder)
     paths = {"csv": folder / f"{name}.csv", "md": folder / f"{name}.md"}
     atomic_write_text(paths["csv"], table.to_csv(index=False))
-    atomic_write_text(paths["md"], table.to_markdown(index=False) + "\n")
+    blanks = table.astype(object).where(table.notna(), None)  # tabulate leaves only None cells empty
+    atomic_write_text(paths["md"], blanks.to_markdown(index=False, missingval="") + "\n")
     return paths
 
 
@@ -73,7 +74,9 @@ def irregular_table(records: Iterable[dict[str, Any]], published: pd.DataFrame) 
             continue
         row = {
             "model": r["model"], "dataset": r["dataset"], "method": "ours (ADMM-NN-S, this suite)",
-            "pruning rate (x)": round(r["pruning_rate"], 1), "test accuracy (%)": _pct(r["test_accuracy"]),
+            "pruning rate (x)": round(r["pruning_rate"], 1),
+            "rate after compaction (x)": round(r["compact_pruning_rate"], 1),
+            "test accuracy (%)": _pct(r["test_accuracy"]),
             "baseline test accuracy (%)": _pct(r["baseline_test_accuracy"]),
         }
         row.update({f"{layer} kept (%)": round(100 * f, 2) for layer, f in r["per_layer"].items()})
@@ -103,6 +106,8 @@ def structured_table(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
                 "val accuracy (%)": _pct(step["val_accuracy"]), "test accuracy (%)": _pct(step["test_accuracy"]),
                 "within tolerance": step["val_accuracy"] >= threshold,
                 "selected": step["step"] == r["selected_step"],
+                # dead units removed (same outputs): known for the selected step, whose compact model is built
+                "rate after compaction (x)": round(r["compact_pruning_rate"], 1) if step["step"] == r["selected_step"] else None,
             })
     table = pd.DataFrame(rows)
     if not table.empty:
