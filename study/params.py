@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from study.admm import ADMMConfig
 from study.constraints import PRUNING_SCHEMES, group_count
-from study.data import DATASETS
+from study.data import dataset_spec
 from study.models import MODELS, build_model, prunable_layers
 from study.training import LR_SCHEDULES, TrainConfig
 
@@ -59,8 +59,7 @@ class BaselineParams(_Strict):
     @field_validator("dataset")
     @classmethod
     def _known_dataset(cls, value: str) -> str:
-        if value not in DATASETS:
-            raise ValueError(f"unknown dataset {value!r}; valid datasets: {sorted(DATASETS)}")
+        dataset_spec(value)  # raises "unknown dataset ...; valid datasets: [...]"
         return value
 
     @field_validator("lr_schedule")

@@ -63,7 +63,7 @@ def _tiny_params(tmp_path: Path, synthetic_root: Path) -> Path:
 
 
 def test_pipeline_on_tiny_data(synthetic_root: Path, tmp_path: Path) -> None:
-    """Every stage end to end: train, prune (each scheme), report; checkpoints, metrics JSON, T1, HTML."""
+    """Every stage end to end: train, prune (each scheme), quantize, report; checkpoints, metrics, tables, HTML."""
     assert {p.name for p in NOTEBOOKS} == {"train.ipynb", "prune.ipynb", "quantize.ipynb", "report.ipynb"}, "add new notebooks here"
     runs = tmp_path / "runs"
     runs.mkdir()
