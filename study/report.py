@@ -178,7 +178,7 @@ def plot_admm_convergence(record: dict[str, Any]) -> plt.Figure:
 
 def plot_accuracy_vs_rate(structured: pd.DataFrame, baseline_test_accuracy: float, tolerance_pp: float) -> plt.Figure:
     """Figure F3: test accuracy against weight pruning rate per scheme; selected points ringed, with their compacted rate."""
-    fig, ax = plt.subplots(figsize=(8, 5))
+    fig, ax = plt.subplots(figsize=(10, 5))
     data = structured.assign(scheme=structured["scheme"].astype(str))
     sns.lineplot(data=data, x="pruning rate (x)", y="test accuracy (%)", hue="scheme", marker="o", ax=ax)
     chosen = data[data["selected"]]
@@ -195,6 +195,6 @@ def plot_accuracy_vs_rate(structured: pd.DataFrame, baseline_test_accuracy: floa
     ax.axhline(100 * baseline_test_accuracy - tolerance_pp, color="grey", linestyle=":", label=f"baseline - {tolerance_pp} pp")
     ax.set(xscale="log", xlabel="weight pruning rate (total / non-zero weights, log scale)", ylabel="test accuracy (%)",
            title="F3 accuracy vs pruning rate per scheme")
-    ax.legend(fontsize="small", loc="lower center")  # the empty region between the schemes
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the axes: no data hidden
     fig.tight_layout()
     return fig
