@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Iterable
 from pathlib import Path
@@ -146,8 +147,6 @@ def use_style() -> None:
 
 def save_figure(fig: plt.Figure, folder: Path | str, name: str) -> dict[str, Path]:
     """Write ``fig`` as PNG and SVG (atomically) under ``folder``."""
-    import io
-
     folder = Path(folder)
     paths = {}
     for ext in ("png", "svg"):
