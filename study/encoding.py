@@ -1,0 +1,310 @@
+"""Bit-exact storage formats for one layer's weights: dense, structured, relative-index CSC/CSR, CSR, bitmap.
+
+Every encoder writes a real, self-describing bit stream (``decode`` needs nothing else) and counts its
+bits by category: ``header``, ``pointers``, ``indices``, ``fillers``, ``codebook``, ``values``. The
+structure of each format (which fields, how wide, how many) comes from one function per format, used
+both to pack the stream and to count it without packing, so counts and streams cannot drift apart.
+
+Weights are viewed as the GEMM matrix ``[out, in * kh * kw]`` (the view the pruning schemes use).
+Values take ``weight_bits`` bits: 32 stores raw float32; fewer stores codes into a per-layer codebook
+of float32 entries (the distinct stored values), which must fit in ``2**weight_bits`` codes.
+
+Relative-index formats (EIE / Deep Compression): each non-zero stores the zero-run before it in
+``index_bits`` bits. The all-ones run code ``M = 2**index_bits - 1`` is a filler: "M zeros, no value".
+A run of ``r >= M`` zeros therefore needs ``r // M`` fillers. EIE instead spends a zero *value* on
+each filler (b_idx + b_w bits); our filler costs only b_idx bits and needs no code for zero, which
+favours irregular storage: the comparison gives irregular pruning its strongest case.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from study.bitstream import BitReader, BitWriter
+
+FORMATS = ("dense", "structured", "rel_csc", "rel_csr", "csr", "bitmap")
+SPARSE_FORMATS = ("rel_csc", "rel_csr", "csr", "bitmap")
+RELATIVE_FORMATS = ("rel_csc", "rel_csr")
+STRUCTURED_SCHEMES = ("filter", "channel", "column")
+WEIGHT_BITS = (1, 2, 3, 4, 5, 6, 7, 8, 16, 32)
+INDEX_BITS = range(1, 17)
+CATEGORIES = ("header", "pointers", "indices", "fillers", "codebook", "values")
+_DIM_BITS = 32
+_SMALL_BITS = 8
+
+Section = tuple[str, np.ndarray, int]  # (category, unsigned field values, bits per field)
+
+
+class EncodingError(ValueError):
+    """Input a format cannot store; the message says which value and how to fix it."""
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """A packed stream with its exact length in bits and where the bits went."""
+
+    format: str
+    data: bytes
+    n_bits: int
+    breakdown: dict[str, int]
+    shape: tuple[int, ...]
+    nnz: int
+
+
+# ----------------------------------------------------------------------------- validation and views
+def as_matrix(weight: object) -> tuple[np.ndarray, tuple[int, ...]]:
+    """float32 GEMM view ``[out, rest]`` of a 2-D (FC) or 4-D (conv) weight; -0.0 becomes +0.0."""
+    array = np.asarray(weight.detach().cpu() if hasattr(weight, "detach") else weight)
+    if array.ndim not in (2, 4):
+        raise EncodingError(f"weight of shape {tuple(array.shape)} is {array.ndim}-D; encoders take 2-D (FC) or 4-D (conv) weights")
+    array = array.astype(np.float32, copy=False)
+    if not np.isfinite(array).all():
+        raise EncodingError(f"weight of shape {tuple(array.shape)} holds NaN or inf values; fix the model before encoding")
+    return array.reshape(array.shape[0], -1) + np.float32(0.0), tuple(int(d) for d in array.shape)
+
+
+def check_weight_bits(weight_bits: int) -> int:
+    if weight_bits not in WEIGHT_BITS:
+        raise EncodingError(f"weight_bits={weight_bits!r}; allowed: {list(WEIGHT_BITS)}")
+    return int(weight_bits)
+
+
+def check_index_bits(index_bits: int) -> int:
+    if not isinstance(index_bits, (int, np.integer)) or index_bits not in INDEX_BITS:
+        raise EncodingError(f"index_bits={index_bits!r}; allowed: {INDEX_BITS.start}..{INDEX_BITS.stop - 1}")
+    return int(index_bits)
+
+
+def _width_for(count: int) -> int:
+    """Bits for a counter that must hold 0..count."""
+    return max(1, int(count).bit_length())
+
+
+def _channel_groups(shape: tuple[int, ...]) -> int:
+    return shape[1]
+
+
+def group_view(matrix: np.ndarray, shape: tuple[int, ...], scheme: str) -> np.ndarray:
+    """``[groups, members]`` of the structured scheme: rows, columns, or input channels of the GEMM view."""
+    if scheme == "filter":
+        return matrix
+    if scheme == "column" or len(shape) == 2:
+        return matrix.T
+    out, channels = shape[0], shape[1]
+    return matrix.reshape(out, channels, -1).transpose(1, 0, 2).reshape(channels, -1)
+
+
+def _ungroup(groups: np.ndarray, shape: tuple[int, ...], scheme: str) -> np.ndarray:
+    if scheme == "filter":
+        return groups
+    if scheme == "column" or len(shape) == 2:
+        return groups.T
+    out, channels = shape[0], shape[1]
+    return groups.reshape(channels, out, -1).transpose(1, 0, 2).reshape(out, -1)
+
+
+# ----------------------------------------------------------------------------- per-format structure
+def _relative_runs(rows: np.ndarray, index_bits: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Run codes (fillers included) and entries per row of a row-major sparse matrix ``rows``."""
+    escape = (1 << index_bits) - 1
+    n_rows, n_cols = rows.shape
+    flat = np.flatnonzero(rows.ravel())
+    row, col = flat // n_cols, flat % n_cols
+    previous = np.empty_like(col)
+    previous[1:] = col[:-1]
+    first = np.ones(flat.size, dtype=bool)
+    first[1:] = row[1:] != row[:-1]
+    previous[first] = -1
+    run = col - previous - 1
+    fillers, residual = run // escape, run % escape
+    per_entry = fillers + 1
+    codes = np.full(int(per_entry.sum()), escape, dtype=np.uint64)
+    codes[np.cumsum(per_entry) - 1] = residual
+    entries_per_row = np.bincount(row, weights=per_entry, minlength=n_rows).astype(np.int64)
+    return codes, entries_per_row, fillers
+
+
+def structure_sections(matrix: np.ndarray, shape: tuple[int, ...], fmt: str, index_bits: int = 4,
+                       scheme: str = "filter") -> tuple[list[Section], np.ndarray]:
+    """The pointer/index/filler fields of ``fmt`` and the stored values in stream order.
+
+    Pure structure: only the zero pattern of ``matrix`` decides these fields (the values go to the
+    value section), so the same function serves the break-even analysis on bare masks.
+    """
+    if fmt == "dense":
+        return [], matrix.ravel()
+    if fmt == "structured":
+        if scheme not in STRUCTURED_SCHEMES:
+            raise EncodingError(f"scheme={scheme!r} for the structured format; allowed: {list(STRUCTURED_SCHEMES)}")
+        groups = group_view(matrix, shape, scheme)
+        kept = groups.any(axis=1)
+        return [("indices", kept.astype(np.uint64), 1)], groups[kept].ravel()
+    if fmt == "bitmap":
+        flat = matrix.ravel()
+        mask = flat != 0
+        return [("indices", mask.astype(np.uint64), 1)], flat[mask]
+    if fmt == "csr":
+        n_rows, n_cols = matrix.shape
+        flat = np.flatnonzero(matrix.ravel())
+        ends = np.cumsum(np.bincount(flat // n_cols, minlength=n_rows))
+        return ([("pointers", ends.astype(np.uint64), _width_for(flat.size)),
+                 ("indices", (flat % n_cols).astype(np.uint64), (n_cols - 1).bit_length())],
+                matrix.ravel()[flat])
+    if fmt in RELATIVE_FORMATS:
+        index_bits = check_index_bits(index_bits)
+        rows = matrix if fmt == "rel_csr" else np.ascontiguousarray(matrix.T)
+        codes, entries_per_row, _ = _relative_runs(rows, index_bits)
+        # The run codes are one interleaved field vector: _split_fillers attributes their bits.
+        fields: list[Section] = [("pointers", np.cumsum(entries_per_row).astype(np.uint64), _width_for(codes.size)),
+                                 ("indices+fillers", codes, index_bits)]
+        flat = rows.ravel()
+        return fields, flat[flat != 0]
+    raise EncodingError(f"format={fmt!r}; allowed: {list(FORMATS)}")
+
+
+def _value_sections(values: np.ndarray, weight_bits: int) -> list[Section]:
+    if weight_bits == 32:
+        return [("values", values.astype(np.float32).view(np.uint32).astype(np.uint64), 32)]
+    codebook = np.unique(values)
+    if codebook.size > (1 << weight_bits):
+        raise EncodingError(
+            f"{codebook.size} distinct stored values do not fit {weight_bits}-bit codes (at most {1 << weight_bits}); "
+            f"quantize the layer to {weight_bits} bits first (study.quantize) or store it with weight_bits=32")
+    codes = np.searchsorted(codebook, values).astype(np.uint64)
+    return [("codebook", np.array([codebook.size], dtype=np.uint64), _DIM_BITS),
+            ("codebook", codebook.astype(np.float32).view(np.uint32).astype(np.uint64), 32),
+            ("values", codes, weight_bits)]
+
+
+def _aux_code(fmt: str, scheme: str) -> int:
+    return STRUCTURED_SCHEMES.index(scheme) if fmt == "structured" else 0
+
+
+def sections(weight: object, fmt: str, weight_bits: int = 32, index_bits: int = 4, scheme: str = "filter") -> list[Section]:
+    """Every field of the stream, in order: header, structure, codebook, values."""
+    weight_bits = check_weight_bits(weight_bits)
+    if fmt in RELATIVE_FORMATS:
+        check_index_bits(index_bits)
+    matrix, shape = as_matrix(weight)
+    structure, values = structure_sections(matrix, shape, fmt, index_bits, scheme)
+    header: list[Section] = [
+        ("header", np.array([FORMATS.index(fmt) if fmt in FORMATS else 255, len(shape)], dtype=np.uint64), _SMALL_BITS),
+        ("header", np.array(shape, dtype=np.uint64), _DIM_BITS),
+        ("header", np.array([weight_bits, index_bits if fmt in RELATIVE_FORMATS else 0, _aux_code(fmt, scheme)],
+                            dtype=np.uint64), _SMALL_BITS),
+    ]
+    pointer_bits = [width for category, _, width in structure if category == "pointers"]
+    header.append(("header", np.array(pointer_bits[:1] or [0], dtype=np.uint64), _SMALL_BITS))
+    return header + structure + _value_sections(values, weight_bits)
+
+
+def _split_fillers(breakdown: dict[str, int], structure: list[Section]) -> dict[str, int]:
+    """Attribute the interleaved run codes: fillers are the escape codes, the rest are indices."""
+    out = {c: 0 for c in CATEGORIES}
+    for category, bits in breakdown.items():
+        if category != "indices+fillers":
+            out[category] += bits
+    for category, values, width in structure:
+        if category == "indices+fillers":
+            escape = (1 << width) - 1
+            n_fill = int(np.count_nonzero(values == escape))
+            out["fillers"] += n_fill * width
+            out["indices"] += (values.size - n_fill) * width
+    return out
+
+
+def count_bits(weight: object, fmt: str, weight_bits: int = 32, index_bits: int = 4, scheme: str = "filter") -> dict[str, int]:
+    """Bits per category of the stream ``encode`` would write, without packing it."""
+    fields = sections(weight, fmt, weight_bits, index_bits, scheme)
+    raw: dict[str, int] = {}
+    for category, values, width in fields:
+        raw[category] = raw.get(category, 0) + int(values.size) * width
+    return _split_fillers(raw, fields)
+
+
+def encode(weight: object, fmt: str, weight_bits: int = 32, index_bits: int = 4, scheme: str = "filter") -> Encoded:
+    """Pack ``weight`` in ``fmt``; the breakdown sums to ``n_bits``, the length of the packed stream."""
+    fields = sections(weight, fmt, weight_bits, index_bits, scheme)
+    writer = BitWriter()
+    for category, values, width in fields:
+        writer.write(category, values, width)
+    matrix, shape = as_matrix(weight)
+    return Encoded(fmt, writer.getvalue(), writer.n_bits, _split_fillers(writer.breakdown, fields), shape,
+                   int(np.count_nonzero(matrix)))
+
+
+# ----------------------------------------------------------------------------- decoding
+def _read_values(reader: BitReader, count: int, weight_bits: int) -> np.ndarray:
+    if weight_bits == 32:
+        return reader.read(count, 32).astype(np.uint32).view(np.float32)
+    size = reader.read_int(_DIM_BITS)
+    codebook = reader.read(size, 32).astype(np.uint32).view(np.float32)
+    codes = reader.read(count, weight_bits)
+    if codes.size and codes.max() >= size:
+        raise EncodingError(f"a value code {int(codes.max())} points past the {size}-entry codebook: corrupt stream")
+    return codebook[codes.astype(np.int64)]
+
+
+def _decode_relative(reader: BitReader, rows_shape: tuple[int, int], index_bits: int, pointer_bits: int,
+                     weight_bits: int) -> np.ndarray:
+    n_rows, n_cols = rows_shape
+    ends = reader.read(n_rows, pointer_bits).astype(np.int64)
+    total = int(ends[-1]) if n_rows else 0
+    codes = reader.read(total, index_bits).astype(np.int64)
+    escape = (1 << index_bits) - 1
+    real = codes != escape
+    values = _read_values(reader, int(real.sum()), weight_bits)
+    counts = np.diff(np.concatenate([[0], ends]))
+    if (counts < 0).any():
+        raise EncodingError("row pointers decrease: corrupt stream")
+    row = np.repeat(np.arange(n_rows), counts)
+    step = np.where(real, codes + 1, escape)
+    reached = np.cumsum(step)
+    start = np.concatenate([[0], reached])[np.concatenate([[0], ends])[:-1]]
+    col = reached - np.repeat(start, counts) - 1
+    out = np.zeros((n_rows, n_cols), dtype=np.float32)
+    if real.any() and col[real].max() >= n_cols:
+        raise EncodingError("a run points past the end of its row: corrupt stream")
+    out[row[real], col[real]] = values
+    return out
+
+
+def decode(data: bytes, n_bits: int) -> np.ndarray:
+    """The exact float32 tensor that ``encode`` packed into ``data`` (``n_bits`` long)."""
+    reader = BitReader(data, n_bits)
+    fmt_code, ndim = (int(v) for v in reader.read(2, _SMALL_BITS))
+    if fmt_code >= len(FORMATS) or ndim not in (2, 4):
+        raise EncodingError(f"stream header names format {fmt_code} with {ndim} dims: not a stream of study.encoding")
+    fmt = FORMATS[fmt_code]
+    shape = tuple(int(d) for d in reader.read(ndim, _DIM_BITS))
+    weight_bits, index_bits, aux, pointer_bits = (int(v) for v in reader.read(4, _SMALL_BITS))
+    n_rows = shape[0]
+    n_cols = int(np.prod(shape[1:]))
+    if fmt == "dense":
+        matrix = _read_values(reader, n_rows * n_cols, weight_bits).reshape(n_rows, n_cols)
+    elif fmt == "structured":
+        scheme = STRUCTURED_SCHEMES[aux]
+        template = group_view(np.zeros((n_rows, n_cols), dtype=np.float32), shape, scheme)
+        kept = reader.read(template.shape[0], 1).astype(bool)
+        template[kept] = _read_values(reader, int(kept.sum()) * template.shape[1], weight_bits).reshape(-1, template.shape[1])
+        matrix = _ungroup(template, shape, scheme)
+    elif fmt == "bitmap":
+        mask = reader.read(n_rows * n_cols, 1).astype(bool)
+        flat = np.zeros(n_rows * n_cols, dtype=np.float32)
+        flat[mask] = _read_values(reader, int(mask.sum()), weight_bits)
+        matrix = flat.reshape(n_rows, n_cols)
+    elif fmt == "csr":
+        ends = reader.read(n_rows, pointer_bits).astype(np.int64)
+        nnz = int(ends[-1]) if n_rows else 0
+        cols = reader.read(nnz, (n_cols - 1).bit_length()).astype(np.int64)
+        rows = np.repeat(np.arange(n_rows), np.diff(np.concatenate([[0], ends])))
+        matrix = np.zeros((n_rows, n_cols), dtype=np.float32)
+        matrix[rows, cols] = _read_values(reader, nnz, weight_bits)
+    elif fmt == "rel_csr":
+        matrix = _decode_relative(reader, (n_rows, n_cols), index_bits, pointer_bits, weight_bits)
+    else:  # rel_csc: the rows of the transposed matrix
+        matrix = _decode_relative(reader, (n_cols, n_rows), index_bits, pointer_bits, weight_bits).T
+    reader.finish()
+    return np.ascontiguousarray(matrix).reshape(shape)

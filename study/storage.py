@@ -1,0 +1,193 @@
+"""Storage of whole models: the best format per layer, the index-width choice, the ideal bound, break-even.
+
+Built on :mod:`study.encoding`, whose bit counts equal its real streams. Structured models are
+compacted first (removed filters take the next layer's input channels with them), so their storage is
+that of the physically smaller model; irregular layers take the cheapest of the sparse formats (and
+dense, should a layer be dense enough that indices cost more than zeros).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from study import compaction, encoding, models
+
+STRUCTURE_CATEGORIES = ("pointers", "indices", "fillers")
+SCHEMES = ("dense", "irregular", *encoding.STRUCTURED_SCHEMES)
+
+
+def index_bound_bits(n: int, k: int) -> float:
+    """log2 C(n, k): the fewest bits any code can spend to say which k of n positions are non-zero."""
+    if not 0 <= k <= n:
+        raise ValueError(f"k={k} non-zeros among n={n} positions")
+    return (math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1)) / math.log(2)
+
+
+def structure_bits(weight: object, fmt: str, index_bits: int = 4, scheme: str = "filter") -> dict[str, int]:
+    """Pointer, index and filler bits of ``fmt`` for the zero pattern of ``weight`` (values ignored)."""
+    matrix, shape = encoding.as_matrix(weight)
+    counts = encoding.count_bits((matrix != 0).astype(np.float32).reshape(shape), fmt, 32, index_bits, scheme)
+    return {c: counts[c] for c in STRUCTURE_CATEGORIES}
+
+
+def best_index_bits(weight: object, fmt: str, candidates: Iterable[int] = encoding.INDEX_BITS) -> int:
+    """The run-length width that minimises the structure bits of a relative-index format.
+
+    Value bits do not depend on the index width, so the smallest structure wins for every b_w.
+    """
+    totals = {b: sum(structure_bits(weight, fmt, b).values()) for b in candidates}
+    return min(totals, key=lambda b: (totals[b], b))
+
+
+def layer_storage(weight: object, scheme: str, weight_bits: int, index_bits: int | None = None,
+                  formats: Sequence[str] = encoding.SPARSE_FORMATS) -> dict[str, object]:
+    """The stored bits of one layer under ``scheme``: format, index width, breakdown, total, ideal index bits.
+
+    ``index_bits=None`` picks the best width per layer for the relative formats; an int fixes it.
+    """
+    if scheme not in SCHEMES:
+        raise ValueError(f"scheme={scheme!r}; allowed: {list(SCHEMES)}")
+    matrix, shape = encoding.as_matrix(weight)
+    candidates: list[tuple[str, int]]
+    if scheme == "dense":
+        candidates = [("dense", 0)]
+    elif scheme == "irregular":
+        unknown = [f for f in formats if f not in encoding.SPARSE_FORMATS]
+        if unknown:
+            raise ValueError(f"formats {unknown} are not sparse formats; allowed: {list(encoding.SPARSE_FORMATS)}")
+        candidates = [("dense", 0)]
+        for fmt in formats:
+            if fmt in encoding.RELATIVE_FORMATS:
+                width = best_index_bits(matrix.reshape(shape), fmt) if index_bits is None else encoding.check_index_bits(index_bits)
+                candidates.append((fmt, width))
+            else:
+                candidates.append((fmt, 0))
+    else:
+        candidates = [("structured", 0)]
+    rows = []
+    for fmt, width in candidates:
+        try:
+            bits = encoding.count_bits(matrix.reshape(shape), fmt, weight_bits, width or 4, scheme if fmt == "structured" else "filter")
+        except encoding.EncodingError:
+            if fmt != "dense" or scheme != "irregular":
+                raise
+            continue  # dense storage of a pruned binary layer needs a code for zero: 1 bit cannot hold it
+        rows.append((sum(bits.values()), fmt, width, bits))
+    total, fmt, width, bits = min(rows, key=lambda r: r[0])
+    nnz = int(np.count_nonzero(matrix))
+    if scheme in encoding.STRUCTURED_SCHEMES:  # the choice to describe is which groups survive
+        kept = encoding.group_view(matrix, shape, scheme).any(axis=1)
+        ideal = index_bound_bits(kept.size, int(kept.sum()))
+    else:
+        ideal = index_bound_bits(matrix.size, nnz)
+    return {
+        "format": fmt,
+        "index_bits": width or None,
+        "weights": int(matrix.size),
+        "nonzero": nnz,
+        **bits,
+        "total_bits": total,
+        "ideal_index_bits": ideal,
+    }
+
+
+def storable(model: nn.Module, scheme: str, input_shape: tuple[int, ...]) -> nn.Module:
+    """The model whose weights are stored: structured models compacted, the others as they are."""
+    if scheme in encoding.STRUCTURED_SCHEMES:
+        return compaction.compact(model, input_shape)[0]
+    return model
+
+
+def model_storage(model: nn.Module, scheme: str, weight_bits: int, input_shape: tuple[int, ...],
+                  index_bits: int | None = None, formats: Sequence[str] = encoding.SPARSE_FORMATS) -> pd.DataFrame:
+    """One row per conv/FC layer of the stored model (see :func:`layer_storage`)."""
+    stored = storable(model, scheme, input_shape)
+    rows = []
+    for name, layer in models.prunable_layers(stored).items():
+        rows.append({"layer": name, **layer_storage(layer.weight, scheme, weight_bits, index_bits, formats)})
+    return pd.DataFrame(rows)
+
+
+def summarize(layers: pd.DataFrame, dense_weights: int) -> dict[str, float]:
+    """Model totals of a :func:`model_storage` table; the ratio is against the fp32 dense model."""
+    total = int(layers["total_bits"].sum())
+    return {
+        **{c: int(layers[c].sum()) for c in encoding.CATEGORIES},
+        "total_bits": total,
+        "total_kb": total / 8 / 1024,
+        "nonzero": int(layers["nonzero"].sum()),
+        "pruning_rate": dense_weights / max(1, int(layers["nonzero"].sum())),
+        "compression_ratio": dense_weights * 32 / total,
+        "ideal_index_bits": float(layers["ideal_index_bits"].sum()),
+    }
+
+
+def format_comparison(weights: Mapping[str, torch.Tensor], formats: Sequence[str] = encoding.SPARSE_FORMATS,
+                      index_bits: int | None = None) -> pd.DataFrame:
+    """Every sparse format's structure bits per layer beside the ideal bound (efficiency = bound / actual)."""
+    rows = []
+    for name, weight in weights.items():
+        matrix, shape = encoding.as_matrix(weight)
+        bound = index_bound_bits(matrix.size, int(np.count_nonzero(matrix)))
+        for fmt in formats:
+            width = None
+            if fmt in encoding.RELATIVE_FORMATS:
+                width = best_index_bits(weight, fmt) if index_bits is None else index_bits
+            bits = structure_bits(weight, fmt, width or 4)
+            actual = sum(bits.values())
+            rows.append({"layer": name, "format": fmt, "index_bits": width, **bits, "structure_bits": actual,
+                         "ideal_index_bits": bound, "efficiency": bound / actual if actual else 1.0})
+    return pd.DataFrame(rows)
+
+
+def break_even_closed_form(weight_bits: int, index_bits: int) -> float:
+    """The rate ratio irregular/structured above which irregular storage is smaller: (b_w + b_idx) / b_w."""
+    return (weight_bits + index_bits) / weight_bits
+
+
+def break_even_measured(weights: Mapping[str, torch.Tensor], weight_bits: int, index_bits: int,
+                        formats: Sequence[str] = encoding.RELATIVE_FORMATS) -> float:
+    """The same ratio from real encodings of real masks: (values + pointers + indices + fillers) / values.
+
+    A structured model with the same non-zero count stores ``nnz * b_w`` bits, so the irregular model
+    must prune this many times more for equal storage. Each layer takes its cheaper format.
+    """
+    overhead = nonzero = 0
+    for weight in weights.values():
+        overhead += min(sum(structure_bits(weight, fmt, index_bits).values()) for fmt in formats)
+        nonzero += int(np.count_nonzero(encoding.as_matrix(weight)[0]))
+    if nonzero == 0:
+        raise ValueError("the weights have no non-zero entry: no break-even to measure")
+    return 1 + overhead / (nonzero * weight_bits)
+
+
+def break_even_grid(weights: Mapping[str, torch.Tensor], weight_bits: Sequence[int], index_bits: Sequence[int]) -> pd.DataFrame:
+    """Closed-form and measured break-even ratios over a b_w x b_idx grid (long format, one row per cell)."""
+    return pd.DataFrame([
+        {"weight_bits": bw, "index_bits": bi, "closed_form": break_even_closed_form(bw, bi),
+         "measured": break_even_measured(weights, bw, bi)}
+        for bw in weight_bits for bi in index_bits
+    ])
+
+
+def ideal_comparison(irregular: Mapping[str, torch.Tensor], structured_nonzero: int, weight_bits: Sequence[int]) -> pd.DataFrame:
+    """Irregular storage with a perfect index code (the bound) against structured storage, per b_w.
+
+    The strongest case for irregular pruning: if structured storage is still smaller, no index
+    format can rescue irregular pruning at that bit width.
+    """
+    matrices = [encoding.as_matrix(w)[0] for w in irregular.values()]
+    nonzero = sum(int(np.count_nonzero(m)) for m in matrices)
+    bound = sum(index_bound_bits(m.size, int(np.count_nonzero(m))) for m in matrices)
+    rows = []
+    for bw in weight_bits:
+        ideal = nonzero * bw + bound
+        rows.append({"weight_bits": bw, "irregular_ideal_bits": ideal, "structured_bits": structured_nonzero * bw,
+                     "structured_wins": structured_nonzero * bw < ideal})
+    return pd.DataFrame(rows)
