@@ -47,13 +47,21 @@ def from_bits(bits: np.ndarray, width: int) -> np.ndarray:
         raise ValueError("cannot infer a count from 0-bit fields; read them with count=... instead")
     if bits.size % width:
         raise ValueError(f"{bits.size} bits do not split into {width}-bit fields")
+    if width == 1:
+        return bits.astype(np.uint64)
     count = bits.size // width
-    out = np.empty(count, dtype=np.uint64)
-    weights = np.uint64(1) << np.arange(width - 1, -1, -1, dtype=np.uint64)
+    n_bytes = -(-width // 8)
+    out = np.zeros(count, dtype=np.uint64)
     for start in range(0, count, _CHUNK):
         stop = min(count, start + _CHUNK)
-        block = bits[start * width:stop * width].reshape(-1, width).astype(np.uint64)
-        out[start:stop] = (block * weights).sum(axis=1, dtype=np.uint64)
+        block = bits[start * width:stop * width].reshape(-1, width)
+        if width % 8:  # left-pad each field to whole bytes so that packbits can assemble it
+            padded = np.zeros((stop - start, 8 * n_bytes), dtype=np.uint8)
+            padded[:, 8 * n_bytes - width:] = block
+            block = padded
+        packed = np.packbits(block, axis=1)
+        for byte in range(n_bytes):
+            out[start:stop] |= packed[:, byte].astype(np.uint64) << np.uint64(8 * (n_bytes - 1 - byte))
     return out
 
 

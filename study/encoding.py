@@ -167,15 +167,14 @@ def structure_sections(matrix: np.ndarray, shape: tuple[int, ...], fmt: str, ind
 def _value_sections(values: np.ndarray, weight_bits: int) -> list[Section]:
     if weight_bits == 32:
         return [("values", values.astype(np.float32).view(np.uint32).astype(np.uint64), 32)]
-    codebook = np.unique(values)
+    codebook, codes = np.unique(values, return_inverse=True)
     if codebook.size > (1 << weight_bits):
         raise EncodingError(
             f"{codebook.size} distinct stored values do not fit {weight_bits}-bit codes (at most {1 << weight_bits}); "
             f"quantize the layer to {weight_bits} bits first (study.quantize) or store it with weight_bits=32")
-    codes = np.searchsorted(codebook, values).astype(np.uint64)
     return [("codebook", np.array([codebook.size], dtype=np.uint64), _DIM_BITS),
             ("codebook", codebook.astype(np.float32).view(np.uint32).astype(np.uint64), 32),
-            ("values", codes, weight_bits)]
+            ("values", codes.astype(np.uint64), weight_bits)]
 
 
 def _aux_code(fmt: str, scheme: str) -> int:
@@ -184,10 +183,14 @@ def _aux_code(fmt: str, scheme: str) -> int:
 
 def sections(weight: object, fmt: str, weight_bits: int = 32, index_bits: int = 4, scheme: str = "filter") -> list[Section]:
     """Every field of the stream, in order: header, structure, codebook, values."""
+    return _sections(*as_matrix(weight), fmt, weight_bits, index_bits, scheme)
+
+
+def _sections(matrix: np.ndarray, shape: tuple[int, ...], fmt: str, weight_bits: int, index_bits: int,
+              scheme: str) -> list[Section]:
     weight_bits = check_weight_bits(weight_bits)
     if fmt in RELATIVE_FORMATS:
         check_index_bits(index_bits)
-    matrix, shape = as_matrix(weight)
     structure, values = structure_sections(matrix, shape, fmt, index_bits, scheme)
     header: list[Section] = [
         ("header", np.array([FORMATS.index(fmt) if fmt in FORMATS else 255, len(shape)], dtype=np.uint64), _SMALL_BITS),
@@ -226,11 +229,11 @@ def count_bits(weight: object, fmt: str, weight_bits: int = 32, index_bits: int 
 
 def encode(weight: object, fmt: str, weight_bits: int = 32, index_bits: int = 4, scheme: str = "filter") -> Encoded:
     """Pack ``weight`` in ``fmt``; the breakdown sums to ``n_bits``, the length of the packed stream."""
-    fields = sections(weight, fmt, weight_bits, index_bits, scheme)
+    matrix, shape = as_matrix(weight)
+    fields = _sections(matrix, shape, fmt, weight_bits, index_bits, scheme)
     writer = BitWriter()
     for category, values, width in fields:
         writer.write(category, values, width)
-    matrix, shape = as_matrix(weight)
     return Encoded(fmt, writer.getvalue(), writer.n_bits, _split_fillers(writer.breakdown, fields), shape,
                    int(np.count_nonzero(matrix)))
 
@@ -248,7 +251,8 @@ def _read_values(reader: BitReader, count: int, weight_bits: int) -> np.ndarray:
 
 
 def _decode_relative(reader: BitReader, rows_shape: tuple[int, int], index_bits: int, pointer_bits: int,
-                     weight_bits: int) -> np.ndarray:
+                     weight_bits: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(row, column, value) of every non-zero, in the coordinates of the encoded rows."""
     n_rows, n_cols = rows_shape
     ends = reader.read(n_rows, pointer_bits).astype(np.int64)
     total = int(ends[-1]) if n_rows else 0
@@ -264,11 +268,9 @@ def _decode_relative(reader: BitReader, rows_shape: tuple[int, int], index_bits:
     reached = np.cumsum(step)
     start = np.concatenate([[0], reached])[np.concatenate([[0], ends])[:-1]]
     col = reached - np.repeat(start, counts) - 1
-    out = np.zeros((n_rows, n_cols), dtype=np.float32)
     if real.any() and col[real].max() >= n_cols:
         raise EncodingError("a run points past the end of its row: corrupt stream")
-    out[row[real], col[real]] = values
-    return out
+    return row[real], col[real], values
 
 
 def decode(data: bytes, n_bits: int) -> np.ndarray:
@@ -302,9 +304,11 @@ def decode(data: bytes, n_bits: int) -> np.ndarray:
         rows = np.repeat(np.arange(n_rows), np.diff(np.concatenate([[0], ends])))
         matrix = np.zeros((n_rows, n_cols), dtype=np.float32)
         matrix[rows, cols] = _read_values(reader, nnz, weight_bits)
-    elif fmt == "rel_csr":
-        matrix = _decode_relative(reader, (n_rows, n_cols), index_bits, pointer_bits, weight_bits)
-    else:  # rel_csc: the rows of the transposed matrix
-        matrix = _decode_relative(reader, (n_cols, n_rows), index_bits, pointer_bits, weight_bits).T
+    else:  # rel_csc encodes the rows of the transposed matrix
+        csc = fmt == "rel_csc"
+        row, col, values = _decode_relative(reader, (n_cols, n_rows) if csc else (n_rows, n_cols),
+                                            index_bits, pointer_bits, weight_bits)
+        matrix = np.zeros((n_rows, n_cols), dtype=np.float32)
+        matrix[(col, row) if csc else (row, col)] = values
     reader.finish()
-    return np.ascontiguousarray(matrix).reshape(shape)
+    return matrix.reshape(shape)
