@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from study.admm import ADMMConfig
 from study.constraints import PRUNING_SCHEMES, group_count
 from study.data import dataset_spec
+from study.encoding import SPARSE_FORMATS, WEIGHT_BITS
 from study.models import MODELS, build_model, prunable_layers
 from study.training import LR_SCHEDULES, TrainConfig
 
@@ -154,6 +155,39 @@ class QuantizeParams(_Strict):
         return fractions
 
 
+class StorageParams(_Strict):
+    """Storage accounting: which sparse formats irregular layers may use and how wide their run-length fields are."""
+
+    index_bits: int | None = Field(None, ge=1, le=16, description="run-length bits of the relative formats; null: best per layer")
+    formats: list[str] = Field(default_factory=lambda: list(SPARSE_FORMATS), min_length=1)
+    break_even_weight_bits: list[int] = Field(default_factory=lambda: [1, 2, 3, 4, 5, 6, 7, 8, 16, 32], min_length=1)
+    break_even_index_bits: list[int] = Field(default_factory=lambda: [2, 3, 4, 5, 6, 7, 8], min_length=1)
+
+    @field_validator("formats")
+    @classmethod
+    def _formats(cls, formats: list[str]) -> list[str]:
+        unknown = [f for f in formats if f not in SPARSE_FORMATS]
+        if unknown:
+            raise ValueError(f"unknown sparse formats {unknown}; valid: {list(SPARSE_FORMATS)}")
+        return formats
+
+    @field_validator("break_even_weight_bits")
+    @classmethod
+    def _weight_bits(cls, bits: list[int]) -> list[int]:
+        bad = [b for b in bits if b not in WEIGHT_BITS]
+        if bad:
+            raise ValueError(f"weight bit widths {bad} are not storable; valid: {list(WEIGHT_BITS)}")
+        return bits
+
+    @field_validator("break_even_index_bits")
+    @classmethod
+    def _index_bits(cls, bits: list[int]) -> list[int]:
+        bad = [b for b in bits if not 1 <= b <= 16]
+        if bad:
+            raise ValueError(f"index bit widths {bad} must lie in 1..16")
+        return bits
+
+
 class Params(_Strict):
     seed: int = Field(0, ge=0)
     data: DataParams = DataParams()
@@ -161,6 +195,7 @@ class Params(_Strict):
     admm: ADMMParams = ADMMParams()
     prune: dict[str, dict[str, PruneSchedule]] = Field(default_factory=dict)
     quantize: dict[str, QuantizeParams] = Field(default_factory=dict)
+    storage: StorageParams = StorageParams()
 
     @model_validator(mode="after")
     def _prune_targets(self) -> "Params":

@@ -151,7 +151,10 @@ def save_figure(fig: plt.Figure, folder: Path | str, name: str) -> dict[str, Pat
     paths = {}
     for ext in ("png", "svg"):
         buffer = io.BytesIO()
-        fig.savefig(buffer, format=ext, dpi=150, bbox_inches="tight")
+        # No timestamps and fixed SVG element ids: the same data gives byte-identical files on a rerun.
+        with plt.rc_context({"svg.hashsalt": "study"}):
+            fig.savefig(buffer, format=ext, dpi=150, bbox_inches="tight",
+                        metadata={"Date": None} if ext == "svg" else {"Software": None})
         paths[ext] = folder / f"{name}.{ext}"
         atomic_write_bytes(paths[ext], buffer.getvalue())
     return paths

@@ -64,7 +64,7 @@ def _tiny_params(tmp_path: Path, synthetic_root: Path) -> Path:
 
 def test_pipeline_on_tiny_data(synthetic_root: Path, tmp_path: Path) -> None:
     """Every stage end to end: train, prune (each scheme), quantize, report; checkpoints, metrics, tables, HTML."""
-    assert {p.name for p in NOTEBOOKS} == {"train.ipynb", "prune.ipynb", "quantize.ipynb", "report.ipynb"}, "add new notebooks here"
+    assert {p.name for p in NOTEBOOKS} == {"train.ipynb", "prune.ipynb", "quantize.ipynb", "storage.ipynb", "report.ipynb"}, "add new notebooks here"
     runs = tmp_path / "runs"
     runs.mkdir()
     for dataset in ("mnist", "fashion_mnist"):
@@ -122,7 +122,7 @@ def test_pipeline_on_tiny_data(synthetic_root: Path, tmp_path: Path) -> None:
             baseline="lenet5-mnist",
             scheme=scheme,
             bits=bits,
-            checkpoint_path=str(tmp_path / "models" / name / "model.pt"),
+            checkpoint_path=str(tmp_path / "models" / "lenet5-mnist" / f"quantize-{scheme}-{bits}" / "model.pt"),
             metrics_path=str(tmp_path / "quantize" / f"{name}.json"),
             source_checkpoint=str(source),
             check_sha256=False,
@@ -135,6 +135,25 @@ def test_pipeline_on_tiny_data(synthetic_root: Path, tmp_path: Path) -> None:
         if scheme == "dense" and bits == 1:
             assert set(metrics["distinct_values"].values()) == {2}  # fully binarized: +-alpha, no zeros
 
+    _execute(
+        "storage.ipynb",
+        runs / "storage.ipynb",
+        params_file=str(params_file),
+        models_dir=str(tmp_path / "models" / "lenet5-mnist"),
+        train_metrics=str(tmp_path / "metrics" / "lenet5-mnist.json"),
+        prune_metrics_glob=str(tmp_path / "prune" / "lenet5-mnist-*.json"),
+        quantize_metrics_glob=str(tmp_path / "quantize" / "lenet5-mnist-*.json"),
+        tables_dir=str(tmp_path / "storage" / "lenet5-mnist"),
+        metrics_path=str(tmp_path / "storage" / "lenet5-mnist.json"),
+    )
+    storage = json.loads((tmp_path / "storage" / "lenet5-mnist.json").read_text())
+    assert {m["scheme"] for m in storage["models"]} == {"dense", "irregular", "filter", "channel", "column"}
+    assert len(storage["models"]) == 1 + 4 + 4  # dense fp32, four pruned fp32, four quantized
+    for model in storage["models"]:
+        assert model["total_bits"] == sum(model[c] for c in ("header", "pointers", "indices", "fillers", "codebook", "values"))
+    for table in ("models", "layers", "formats", "break-even", "ideal"):
+        assert (tmp_path / "storage" / "lenet5-mnist" / f"{table}.csv").stat().st_size > 0
+
     report_dir = tmp_path / "report"
     _execute(
         "report.ipynb",
@@ -142,17 +161,20 @@ def test_pipeline_on_tiny_data(synthetic_root: Path, tmp_path: Path) -> None:
         train_metrics_glob=str(tmp_path / "metrics" / "*.json"),
         prune_metrics_glob=str(tmp_path / "prune" / "*.json"),
         quantize_metrics_glob=str(tmp_path / "quantize" / "*.json"),
+        storage_metrics_glob=str(tmp_path / "storage" / "*.json"),
         published_results=str(REPO / "references" / "published_results.csv"),
         out_dir=str(report_dir),
     )
     csv = (report_dir / "tables" / "T1_baselines.csv").read_text()
     assert csv.count("\nlenet5,") == 2
     assert "| lenet5" in (report_dir / "tables" / "T1_baselines.md").read_text()
-    for table in ("T1_baselines", "T2_irregular", "T3_schemes", "T4_quantization"):
+    for table in ("T1_baselines", "T2_irregular", "T3_schemes", "T4_quantization", "T5_storage_lenet5-mnist",
+                  "T5_iso_bits_lenet5-mnist", "T5_formats_lenet5-mnist"):
         assert (report_dir / "tables" / f"{table}.csv").stat().st_size > 0
         assert (report_dir / "tables" / f"{table}.md").stat().st_size > 0
     assert "ADMM-NN-S" in (report_dir / "tables" / "T2_irregular.csv").read_text()  # published rows beside ours
-    for figure in ("F2_admm_convergence_lenet5-mnist", "F3_accuracy_vs_rate"):
+    for figure in ("F2_admm_convergence_lenet5-mnist", "F3_accuracy_vs_rate", "F4_storage_vs_rate_lenet5-mnist",
+                   "F5_break_even_lenet5-mnist"):
         for ext in ("png", "svg"):
             assert (report_dir / "figures" / f"{figure}.{ext}").stat().st_size > 1000
 
