@@ -106,7 +106,7 @@ def _ungroup(groups: np.ndarray, shape: tuple[int, ...], scheme: str) -> np.ndar
 
 
 # ----------------------------------------------------------------------------- per-format structure
-def _relative_runs(rows: np.ndarray, index_bits: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def relative_runs(rows: np.ndarray, index_bits: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Run codes (fillers included) and entries per row of a row-major sparse matrix ``rows``."""
     escape = (1 << index_bits) - 1
     n_rows, n_cols = rows.shape
@@ -155,7 +155,7 @@ def structure_sections(matrix: np.ndarray, shape: tuple[int, ...], fmt: str, ind
     if fmt in RELATIVE_FORMATS:
         index_bits = check_index_bits(index_bits)
         rows = matrix if fmt == "rel_csr" else np.ascontiguousarray(matrix.T)
-        codes, entries_per_row, _ = _relative_runs(rows, index_bits)
+        codes, entries_per_row, _ = relative_runs(rows, index_bits)
         # The run codes are one interleaved field vector: _split_fillers attributes their bits.
         fields: list[Section] = [("pointers", np.cumsum(entries_per_row).astype(np.uint64), _width_for(codes.size)),
                                  ("indices+fillers", codes, index_bits)]

@@ -73,26 +73,32 @@ def layer_storage(weight: object, scheme: str, weight_bits: int, index_bits: int
     rows = []
     for fmt, width in candidates:
         try:
-            bits = encoding.count_bits(matrix.reshape(shape), fmt, weight_bits, width or 4, scheme if fmt == "structured" else "filter")
+            rows.append(stored_layer(matrix.reshape(shape), fmt, weight_bits, width or None, scheme))
         except encoding.EncodingError:
             if fmt != "dense" or scheme != "irregular":
                 raise
             continue  # dense storage of a pruned binary layer needs a code for zero: 1 bit cannot hold it
-        rows.append((sum(bits.values()), fmt, width, bits))
-    total, fmt, width, bits = min(rows, key=lambda r: r[0])
+    return min(rows, key=lambda r: r["total_bits"])
+
+
+def stored_layer(weight: object, fmt: str, weight_bits: int, index_bits: int | None = None,
+                 scheme: str = "filter") -> dict[str, object]:
+    """The stored bits of one layer in one given format (``index_bits`` only for the relative formats)."""
+    matrix, shape = encoding.as_matrix(weight)
+    bits = encoding.count_bits(matrix.reshape(shape), fmt, weight_bits, index_bits or 4, scheme)
     nnz = int(np.count_nonzero(matrix))
-    if scheme in encoding.STRUCTURED_SCHEMES:  # the choice to describe is which groups survive
+    if fmt == "structured":  # the choice to describe is which groups survive
         kept = encoding.group_view(matrix, shape, scheme).any(axis=1)
         ideal = index_bound_bits(kept.size, int(kept.sum()))
     else:
         ideal = index_bound_bits(matrix.size, nnz)
     return {
         "format": fmt,
-        "index_bits": width or None,
+        "index_bits": index_bits if fmt in encoding.RELATIVE_FORMATS else None,
         "weights": int(matrix.size),
         "nonzero": nnz,
         **bits,
-        "total_bits": total,
+        "total_bits": sum(bits.values()),
         "ideal_index_bits": ideal,
     }
 

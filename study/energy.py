@@ -1,0 +1,194 @@
+"""A transparent energy model of one inference: counts per layer times an energy table, by component.
+
+Counts come from the real stored layers (``study.storage``: format, index width, fillers, pointers), so
+what irregular sparsity pays is measured on the real masks, not assumed. Conventions, each a choice a
+user can read and change:
+
+- A weight *entry* (a value with its run length, or a filler) is read from on-chip SRAM once per use,
+  i.e. once per output position of the layer; pointers once per row/column per position. Every stored
+  bit comes from DRAM once per inference (``batch`` inferences share one DRAM read).
+- One activation is read from SRAM per MAC issued and one written per output value (no reuse credited
+  to any scheme, so the comparison stays like for like).
+- A filler entry is issued as a MAC with a zero weight (EIE): wasted arithmetic, counted apart.
+- Relative-index formats spend one address add per entry (run accumulation); CSR and bitmap one per
+  non-zero.
+- Parallel array of ``lanes``: an FC layer's rows are interleaved over the lanes (EIE), each lane
+  encoding its own rows, so its fillers are measured on its sub-matrix; a conv layer's (row, output
+  position) dot products are interleaved. A layer takes as many cycles as its busiest lane; the idle
+  lane-cycles of the others cost ``idle_lane_cycle`` each.
+- Arithmetic energy between the published bit widths follows the power law through Horowitz's 8- and
+  32-bit integer points (multiply ~ b^2, add ~ b); a b_w x b_a multiply costs as a sqrt(b_w * b_a)-bit
+  square one. 32-bit weights are float32 and use the float entries.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from torch import nn
+
+from study import encoding, models, storage
+
+COMPONENTS = ("mac", "filler_mac", "idle_lanes", "index_decode", "sram_weights", "sram_index",
+              "sram_activations", "dram_weights", "dram_index")
+TABLE_KEYS = ("int8_add", "int32_add", "int8_mult", "int32_mult", "fp32_add", "fp32_mult",
+              "sram_32bit_read", "dram_32bit_read", "idle_lane_cycle")
+
+
+@dataclass(frozen=True)
+class EnergyConfig:
+    """Everything the model assumes besides the table (see params.yaml ``energy``)."""
+
+    lanes: int = 64
+    activation_bits: int = 16
+    accumulator_bits: int = 32
+    batch: int = 1
+
+    def __post_init__(self) -> None:
+        for name in ("lanes", "activation_bits", "accumulator_bits", "batch"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"energy.{name}={getattr(self, name)} must be >= 1")
+
+
+def check_table(table: Mapping[str, float]) -> dict[str, float]:
+    """The energy table with every entry present, known and >= 0 (pJ); errors name the entry."""
+    unknown = sorted(set(table) - set(TABLE_KEYS))
+    if unknown:
+        raise ValueError(f"energy table: unknown component(s) {unknown}; known: {list(TABLE_KEYS)}")
+    missing = [k for k in TABLE_KEYS if k not in table]
+    if missing:
+        raise ValueError(f"energy table: missing entr(ies) {missing}; give each a value in pJ")
+    bad = {k: v for k, v in table.items() if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0)}
+    if bad:
+        raise ValueError(f"energy table: entries must be finite numbers >= 0 pJ, got {bad}")
+    return {k: float(table[k]) for k in TABLE_KEYS}
+
+
+def _power_law(e8: float, e32: float, bits: float) -> float:
+    """Energy at ``bits`` on the power law through (8, e8) and (32, e32)."""
+    if e8 <= 0 or e32 <= 0:
+        return e8 if bits <= 8 else e32  # a zeroed entry: no law to fit, keep the user's number
+    exponent = math.log(e32 / e8) / math.log(4)
+    return e8 * (bits / 8) ** exponent
+
+
+def mac_energy(table: Mapping[str, float], weight_bits: int, config: EnergyConfig) -> dict[str, float]:
+    """pJ of one multiply and one accumulate at the given operand widths."""
+    if weight_bits == 32:
+        return {"mult": table["fp32_mult"], "add": table["fp32_add"]}
+    width = math.sqrt(weight_bits * config.activation_bits)
+    return {"mult": _power_law(table["int8_mult"], table["int32_mult"], width),
+            "add": _power_law(table["int8_add"], table["int32_add"], config.accumulator_bits)}
+
+
+def row_entries(weight: object, fmt: str, index_bits: int | None) -> np.ndarray:
+    """Entries of each GEMM row in its own stream: non-zeros plus the fillers of that row's runs."""
+    matrix, _ = encoding.as_matrix(weight)
+    if fmt in ("dense", "structured"):
+        return np.full(matrix.shape[0], matrix.shape[1], dtype=np.int64)
+    nonzero = np.count_nonzero(matrix, axis=1).astype(np.int64)
+    if fmt not in encoding.RELATIVE_FORMATS:
+        return nonzero
+    _, entries, _ = encoding.relative_runs(matrix, index_bits or 4)
+    return entries
+
+
+def lane_work(weight: object, fmt: str, index_bits: int | None, lanes: int, positions: int) -> np.ndarray:
+    """Entries each lane processes per inference.
+
+    FC layers (one position): rows interleaved over lanes, each lane with its own encoded sub-matrix
+    (EIE), so a lane's fillers are measured on its rows. Conv layers: the (row, position) dot products
+    interleaved over lanes, each reading its row's stream.
+    """
+    matrix, shape = encoding.as_matrix(weight)
+    n_rows = matrix.shape[0]
+    work = np.zeros(lanes, dtype=np.int64)
+    if positions == 1:
+        for lane in range(min(lanes, n_rows)):
+            rows = matrix[lane::lanes]
+            if fmt in encoding.RELATIVE_FORMATS:
+                fillers = storage.structure_bits(rows, fmt, index_bits or 4)["fillers"] // (index_bits or 4)
+                work[lane] = int(np.count_nonzero(rows)) + fillers
+            else:
+                work[lane] = int(row_entries(rows, fmt, index_bits).sum())
+        return work
+    entries = row_entries(matrix, fmt, index_bits)
+    base, extra = divmod(positions, lanes)
+    for row, count in enumerate(entries):
+        work += base * count
+        first = (row * positions) % lanes  # items row*positions .. +positions-1 go to lanes in turn
+        extra_lanes = (first + np.arange(extra)) % lanes
+        work[extra_lanes] += count
+    return work
+
+
+def layer_counts(weight: object, positions: int, stored: Mapping[str, object], weight_bits: int,
+                 config: EnergyConfig) -> dict[str, float]:
+    """Per-inference counts of one layer from its stored form (a row of ``storage.layer_storage``)."""
+    activation_bits = 32 if weight_bits == 32 else config.activation_bits  # fp32 models run in float32
+    outputs = encoding.as_matrix(weight)[0].shape[0] * positions
+    fmt, index_bits = stored["format"], stored["index_bits"]
+    nonzero = int(stored["nonzero"])
+    fillers = int(stored["fillers"]) // int(index_bits) if fmt in encoding.RELATIVE_FORMATS and index_bits else 0
+    dense_storage = fmt in ("dense", "structured")
+    macs = int(stored["weights"]) if dense_storage else nonzero
+    work = lane_work(weight, fmt, index_bits, config.lanes, positions)
+    busiest = int(work.max()) if work.size else 0
+    value_bits = int(stored["values"])
+    index_bits_stored = int(stored["indices"]) + int(stored["fillers"])
+    decode = 0 if dense_storage else (nonzero + fillers if fmt in encoding.RELATIVE_FORMATS else nonzero)
+    return {
+        "macs": macs * positions,
+        "filler_macs": fillers * positions,
+        "idle_lane_cycles": busiest * config.lanes - int(work.sum()),  # lane_work already spans all positions
+        "cycles": busiest,
+        "index_decodes": decode * positions,
+        "sram_weight_bits": value_bits * positions,
+        "sram_index_bits": 0 if dense_storage else (index_bits_stored + int(stored["pointers"])) * positions,
+        "sram_activation_bits": ((macs + fillers) * positions + outputs) * activation_bits,
+        "dram_weight_bits": (value_bits + int(stored["codebook"])) / config.batch,
+        "dram_index_bits": (index_bits_stored + int(stored["pointers"]) + int(stored["header"])) / config.batch,
+        "load_imbalance": busiest * config.lanes / work.sum() if work.sum() else 1.0,
+    }
+
+
+def energy_of(counts: Mapping[str, float], table: Mapping[str, float], weight_bits: int, config: EnergyConfig) -> dict[str, float]:
+    """pJ per component: each a count times a table entry (so energy is linear in the table)."""
+    mac = mac_energy(table, weight_bits, config)
+    per_mac = mac["mult"] + mac["add"]
+    sram_bit = table["sram_32bit_read"] / 32
+    dram_bit = table["dram_32bit_read"] / 32
+    index_add = _power_law(table["int8_add"], table["int32_add"], 8)  # address arithmetic in 8-bit adds
+    return {
+        "mac": counts["macs"] * per_mac,
+        "filler_mac": counts["filler_macs"] * per_mac,
+        "idle_lanes": counts["idle_lane_cycles"] * table["idle_lane_cycle"],
+        "index_decode": counts["index_decodes"] * index_add,
+        "sram_weights": counts["sram_weight_bits"] * sram_bit,
+        "sram_index": counts["sram_index_bits"] * sram_bit,
+        "sram_activations": counts["sram_activation_bits"] * sram_bit,  # writes priced as reads
+        "dram_weights": counts["dram_weight_bits"] * dram_bit,
+        "dram_index": counts["dram_index_bits"] * dram_bit,
+    }
+
+
+def model_energy(model: nn.Module, scheme: str, weight_bits: int, input_shape: tuple[int, ...],
+                 table: Mapping[str, float], config: EnergyConfig, index_bits: int | None = None,
+                 formats: tuple[str, ...] = encoding.SPARSE_FORMATS) -> pd.DataFrame:
+    """One row per layer: counts and pJ per component, for the model as stored (structured: compacted)."""
+    table = check_table(table)
+    stored_model = storage.storable(model, scheme, input_shape)
+    macs = models.count_macs(stored_model, input_shape)
+    rows = []
+    for name, layer in models.prunable_layers(stored_model).items():
+        positions = macs[name] // layer.weight.numel()
+        stored = storage.layer_storage(layer.weight, scheme, weight_bits, index_bits, formats)
+        counts = layer_counts(layer.weight, positions, stored, weight_bits, config)
+        energy = energy_of(counts, table, weight_bits, config)
+        rows.append({"layer": name, "format": stored["format"], "positions": positions, **counts,
+                     **{f"{c}_pj": e for c, e in energy.items()}, "total_pj": sum(energy.values())})
+    return pd.DataFrame(rows)
