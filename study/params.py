@@ -20,6 +20,7 @@ from study.admm import ADMMConfig
 from study.constraints import PRUNING_SCHEMES, group_count
 from study.data import dataset_spec
 from study.encoding import SPARSE_FORMATS, WEIGHT_BITS
+from study.energy import EnergyConfig, check_table
 from study.models import MODELS, build_model, prunable_layers
 from study.training import LR_SCHEDULES, TrainConfig
 
@@ -188,6 +189,58 @@ class StorageParams(_Strict):
         return bits
 
 
+class EnergyParams(_Strict):
+    """The energy model's table (pJ) and assumptions; see study/energy.py for how each is used."""
+
+    table_pj: dict[str, float]
+    lanes: int = Field(64, ge=1, description="parallel lanes / PEs of the array")
+    activation_bits: int = Field(16, ge=1, le=32)
+    accumulator_bits: int = Field(32, ge=1, le=64)
+    batch: int = Field(1, ge=1, description="inferences sharing one DRAM read of the weights")
+
+    @field_validator("table_pj", mode="before")
+    @classmethod
+    def _table(cls, table: object) -> dict[str, float]:
+        if not isinstance(table, dict):
+            raise ValueError("must map each component to its energy in pJ")
+        return check_table(table)
+
+    def config(self) -> EnergyConfig:
+        return EnergyConfig(self.lanes, self.activation_bits, self.accumulator_bits, self.batch)
+
+
+class LatencyParams(_Strict):
+    """CPU latency measurement: batches, timing budget, threads, and the synthetic sparsity sweep."""
+
+    batches: list[int] = Field(default_factory=lambda: [1, 64], min_length=1)
+    min_run_time_s: float = Field(0.5, gt=0, description="torch.utils.benchmark time budget per measurement")
+    threads: int = Field(1, ge=1)
+    sweep_layers: dict[str, list[int]] = Field(min_length=1, description="name: [rows, cols, input columns]")
+    sweep_sparsities: list[float] = Field(min_length=2)
+
+    @field_validator("batches")
+    @classmethod
+    def _batches(cls, batches: list[int]) -> list[int]:
+        if any(b < 1 for b in batches):
+            raise ValueError(f"batch sizes {batches} must be >= 1")
+        return batches
+
+    @field_validator("sweep_layers")
+    @classmethod
+    def _layers(cls, layers: dict[str, list[int]]) -> dict[str, list[int]]:
+        bad = {k: v for k, v in layers.items() if len(v) != 3 or any(d < 1 for d in v)}
+        if bad:
+            raise ValueError(f"each sweep layer needs [rows, cols, input columns] >= 1, got {bad}")
+        return layers
+
+    @field_validator("sweep_sparsities")
+    @classmethod
+    def _sparsities(cls, sparsities: list[float]) -> list[float]:
+        if sparsities != sorted(set(sparsities)) or not all(0 <= s < 1 for s in sparsities):
+            raise ValueError(f"sparsities {sparsities} must increase within [0, 1)")
+        return sparsities
+
+
 class Params(_Strict):
     seed: int = Field(0, ge=0)
     data: DataParams = DataParams()
@@ -196,6 +249,8 @@ class Params(_Strict):
     prune: dict[str, dict[str, PruneSchedule]] = Field(default_factory=dict)
     quantize: dict[str, QuantizeParams] = Field(default_factory=dict)
     storage: StorageParams = StorageParams()
+    energy: EnergyParams | None = None
+    latency: LatencyParams | None = None
 
     @model_validator(mode="after")
     def _prune_targets(self) -> "Params":

@@ -57,6 +57,7 @@ def _tiny_params(tmp_path: Path, synthetic_root: Path) -> Path:
     for scheme, schedule in params["prune"]["lenet5-mnist"].items():
         schedule.update(rates=schedule["rates"][:2], admm_epochs=1, retrain_epochs=1)
     params["quantize"]["lenet5-mnist"].update(admm_epochs=1, mapping_fractions=[0.5, 1.0], mapping_epochs=1, binary_epochs=1)
+    params["latency"].update(batches=[1, 4], min_run_time_s=0.01, sweep_layers={"tiny": [8, 16, 2]}, sweep_sparsities=[0.5, 0.9])
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(params))
     return path
@@ -64,7 +65,8 @@ def _tiny_params(tmp_path: Path, synthetic_root: Path) -> Path:
 
 def test_pipeline_on_tiny_data(synthetic_root: Path, tmp_path: Path) -> None:
     """Every stage end to end: train, prune (each scheme), quantize, report; checkpoints, metrics, tables, HTML."""
-    assert {p.name for p in NOTEBOOKS} == {"train.ipynb", "prune.ipynb", "quantize.ipynb", "storage.ipynb", "report.ipynb"}, "add new notebooks here"
+    assert {p.name for p in NOTEBOOKS} == {"train.ipynb", "prune.ipynb", "quantize.ipynb", "storage.ipynb", "energy.ipynb",
+                                             "latency.ipynb", "report.ipynb"}, "add new notebooks here"
     runs = tmp_path / "runs"
     runs.mkdir()
     for dataset in ("mnist", "fashion_mnist"):
@@ -154,6 +156,39 @@ def test_pipeline_on_tiny_data(synthetic_root: Path, tmp_path: Path) -> None:
     for table in ("models", "layers", "formats", "break-even", "ideal"):
         assert (tmp_path / "storage" / "lenet5-mnist" / f"{table}.csv").stat().st_size > 0
 
+    baseline_outputs = {
+        "train_metrics": str(tmp_path / "metrics" / "lenet5-mnist.json"),
+        "prune_metrics_glob": str(tmp_path / "prune" / "lenet5-mnist-*.json"),
+    }
+    _execute(
+        "energy.ipynb",
+        runs / "energy.ipynb",
+        params_file=str(params_file),
+        models_dir=str(tmp_path / "models" / "lenet5-mnist"),
+        quantize_metrics_glob=str(tmp_path / "quantize" / "lenet5-mnist-*.json"),
+        tables_dir=str(tmp_path / "energy" / "lenet5-mnist"),
+        metrics_path=str(tmp_path / "energy" / "lenet5-mnist.json"),
+        **baseline_outputs,
+    )
+    energy = json.loads((tmp_path / "energy" / "lenet5-mnist.json").read_text())
+    assert len(energy["models"]) == 9 and all(m["total_nj"] > 0 for m in energy["models"])
+    dense_energy = next(m for m in energy["models"] if m["scheme"] == "dense")
+    assert all(m["total_nj"] < dense_energy["total_nj"] for m in energy["models"] if m["scheme"] != "dense" and m["weight_bits"] == 32)
+
+    _execute(
+        "latency.ipynb",
+        runs / "latency.ipynb",
+        params_file=str(params_file),
+        dense_checkpoint=str(tmp_path / "models" / "lenet5-mnist" / "dense.pt"),
+        tables_dir=str(tmp_path / "latency" / "lenet5-mnist"),
+        metrics_path=str(tmp_path / "latency" / "lenet5-mnist.json"),
+        **baseline_outputs,
+    )
+    latency = json.loads((tmp_path / "latency" / "lenet5-mnist.json").read_text())
+    assert set(latency["ratio_to_dense"]) >= {"dense", "irregular (CSR)", "filter (compacted)"}
+    assert set(latency["ratio_to_dense"]["dense"]) == {"1", "4"}
+    assert set(latency["crossover_sparsity"]) == {"tiny"}
+
     report_dir = tmp_path / "report"
     _execute(
         "report.ipynb",
@@ -162,6 +197,8 @@ def test_pipeline_on_tiny_data(synthetic_root: Path, tmp_path: Path) -> None:
         prune_metrics_glob=str(tmp_path / "prune" / "*.json"),
         quantize_metrics_glob=str(tmp_path / "quantize" / "*.json"),
         storage_metrics_glob=str(tmp_path / "storage" / "*.json"),
+        energy_metrics_glob=str(tmp_path / "energy" / "*.json"),
+        latency_metrics_glob=str(tmp_path / "latency" / "*.json"),
         published_results=str(REPO / "references" / "published_results.csv"),
         out_dir=str(report_dir),
     )
@@ -169,12 +206,13 @@ def test_pipeline_on_tiny_data(synthetic_root: Path, tmp_path: Path) -> None:
     assert csv.count("\nlenet5,") == 2
     assert "| lenet5" in (report_dir / "tables" / "T1_baselines.md").read_text()
     for table in ("T1_baselines", "T2_irregular", "T3_schemes", "T4_quantization", "T5_storage_lenet5-mnist",
-                  "T5_iso_bits_lenet5-mnist", "T5_formats_lenet5-mnist"):
+                  "T5_iso_bits_lenet5-mnist", "T5_formats_lenet5-mnist", "T6_energy_lenet5-mnist",
+                  "T7_latency_lenet5-mnist"):
         assert (report_dir / "tables" / f"{table}.csv").stat().st_size > 0
         assert (report_dir / "tables" / f"{table}.md").stat().st_size > 0
     assert "ADMM-NN-S" in (report_dir / "tables" / "T2_irregular.csv").read_text()  # published rows beside ours
     for figure in ("F2_admm_convergence_lenet5-mnist", "F3_accuracy_vs_rate", "F4_storage_vs_rate_lenet5-mnist",
-                   "F5_break_even_lenet5-mnist"):
+                   "F5_break_even_lenet5-mnist", "F6_energy_breakdown_lenet5-mnist", "F7_latency_vs_sparsity_lenet5-mnist"):
         for ext in ("png", "svg"):
             assert (report_dir / "figures" / f"{figure}.{ext}").stat().st_size > 1000
 

@@ -1,0 +1,124 @@
+"""Report pieces of the energy and latency stages: tables T6 / T7, figures F6 / F7, and their verdicts.
+
+They read the CSV files the stages write (``metrics/energy/<baseline>/``, ``metrics/latency/<baseline>/``).
+"""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+
+from study.energy import COMPONENTS
+from study.report import SCHEME_ORDER
+
+COMPONENT_LABELS = {
+    "mac": "MACs", "filler_mac": "filler MACs", "idle_lanes": "idle lanes", "index_decode": "index decode",
+    "sram_weights": "SRAM weights", "sram_index": "SRAM index", "sram_activations": "SRAM activations",
+    "dram_weights": "DRAM weights", "dram_index": "DRAM index",
+}
+
+
+def energy_table(models_csv: pd.DataFrame) -> pd.DataFrame:
+    """Table T6: energy per inference by component (nJ) for every model, with accuracy and cycles."""
+    t = models_csv
+    table = pd.DataFrame({
+        "scheme": pd.Categorical(t["scheme"], SCHEME_ORDER, ordered=True),
+        "weight bits": t["weight_bits"],
+        "test accuracy (%)": (100 * t["test_accuracy"]).round(2),
+        "within tolerance (val)": t["within_tolerance"],
+        **{f"{COMPONENT_LABELS[c]} (nJ)": (t[f"{c}_pj"] / 1000).round(1) for c in COMPONENTS},
+        "total (nJ)": t["total_nj"].round(1),
+        "MACs": t["macs"],
+        "cycles": t["cycles"],
+    })
+    return table.sort_values(["weight bits", "scheme"], ascending=[False, True]).reset_index(drop=True)
+
+
+def plot_energy_breakdown(models_csv: pd.DataFrame, weight_bits: tuple[int, ...] = (32, 8, 4)) -> plt.Figure:
+    """Figure F6: stacked energy components per pruned scheme, one panel per weight bit width."""
+    data = models_csv[(models_csv["scheme"] != "dense") & models_csv["weight_bits"].isin(weight_bits)]
+    fig, axes = plt.subplots(1, len(weight_bits), figsize=(5 * len(weight_bits), 5), squeeze=False)
+    colours = dict(zip(COMPONENTS, sns.color_palette("tab10", len(COMPONENTS))))
+    for ax, bits in zip(axes[0], weight_bits):
+        panel = data[data["weight_bits"] == bits].copy()
+        panel["scheme"] = pd.Categorical(panel["scheme"], SCHEME_ORDER, ordered=True)
+        panel = panel.sort_values("scheme")
+        bottom = np.zeros(len(panel))
+        for component in COMPONENTS:
+            values = panel[f"{component}_pj"].to_numpy() / 1000
+            ax.bar(panel["scheme"].astype(str), values, bottom=bottom, color=colours[component], label=COMPONENT_LABELS[component])
+            bottom += values
+        for x, (total, ok) in enumerate(zip(bottom, panel["within_tolerance"])):
+            ax.annotate("" if ok else "below tolerance", (x, total), ha="center", va="bottom", fontsize="x-small")
+        ax.set(title=f"{bits}-bit weights", xlabel="pruning scheme", ylabel="energy per inference (nJ)")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize="small", title="component")
+    fig.suptitle("F6 energy per inference by component (dense baselines in T6: far larger, left out of scale)")
+    fig.tight_layout()
+    return fig
+
+
+def latency_table(models_csv: pd.DataFrame) -> pd.DataFrame:
+    """Table T7: median and spread of measured latency per model and batch, and the ratio to dense."""
+    t = models_csv
+    return pd.DataFrame({
+        "model": t["kind"],
+        "batch": t["batch"],
+        "median (us)": (1e6 * t["median_s"]).round(1),
+        "IQR (us)": (1e6 * t["iqr_s"]).round(1),
+        "min (us)": (1e6 * t["min_s"]).round(1),
+        "repeats": t["repeats"],
+        "latency / dense": t["ratio_to_dense"].round(2),
+        "pruning rate (x)": t["pruning_rate"].round(1),
+        "test accuracy (%)": (100 * t["test_accuracy"]).round(2),
+    }).sort_values(["batch", "latency / dense"]).reset_index(drop=True)
+
+
+def plot_latency_sweep(sweep_csv: pd.DataFrame, crossover_csv: pd.DataFrame) -> plt.Figure:
+    """Figure F7: GEMM latency against sparsity, CSR vs dense vs structured, crossover marked, per layer."""
+    layers = list(dict.fromkeys(sweep_csv["layer"]))
+    fig, axes = plt.subplots(1, len(layers), figsize=(5.5 * len(layers), 4.5), squeeze=False)
+    crossing = dict(zip(crossover_csv["layer"], crossover_csv["crossover_sparsity"]))
+    for ax, layer in zip(axes[0], layers):
+        data = sweep_csv[sweep_csv["layer"] == layer].assign(median_us=lambda d: 1e6 * d["median_s"],
+                                                            pruned_pct=lambda d: 100 * d["sparsity"])
+        sns.lineplot(data=data, x="pruned_pct", y="median_us", hue="kind", style="kind", markers=True, ax=ax,
+                     hue_order=["dense", "csr", "structured"])
+        spread = data.assign(low=1e6 * (data["median_s"] - data["iqr_s"] / 2), high=1e6 * (data["median_s"] + data["iqr_s"] / 2))
+        for kind, group in spread.groupby("kind"):
+            ax.fill_between(group["pruned_pct"], group["low"].clip(lower=1e-3), group["high"], alpha=0.15)
+        if not np.isnan(crossing.get(layer, np.nan)):
+            ax.axvline(100 * crossing[layer], color="black", linestyle=":", label=f"CSR faster from {100 * crossing[layer]:g}%")
+        first = data.iloc[0]
+        ax.set(yscale="log", xlabel="weights pruned (%)", ylabel="median latency (us, log scale)",
+               title=f"{layer}: {first['rows']}x{first['cols']} x {first['inputs']} columns")
+        ax.legend(fontsize="x-small")
+    fig.suptitle("F7 measured GEMM latency vs sparsity on this CPU (shaded: interquartile range)")
+    fig.tight_layout()
+    return fig
+
+
+def compute_verdict(energy_csv: pd.DataFrame, latency_csv: pd.DataFrame) -> str:
+    """Plain sentences: which pruned model needs least energy per bit width, and how CSR latency compares."""
+    lines = []
+    for bits, group in energy_csv.groupby("weight_bits", sort=False):
+        within = group[group["within_tolerance"] & (group["scheme"] != "dense")]
+        if within.empty or "irregular" not in set(within["scheme"]):
+            continue
+        best = within.sort_values("total_nj").iloc[0]
+        irregular = within[within["scheme"] == "irregular"].iloc[0]
+        structured = within[within["scheme"].isin(["filter", "channel", "column"])].sort_values("total_nj")
+        if structured.empty:
+            continue
+        s = structured.iloc[0]
+        lines.append(f"- {bits}-bit weights, models within tolerance: irregular {irregular['total_nj']:.0f} nJ vs "
+                     f"{s['scheme']} {s['total_nj']:.0f} nJ per inference: **{best['scheme']}** needs least energy.")
+    for batch, group in latency_csv.groupby("batch"):
+        by_kind = group.set_index("kind")["ratio_to_dense"]
+        structured = by_kind[[k for k in by_kind.index if "compacted" in k]]
+        if "irregular (CSR)" in by_kind and not structured.empty:
+            lines.append(f"- Batch {batch}: irregular as CSR runs at {by_kind['irregular (CSR)']:.2f}x the dense latency; "
+                         f"the fastest structured model ({structured.idxmin()}) at {structured.min():.2f}x.")
+    return "\n".join(lines) if lines else "No pruned models within tolerance to compare."
