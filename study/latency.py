@@ -18,8 +18,13 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils import benchmark
 
-# CSR tensors work on CPU for everything used here; torch flags the whole API as beta on each creation.
-warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
+
+
+def to_csr(matrix: torch.Tensor) -> torch.Tensor:
+    """``matrix.to_sparse_csr()`` without torch's beta notice (raised on every creation; all used here works)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
+        return matrix.to_sparse_csr()
 
 
 class CSRLinear(nn.Module):
@@ -27,7 +32,7 @@ class CSRLinear(nn.Module):
 
     def __init__(self, layer: nn.Linear) -> None:
         super().__init__()
-        self.weight = layer.weight.detach().to_sparse_csr()
+        self.weight = to_csr(layer.weight.detach())
         self.bias = None if layer.bias is None else layer.bias.detach().clone()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -45,7 +50,7 @@ class CSRConv2d(nn.Module):
         self.out_channels = layer.out_channels
         self.kernel_size, self.stride = layer.kernel_size, layer.stride
         self.padding, self.dilation = layer.padding, layer.dilation
-        self.weight = layer.weight.detach().reshape(layer.out_channels, -1).to_sparse_csr()
+        self.weight = to_csr(layer.weight.detach().reshape(layer.out_channels, -1))
         self.bias = None if layer.bias is None else layer.bias.detach().clone()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -118,7 +123,7 @@ def sparsity_sweep(shapes: Sequence[tuple[str, int, int, int]], sparsities: Sequ
         dense = time_call(lambda: weight @ x, min_run_time, threads)
         for sparsity in sparsities:
             mask = torch.rand(rows, cols, generator=generator) >= sparsity
-            csr = (weight * mask).to_sparse_csr()
+            csr = to_csr(weight * mask)
             kept_rows = max(1, round(rows * (1 - sparsity)))
             compact = weight[:kept_rows].contiguous()
             timings = {"dense": dense, "csr": time_call(lambda: csr @ x, min_run_time, threads),

@@ -25,3 +25,13 @@ def synthetic_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     write_synthetic("mnist", root, seed=1)
     write_synthetic("fashion_mnist", root, seed=2)
     return root
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, exitstatus: int, config: pytest.Config) -> None:
+    """Say how many bad inputs the bad-input suite tried (tests/test_bad_inputs.py)."""
+    from tests.test_bad_inputs import BAD_INPUTS_KEY, CASES
+
+    passed = config.stash.get(BAD_INPUTS_KEY, [])
+    if passed:
+        terminalreporter.write_line(f"bad-input suite: {len(passed)} of {len(CASES)} bad inputs refused with their "
+                                    "specific error, earlier outputs intact")
