@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -63,8 +64,15 @@ def _tiny_params(tmp_path: Path, synthetic_root: Path) -> Path:
     return path
 
 
-def test_pipeline_on_tiny_data(synthetic_root: Path, tmp_path: Path) -> None:
-    """Every stage end to end: train, prune (each scheme), quantize, report; checkpoints, metrics, tables, HTML."""
+def test_pipeline_on_tiny_data(synthetic_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every stage end to end, with no network: checkpoints, metrics, tables, figures, HTML.
+
+    Each notebook kernel loads tests/netguard/sitecustomize.py, which logs any attempt to reach a
+    non-local address or resolve a remote name; the log must stay empty.
+    """
+    netlog = tmp_path / "network.log"
+    monkeypatch.setenv("STUDY_NETGUARD_LOG", str(netlog))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(REPO / "tests" / "netguard"), os.environ.get("PYTHONPATH")])))
     assert {p.name for p in NOTEBOOKS} == {"train.ipynb", "prune.ipynb", "quantize.ipynb", "storage.ipynb", "energy.ipynb",
                                              "latency.ipynb", "report.ipynb"}, "add new notebooks here"
     runs = tmp_path / "runs"
@@ -113,6 +121,21 @@ def test_pipeline_on_tiny_data(synthetic_root: Path, tmp_path: Path) -> None:
         assert metrics["admm_history"] and Path(metrics["selected_checkpoint"]).is_file()
         assert metrics["compact_pruning_rate"] >= metrics["pruning_rate"] * 0.999
         assert "w_minus_z" in (tmp_path / "prune" / f"{name}.admm.csv").read_text().splitlines()[0]
+
+    # Same params, same results: a second irregular run reproduces every metric but timings and provenance.
+    _execute(
+        "prune.ipynb",
+        runs / "prune-again.ipynb",
+        params_file=str(params_file),
+        dense_checkpoint=str(tmp_path / "models" / "lenet5-mnist" / "dense.pt"),
+        out_dir=str(tmp_path / "again"),
+        metrics_path=str(tmp_path / "again" / "irregular.json"),
+        history_path=str(tmp_path / "again" / "irregular.admm.csv"),
+        check_sha256=False,
+    )
+    first, second = (_comparable(json.loads(p.read_text()))
+                     for p in (tmp_path / "prune" / "lenet5-mnist-irregular.json", tmp_path / "again" / "irregular.json"))
+    assert first == second
 
     for scheme, bits in (("irregular", 2), ("filter", 1), ("dense", 1), ("dense", 4)):
         name = f"lenet5-mnist-{scheme}-{bits}"
@@ -221,9 +244,18 @@ def test_pipeline_on_tiny_data(synthetic_root: Path, tmp_path: Path) -> None:
          str(runs / "report.ipynb"), "--output-dir", str(report_dir), "--output", "index"],
         check=True, capture_output=True,
     )
+    assert not netlog.exists(), f"network use during the pipeline:\n{netlog.read_text()}"
     html = (report_dir / "index.html").read_text()
     assert "T1 Dense baselines" in html and "fashion_mnist" in html
     assert "import" not in re.sub(r"<style.*?</style>|<script.*?</script>", "", html, flags=re.S)  # code hidden
+
+
+def _comparable(metrics: dict) -> dict:
+    """Metrics without what legitimately differs between identical runs: timings, provenance, paths."""
+    drop = {"wall_s", "provenance", "selected_checkpoint"}
+    out = {k: v for k, v in metrics.items() if k not in drop}
+    out["steps"] = [{k: v for k, v in step.items() if k != "checkpoint"} for step in out.get("steps", [])]
+    return out
 
 
 def test_train_notebook_rejects_unknown_model_before_training(tmp_path: Path) -> None:
