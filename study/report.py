@@ -54,13 +54,28 @@ def baseline_table(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
 
 
 def write_table(table: pd.DataFrame, folder: Path | str, name: str) -> dict[str, Path]:
-    """Write ``table`` as ``<name>.csv`` and ``<name>.md`` under ``folder``; return the paths."""
+    """Write ``table`` as ``<name>.csv``, ``<name>.md`` and ``<name>.tex`` (LaTeX tabular) under ``folder``."""
     folder = Path(folder)
     paths = {"csv": folder / f"{name}.csv", "md": folder / f"{name}.md"}
     atomic_write_text(paths["csv"], table.to_csv(index=False))
     blanks = table.astype(object).where(table.notna(), None)  # tabulate leaves only None cells empty
     atomic_write_text(paths["md"], blanks.to_markdown(index=False, missingval="") + "\n")
+    paths["tex"] = folder / f"{name}.tex"
+    atomic_write_text(paths["tex"], table.to_latex(index=False, escape=True, na_rep="", float_format="%g"))
     return paths
+
+
+def provenance_table(paths: Iterable[Path | str]) -> pd.DataFrame:
+    """Where each metrics file came from: commit, dirty flag, library versions, seed."""
+    rows = []
+    for path in paths:
+        record = json.loads(Path(path).read_text())
+        origin = record.get("provenance", {})
+        rows.append({"metrics": str(path), "git commit": (origin.get("git_commit") or "")[:10] or None,
+                     "uncommitted changes": origin.get("git_dirty"), "python": origin.get("python"),
+                     "torch": origin.get("torch"), "torchvision": origin.get("torchvision"), "dvc": origin.get("dvc"),
+                     "seed": origin.get("seed")})
+    return pd.DataFrame(rows)
 
 
 def _pct(fraction: float | None) -> float | None:

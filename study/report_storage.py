@@ -40,7 +40,8 @@ def storage_table(models_csv: pd.DataFrame) -> pd.DataFrame:
 
 
 def iso_bits_comparison(models_csv: pd.DataFrame) -> pd.DataFrame:
-    """Per weight bit width: the irregular model against the smallest structured model, both within tolerance or not."""
+    """Per weight bit width: the irregular model against the smallest structured model (flagged when both are
+    within the accuracy tolerance: only those rows compare models of equal accuracy)."""
     rows = []
     for bits, group in models_csv.groupby("weight_bits", sort=False):
         irregular = group[group["scheme"] == "irregular"]
@@ -56,6 +57,7 @@ def iso_bits_comparison(models_csv: pd.DataFrame) -> pd.DataFrame:
             "structured (KB)": round(best["total_bits"] / KB, 2),
             "structured test accuracy (%)": round(100 * best["test_accuracy"], 2),
             "smaller": "structured" if best["total_bits"] < irr["total_bits"] else "irregular",
+            "both within tolerance": bool(irr["within_tolerance"] and best["within_tolerance"]),
             "irregular / structured size": round(irr["total_bits"] / best["total_bits"], 2),
         })
     return pd.DataFrame(rows).sort_values("weight bits", ascending=False).reset_index(drop=True)

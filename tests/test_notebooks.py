@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import nbformat
+import numpy as np
 import papermill
 import pytest
 import yaml
@@ -73,8 +74,8 @@ def test_pipeline_on_tiny_data(synthetic_root: Path, tmp_path: Path, monkeypatch
     netlog = tmp_path / "network.log"
     monkeypatch.setenv("STUDY_NETGUARD_LOG", str(netlog))
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(REPO / "tests" / "netguard"), os.environ.get("PYTHONPATH")])))
-    assert {p.name for p in NOTEBOOKS} == {"train.ipynb", "prune.ipynb", "quantize.ipynb", "storage.ipynb", "energy.ipynb",
-                                             "latency.ipynb", "report.ipynb"}, "add new notebooks here"
+    assert {p.name for p in NOTEBOOKS} == {"train.ipynb", "prune.ipynb", "quantize.ipynb", "weights.ipynb", "storage.ipynb",
+                                             "energy.ipynb", "latency.ipynb", "report.ipynb"}, "add new notebooks here"
     runs = tmp_path / "runs"
     runs.mkdir()
     for dataset in ("mnist", "fashion_mnist"):
@@ -160,6 +161,10 @@ def test_pipeline_on_tiny_data(synthetic_root: Path, tmp_path: Path, monkeypatch
         if scheme == "dense" and bits == 1:
             assert set(metrics["distinct_values"].values()) == {2}  # fully binarized: +-alpha, no zeros
 
+    baseline_outputs = {
+        "train_metrics": str(tmp_path / "metrics" / "lenet5-mnist.json"),
+        "prune_metrics_glob": str(tmp_path / "prune" / "lenet5-mnist-*.json"),
+    }
     _execute(
         "storage.ipynb",
         runs / "storage.ipynb",
@@ -179,10 +184,18 @@ def test_pipeline_on_tiny_data(synthetic_root: Path, tmp_path: Path, monkeypatch
     for table in ("models", "layers", "formats", "break-even", "ideal"):
         assert (tmp_path / "storage" / "lenet5-mnist" / f"{table}.csv").stat().st_size > 0
 
-    baseline_outputs = {
-        "train_metrics": str(tmp_path / "metrics" / "lenet5-mnist.json"),
-        "prune_metrics_glob": str(tmp_path / "prune" / "lenet5-mnist-*.json"),
-    }
+    _execute(
+        "weights.ipynb",
+        runs / "weights.ipynb",
+        models_dir=str(tmp_path / "models" / "lenet5-mnist"),
+        quantize_metrics_glob=str(tmp_path / "quantize" / "lenet5-mnist-*.json"),
+        out_dir=str(tmp_path / "weights" / "lenet5-mnist"),
+        **baseline_outputs,
+    )
+    with np.load(tmp_path / "weights" / "lenet5-mnist" / "masks.npz", allow_pickle=False) as masks:
+        assert {"irregular/conv2", "filter/conv2", "channel/fc1", "column/fc2"} <= set(masks.files)
+        assert masks["filter/conv2"].shape == (50, 500) and masks["filter/conv2"].dtype == bool
+
     _execute(
         "energy.ipynb",
         runs / "energy.ipynb",
@@ -222,6 +235,7 @@ def test_pipeline_on_tiny_data(synthetic_root: Path, tmp_path: Path, monkeypatch
         storage_metrics_glob=str(tmp_path / "storage" / "*.json"),
         energy_metrics_glob=str(tmp_path / "energy" / "*.json"),
         latency_metrics_glob=str(tmp_path / "latency" / "*.json"),
+        weights_dirs_glob=str(tmp_path / "weights" / "*"),
         published_results=str(REPO / "references" / "published_results.csv"),
         out_dir=str(report_dir),
     )
@@ -230,11 +244,12 @@ def test_pipeline_on_tiny_data(synthetic_root: Path, tmp_path: Path, monkeypatch
     assert "| lenet5" in (report_dir / "tables" / "T1_baselines.md").read_text()
     for table in ("T1_baselines", "T2_irregular", "T3_schemes", "T4_quantization", "T5_storage_lenet5-mnist",
                   "T5_iso_bits_lenet5-mnist", "T5_formats_lenet5-mnist", "T6_energy_lenet5-mnist",
-                  "T7_latency_lenet5-mnist"):
+                  "T7_latency_lenet5-mnist", "claims", "provenance"):
         assert (report_dir / "tables" / f"{table}.csv").stat().st_size > 0
         assert (report_dir / "tables" / f"{table}.md").stat().st_size > 0
+        assert "\\begin{tabular}" in (report_dir / "tables" / f"{table}.tex").read_text()
     assert "ADMM-NN-S" in (report_dir / "tables" / "T2_irregular.csv").read_text()  # published rows beside ours
-    for figure in ("F2_admm_convergence_lenet5-mnist", "F3_accuracy_vs_rate", "F4_storage_vs_rate_lenet5-mnist",
+    for figure in ("F1_masks_lenet5-mnist", "F8_weight_distributions_lenet5-mnist", "F2_admm_convergence_lenet5-mnist", "F3_accuracy_vs_rate", "F4_storage_vs_rate_lenet5-mnist",
                    "F5_break_even_lenet5-mnist", "F6_energy_breakdown_lenet5-mnist", "F7_latency_vs_sparsity_lenet5-mnist"):
         for ext in ("png", "svg"):
             assert (report_dir / "figures" / f"{figure}.{ext}").stat().st_size > 1000
