@@ -65,6 +65,23 @@ def write_table(table: pd.DataFrame, folder: Path | str, name: str) -> dict[str,
     return paths
 
 
+HEADLINE_EXTRAS = ("compact_pruning_rate", "total_kb", "total_nj")
+
+
+def headline(record: dict[str, Any]) -> dict[str, Any]:
+    """The common keys of a stage's metrics (plus a few scalar key numbers): what `dvc metrics show` lists."""
+    return {**{k: record[k] for k in METRICS_KEYS}, **{k: record[k] for k in HEADLINE_EXTRAS if k in record}}
+
+
+def plot_series(table: pd.DataFrame, by: str, folder: Path | str, prefix: str) -> dict[str, Path]:
+    """One CSV per value of ``by`` (``<prefix>_<value>.csv``): DVC draws each file as its own line."""
+    paths = {}
+    for value, group in table.groupby(by, observed=True, sort=False):
+        paths[str(value)] = Path(folder) / f"{prefix}_{value}.csv"
+        atomic_write_text(paths[str(value)], group.to_csv(index=False))
+    return paths
+
+
 def provenance_table(paths: Iterable[Path | str]) -> pd.DataFrame:
     """Where each metrics file came from: commit, dirty flag, library versions, seed."""
     rows = []

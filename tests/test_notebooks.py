@@ -236,6 +236,8 @@ def test_pipeline_on_tiny_data(synthetic_root: Path, tmp_path: Path, monkeypatch
         energy_metrics_glob=str(tmp_path / "energy" / "*.json"),
         latency_metrics_glob=str(tmp_path / "latency" / "*.json"),
         weights_dirs_glob=str(tmp_path / "weights" / "*"),
+        summary_dir=str(tmp_path / "summary"),
+        plots_dir=str(tmp_path / "plots"),
         published_results=str(REPO / "references" / "published_results.csv"),
         out_dir=str(report_dir),
     )
@@ -259,6 +261,10 @@ def test_pipeline_on_tiny_data(synthetic_root: Path, tmp_path: Path, monkeypatch
          str(runs / "report.ipynb"), "--output-dir", str(report_dir), "--output", "index"],
         check=True, capture_output=True,
     )
+    summaries = sorted(p.name for p in (tmp_path / "summary").glob("*.json"))
+    assert "prune-lenet5-mnist-irregular.json" in summaries and "storage-lenet5-mnist.json" in summaries
+    assert set(json.loads((tmp_path / "summary" / "train-lenet5-mnist.json").read_text())) >= {"model", "test_accuracy", "wall_s"}
+    assert (tmp_path / "plots" / "F3_irregular.csv").is_file() and (tmp_path / "plots" / "F7_lenet5-mnist_tiny_csr.csv").is_file()
     assert not netlog.exists(), f"network use during the pipeline:\n{netlog.read_text()}"
     html = (report_dir / "index.html").read_text()
     assert "T1 Dense baselines" in html and "fashion_mnist" in html
