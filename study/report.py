@@ -53,6 +53,13 @@ def baseline_table(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def styled(table: pd.DataFrame, precision: int = 2):
+    """How the report shows a table: no index, short numbers, empty cells blank, text left-aligned."""
+    text = list(table.select_dtypes(include=["object", "category"]).columns)
+    return (table.style.hide(axis="index").format(precision=precision, na_rep="", thousands=",")
+            .set_properties(subset=text, **{"text-align": "left"}))
+
+
 def write_table(table: pd.DataFrame, folder: Path | str, name: str) -> dict[str, Path]:
     """Write ``table`` as ``<name>.csv``, ``<name>.md`` and ``<name>.tex`` (LaTeX tabular) under ``folder``."""
     folder = Path(folder)
@@ -190,6 +197,19 @@ def save_figure(fig: plt.Figure, folder: Path | str, name: str) -> dict[str, Pat
         paths[ext] = folder / f"{name}.{ext}"
         atomic_write_bytes(paths[ext], buffer.getvalue())
     return paths
+
+
+def publish_figure(fig: plt.Figure, folder: Path | str, name: str):
+    """Save ``fig`` (PNG + SVG), close it, and return the PNG for the notebook to display.
+
+    The figures are drawn with the Agg backend (files first), whose ``show()`` displays nothing, so
+    the report shows the saved PNG itself: what the reader sees is the file that was written.
+    """
+    from IPython.display import Image  # the report's only IPython dependency, used inside notebooks
+
+    paths = save_figure(fig, folder, name)
+    plt.close(fig)
+    return Image(filename=str(paths["png"]))
 
 
 def plot_admm_convergence(record: dict[str, Any]) -> plt.Figure:

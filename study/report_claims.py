@@ -25,7 +25,7 @@ def irregular_rate_claim(prune_records: Iterable[dict], published_rate: float = 
         return _row("ADMM-NN-S prunes LeNet-5 non-structured ~348x without accuracy loss", f"{published_rate:g}x", "-", None)
     loss = 100 * (record["baseline_test_accuracy"] - record["test_accuracy"])
     ours = (f"{record['pruning_rate']:.0f}x at {100 * record['test_accuracy']:.2f}% test "
-            f"({loss:+.2f} pp below the dense {100 * record['baseline_test_accuracy']:.2f}%)")
+            f"({abs(loss):.2f} pp {'below' if loss >= 0 else 'above'} the dense {100 * record['baseline_test_accuracy']:.2f}%)")
     holds = record["pruning_rate"] >= 0.9 * published_rate and loss <= record["tolerance_pp"]
     return _row("ADMM-NN-S prunes LeNet-5 non-structured ~348x without accuracy loss", f"{published_rate:g}x", ours, holds)
 
@@ -36,7 +36,8 @@ def binarization_claim(quantize_records: Iterable[dict], baseline_test_accuracy:
     if record is None:
         return _row(claim, "lossless", "-", None)
     loss = 100 * (baseline_test_accuracy - record["test_accuracy"])
-    return _row(claim, "lossless", f"{100 * record['test_accuracy']:.2f}% test ({loss:+.2f} pp vs dense fp32)",
+    return _row(claim, "lossless", f"{100 * record['test_accuracy']:.2f}% test ({abs(loss):.2f} pp "
+                                   f"{'below' if loss >= 0 else 'above'} dense fp32)",
                 loss <= tolerance_pp)
 
 
@@ -48,7 +49,8 @@ def storage_claim(iso_bits: pd.DataFrame) -> dict[str, Any]:
         return _row(claim, "structured smaller", "no quantized irregular and structured pair within tolerance", None)
     wins = quantized[quantized["smaller"] == "structured"]["weight bits"].tolist()
     losses = quantized[quantized["smaller"] == "irregular"]["weight bits"].tolist()
-    ours = f"within tolerance: structured smaller at b_w = {wins}, irregular smaller at b_w = {losses}"
+    listed = lambda bits: ", ".join(f"{b}-bit" for b in bits) or "none"  # noqa: E731
+    ours = f"models within tolerance: structured smaller at {listed(wins)}; irregular smaller at {listed(losses)}"
     return _row(claim, "structured smaller", ours, not losses)
 
 
