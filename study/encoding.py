@@ -82,10 +82,6 @@ def _width_for(count: int) -> int:
     return max(1, int(count).bit_length())
 
 
-def _channel_groups(shape: tuple[int, ...]) -> int:
-    return shape[1]
-
-
 def group_view(matrix: np.ndarray, shape: tuple[int, ...], scheme: str) -> np.ndarray:
     """``[groups, members]`` of the structured scheme: rows, columns, or input channels of the GEMM view."""
     if scheme == "filter":

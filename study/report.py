@@ -102,6 +102,16 @@ def provenance_table(paths: Iterable[Path | str]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def model_columns(models_csv: pd.DataFrame) -> dict[str, pd.Series]:
+    """The leading columns of every per-model table (T5, T6): scheme, bits, accuracy, tolerance."""
+    return {
+        "scheme": pd.Categorical(models_csv["scheme"], SCHEME_ORDER, ordered=True),
+        "weight bits": models_csv["weight_bits"],
+        "test accuracy (%)": (100 * models_csv["test_accuracy"]).round(2),
+        "within tolerance (val)": models_csv["within_tolerance"],
+    }
+
+
 def _pct(fraction: float | None) -> float | None:
     return None if fraction is None else round(100 * fraction, 2)
 

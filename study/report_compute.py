@@ -11,7 +11,7 @@ import pandas as pd
 import seaborn as sns
 
 from study.energy import COMPONENTS
-from study.report import SCHEME_ORDER
+from study.report import SCHEME_ORDER, model_columns
 
 COMPONENT_LABELS = {
     "mac": "MACs", "filler_mac": "filler MACs", "idle_lanes": "idle lanes", "index_decode": "index decode",
@@ -24,10 +24,7 @@ def energy_table(models_csv: pd.DataFrame) -> pd.DataFrame:
     """Table T6: energy per inference by component (nJ) for every model, with accuracy and cycles."""
     t = models_csv
     table = pd.DataFrame({
-        "scheme": pd.Categorical(t["scheme"], SCHEME_ORDER, ordered=True),
-        "weight bits": t["weight_bits"],
-        "test accuracy (%)": (100 * t["test_accuracy"]).round(2),
-        "within tolerance (val)": t["within_tolerance"],
+        **model_columns(t),
         **{f"{COMPONENT_LABELS[c]} (nJ)": (t[f"{c}_pj"] / 1000).round(1) for c in COMPONENTS},
         "total (nJ)": t["total_nj"].round(1),
         "MACs": t["macs"],

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from study.report import SCHEME_ORDER
+from study.report import model_columns
 
 KB = 8 * 1024  # bits per kilobyte (1 KB = 1024 bytes)
 
@@ -21,10 +21,7 @@ def storage_table(models_csv: pd.DataFrame) -> pd.DataFrame:
     """Table T5: every encoded model, its bits by category, total KB and compression against fp32 dense."""
     t = models_csv
     table = pd.DataFrame({
-        "scheme": pd.Categorical(t["scheme"], SCHEME_ORDER, ordered=True),
-        "weight bits": t["weight_bits"],
-        "test accuracy (%)": (100 * t["test_accuracy"]).round(2),
-        "within tolerance (val)": t["within_tolerance"],
+        **model_columns(t),
         "stored rate (x)": t["pruning_rate"].round(1),
         "format": t["formats"],
         "value bits": t["values"],
