@@ -63,7 +63,7 @@ def keep_count(n_units: int, keep_fraction: float) -> int:
     return max(1, min(n_units, round(keep_fraction * n_units)))
 
 
-def _top_indices(scores: torch.Tensor, keep: int) -> torch.Tensor:
+def top_indices(scores: torch.Tensor, keep: int) -> torch.Tensor:
     """Indices of the ``keep`` largest scores; among equal scores the lower index wins."""
     # A stable descending sort gives the deterministic tie-break that torch.topk does not promise.
     return torch.sort(scores, descending=True, stable=True).indices[:keep]
@@ -77,20 +77,20 @@ def _keep_groups(weight: torch.Tensor, scheme: str, keep: int) -> torch.Tensor:
     w = weight.detach()
     if scheme == "irregular":
         flat = torch.zeros(w.numel(), dtype=torch.bool, device=w.device)
-        flat[_top_indices(w.abs().flatten(), keep)] = True
+        flat[top_indices(w.abs().flatten(), keep)] = True
         return flat.reshape(w.shape)
     gemm = gemm_view(w)
     if scheme == "filter":
         rows = torch.zeros(gemm.shape[0], dtype=torch.bool, device=w.device)
-        rows[_top_indices(gemm.pow(2).sum(dim=1), keep)] = True
+        rows[top_indices(gemm.pow(2).sum(dim=1), keep)] = True
         return rows.reshape(-1, *([1] * (w.dim() - 1))).expand_as(w).clone()
     if scheme == "channel":
         norms = w.pow(2).sum(dim=[d for d in range(w.dim()) if d != 1])
         channels = torch.zeros(w.shape[1], dtype=torch.bool, device=w.device)
-        channels[_top_indices(norms, keep)] = True
+        channels[top_indices(norms, keep)] = True
         return channels.reshape(1, -1, *([1] * (w.dim() - 2))).expand_as(w).clone()
     columns = torch.zeros(gemm.shape[1], dtype=torch.bool, device=w.device)
-    columns[_top_indices(gemm.pow(2).sum(dim=0), keep)] = True
+    columns[top_indices(gemm.pow(2).sum(dim=0), keep)] = True
     return columns.reshape(1, -1).expand_as(gemm).reshape(w.shape).clone()
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -22,6 +22,7 @@ from study.data import dataset_spec
 from study.encoding import SPARSE_FORMATS, WEIGHT_BITS
 from study.energy import EnergyConfig, check_table
 from study.models import MODELS, build_model, prunable_layers
+from study.pruning import ALLOCATIONS
 from study.training import LR_SCHEDULES, TrainConfig
 
 
@@ -120,6 +121,10 @@ class PruneSchedule(_Strict):
     density_weights: dict[str, float] = Field(
         min_length=1, description="relative kept fraction per pruned layer; layers not listed stay dense"
     )
+    allocation: Literal[ALLOCATIONS] = Field(
+        "density", description="density: fixed per-layer split by density_weights; magnitude: one global magnitude "
+        "threshold over the listed layers at each step (irregular only; density weights then only name the layers)")
+    min_keep: float = Field(0.0, ge=0, le=1, description="magnitude allocation: floor of any layer's kept fraction")
     admm_epochs: int = Field(ge=1)
     retrain_epochs: int = Field(ge=0)
     stop_after_misses: int = Field(1, ge=1, description="stop after this many steps below the accuracy tolerance")
@@ -265,6 +270,9 @@ class Params(_Strict):
                 where = f"prune.{baseline}.{scheme}"
                 if scheme not in PRUNING_SCHEMES:
                     raise ValueError(f"{where}: unknown pruning scheme {scheme!r}; valid schemes: {list(PRUNING_SCHEMES)}")
+                if schedule.allocation == "magnitude" and scheme != "irregular":
+                    raise ValueError(f"{where}.allocation: 'magnitude' ranks single weights and applies to irregular "
+                                     "pruning only; use 'density' for structured schemes")
                 for layer in schedule.density_weights:
                     if layer not in layers:
                         raise ValueError(f"{where}.density_weights.{layer}: the model has no layer {layer!r}; its layers: {list(layers)}")

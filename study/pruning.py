@@ -71,6 +71,51 @@ def split_rate(model: nn.Module, rate: float, density_weights: Mapping[str, floa
     return {n: (min(1.0, hi * density_weights[n]) if n in density_weights else 1.0) for n in sizes}
 
 
+def magnitude_split(model: nn.Module, rate: float, layers: Sequence[str], min_keep: float = 0.0) -> dict[str, float]:
+    """Per-layer kept fractions from one magnitude threshold shared by ``layers`` (irregular pruning).
+
+    The budget ``weights / rate`` (less the weights of unlisted layers, which stay dense) goes to the
+    largest-magnitude weights of the listed layers taken together, as a global top-k would; each
+    layer keeps at least ``min_keep`` of its weights, so no layer is cut off entirely (a floor that
+    binds lowers the overall rate a little below the target). Measured on the current weights, so
+    the allocation follows what earlier steps and retraining left.
+    """
+    all_layers = prunable_layers(model)
+    unknown = sorted(set(layers) - set(all_layers))
+    if unknown:
+        raise ValueError(f"magnitude split names layer(s) {unknown} that the model lacks; its layers: {list(all_layers)}")
+    if not rate >= 1:
+        raise ValueError(f"pruning rate {rate} must be >= 1")
+    if not 0.0 <= min_keep <= 1.0:
+        raise ValueError(f"min_keep={min_keep} must be in [0, 1]")
+    sizes = {n: m.weight.numel() for n, m in all_layers.items()}
+    dense = sum(size for n, size in sizes.items() if n not in layers)
+    budget = int(sum(sizes.values()) / rate) - dense
+    if budget <= 0:
+        raise ValueError(f"rate {rate} is out of reach: the unpruned layers alone keep {dense} of {sum(sizes.values())} weights")
+    magnitudes = torch.cat([all_layers[n].weight.detach().abs().flatten() for n in layers])
+    chosen = torch.zeros_like(magnitudes, dtype=torch.bool)
+    chosen[constraints.top_indices(magnitudes, min(budget, magnitudes.numel()))] = True
+    counts = torch.split(chosen, [sizes[n] for n in layers])
+    keep = {n: 1.0 for n in sizes}
+    for name, taken in zip(layers, counts):
+        keep[name] = min(1.0, max(int(taken.sum()) / sizes[name], min_keep, 1.0 / sizes[name]))
+    return keep
+
+
+ALLOCATIONS = ("density", "magnitude")
+
+
+def step_keep(model: nn.Module, rate: float, allocation: str, density_weights: Mapping[str, float],
+              min_keep: float = 0.0) -> dict[str, float]:
+    """Per-layer kept fractions of the step that prunes ``model`` to ``rate`` (params.yaml ``allocation``)."""
+    if allocation == "magnitude":
+        return magnitude_split(model, rate, list(density_weights), min_keep)
+    if allocation == "density":
+        return split_rate(model, rate, density_weights)
+    raise ValueError(f"allocation={allocation!r}; valid: {list(ALLOCATIONS)}")
+
+
 def projections_for(model: nn.Module, scheme: str, keep: Mapping[str, float]) -> dict[str, constraints.Projection]:
     """Exact projections onto each layer's set; layers kept whole (fraction 1.0) are left unconstrained."""
     check_keep_fractions(model, scheme, keep)

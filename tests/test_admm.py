@@ -119,6 +119,28 @@ def test_split_rate_reaches_the_overall_rate() -> None:
         pruning.split_rate(net, 1000.0, {"fc2": 1})
 
 
+def test_magnitude_split_is_a_global_top_k() -> None:
+    torch.manual_seed(0)
+    net = models.build_model("lenet5")
+    layers = models.prunable_layers(net)
+    keep = pruning.magnitude_split(net, 50.0, ["conv1", "conv2", "fc1", "fc2"])
+    everything = torch.cat([m.weight.detach().abs().flatten() for m in layers.values()])
+    threshold = everything.sort(descending=True).values[430_500 // 50 - 1]
+    for name, layer in layers.items():  # brute force: the weights at or above the global threshold
+        assert keep[name] == pytest.approx(float((layer.weight.detach().abs() >= threshold).float().mean()), abs=2 / layer.weight.numel())
+    sizes = {n: m.weight.numel() for n, m in layers.items()}
+    assert sum(round(keep[n] * sizes[n]) for n in sizes) == pytest.approx(430_500 // 50, abs=2)
+    floored = pruning.magnitude_split(net, 50.0, ["conv2", "fc1"], min_keep=0.05)
+    assert floored["conv1"] == floored["fc2"] == 1.0 and floored["fc1"] >= 0.05 and floored["conv2"] >= 0.05
+    assert pruning.step_keep(net, 50.0, "magnitude", {"conv1": 1, "conv2": 1, "fc1": 1, "fc2": 1}) == keep
+    with pytest.raises(ValueError, match="allocation='global'"):
+        pruning.step_keep(net, 50.0, "global", {"fc1": 1})
+    with pytest.raises(ValueError, match=r"\['fc9'\] that the model lacks"):
+        pruning.magnitude_split(net, 50.0, ["fc9"])
+    with pytest.raises(ValueError, match="min_keep=2"):
+        pruning.magnitude_split(net, 50.0, ["fc1"], min_keep=2)
+
+
 @pytest.mark.parametrize(
     ("scheme", "keep", "message"),
     [

@@ -59,6 +59,11 @@ def test_shipped_params_are_valid() -> None:
         (lambda p: p["prune"]["lenet5-mnist"]["irregular"].update(admm_epochs=0), r"admm_epochs: .*greater than or equal to 1"),
         (lambda p: p["prune"].update({"vgg-cifar": {}}), r"prune\.vgg-cifar: no such baseline"),
         (lambda p: p["admm"].update(rho_max=0.001), r"rho_max \(0.001\) must be >= rho"),
+        (
+            lambda p: p["prune"]["lenet5-mnist"]["filter"].update(allocation="magnitude"),
+            r"prune\.lenet5-mnist\.filter\.allocation: 'magnitude' ranks single weights",
+        ),
+        (lambda p: p["prune"]["lenet5-mnist"]["irregular"].update(allocation="global"), r"allocation: Input should be 'density' or 'magnitude'"),
         (lambda p: p["quantize"]["lenet5-mnist"].update(mapping_fractions=[0.5, 0.9]), r"must increase within \(0, 1\] and end at 1.0"),
     ],
 )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -12,8 +13,9 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
-from study import training
+from study import models, training
 from study.artifacts import load_checkpoint
 from study.data import write_synthetic
 from tests.conftest import REPO
@@ -77,3 +79,48 @@ def test_sigkill_after_first_checkpoint_then_rerun_finishes_identically(tmp_path
     b, _ = training.load_model(killed / "dense.pt")
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
     assert not resume.exists(), "a finished run removes its resume state"
+
+
+def _prune_command(params: Path, dense: Path, out: Path, resume: Path) -> list[str]:
+    return [sys.executable, "-m", "papermill", "--log-level", "WARNING", str(REPO / "notebooks" / "prune.ipynb"),
+            str(out / "run.ipynb"), "-p", "params_file", str(params), "-p", "dense_checkpoint", str(dense),
+            "-p", "out_dir", str(out / "models"), "-p", "metrics_path", str(out / "metrics.json"),
+            "-p", "history_path", str(out / "admm.csv"), "-p", "resume_path", str(resume), "-p", "check_sha256", "False"]
+
+
+def test_sigkilled_pruning_resumes_after_its_last_finished_step(tmp_path: Path) -> None:
+    from tests.test_notebooks import _comparable as comparable_prune, _tiny_params
+
+    root = tmp_path / "data"
+    write_synthetic("mnist", root, n_train=1024, n_test=64, seed=4)
+    params = _tiny_params(tmp_path, root)
+    settings = yaml.safe_load(params.read_text())
+    settings["prune"]["lenet5-mnist"]["irregular"].update(rates=[2, 4, 8], admm_epochs=2, retrain_epochs=1, stop_after_misses=3)
+    params.write_text(yaml.safe_dump(settings))
+    dense = tmp_path / "dense.pt"
+    training.seed_everything(0)
+    training.save_model(dense, models.build_model("lenet5"), "lenet5", "mnist")
+    reference, killed = tmp_path / "reference", tmp_path / "killed"
+    reference.mkdir(), killed.mkdir()
+    subprocess.run(_prune_command(params, dense, reference, reference / "resume.pt"), check=True, cwd=REPO, timeout=600,
+                   capture_output=True)
+
+    resume = killed / "resume.pt"
+    process = subprocess.Popen(_prune_command(params, dense, killed, resume), cwd=REPO, start_new_session=True,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while not resume.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=60)
+    done = len(load_checkpoint(resume)["steps"])
+    assert not (killed / "metrics.json").exists() and 1 <= done < 3, "the kill must land between steps"
+    shutil.rmtree(killed / "models")  # as DVC does with a stage's outputs before rerunning it
+
+    rerun = subprocess.run(_prune_command(params, dense, killed, resume), cwd=REPO, timeout=600, capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert f"resuming from {resume}: {done}/3 steps already done" in (killed / "run.ipynb").read_text()
+    assert comparable_prune(json.loads((killed / "metrics.json").read_text())) == \
+        comparable_prune(json.loads((reference / "metrics.json").read_text()))
+    assert sorted(p.name for p in (killed / "models").iterdir()) == sorted(p.name for p in (reference / "models").iterdir())
+    assert not resume.exists()
