@@ -37,12 +37,14 @@ def storage_table(models_csv: pd.DataFrame) -> pd.DataFrame:
 
 
 def iso_bits_comparison(models_csv: pd.DataFrame) -> pd.DataFrame:
-    """Per weight bit width: the irregular model against the smallest structured model (flagged when both are
-    within the accuracy tolerance: only those rows compare models of equal accuracy)."""
+    """Per weight bit width: the irregular model against the smallest structured model within tolerance (or
+    the smallest at all where none is); flagged when both are within tolerance, the rows of equal accuracy."""
     rows = []
     for bits, group in models_csv.groupby("weight_bits", sort=False):
         irregular = group[group["scheme"] == "irregular"]
-        structured = group[group["scheme"].isin(["filter", "channel", "column"])].sort_values("total_bits")
+        # the smallest structured model within tolerance; only if none is, the smallest of all (flagged below)
+        structured = group[group["scheme"].isin(["filter", "channel", "column"])].assign(
+            outside=lambda d: ~d["within_tolerance"].astype(bool)).sort_values(["outside", "total_bits"])
         if irregular.empty or structured.empty:
             continue
         irr, best = irregular.iloc[0], structured.iloc[0]
