@@ -37,6 +37,16 @@ def test_network_guard_records_remote_lookups_and_connections(tmp_path: Path) ->
     assert "name lookup of 'example.com'" in text and "192.0.2.1" in text and "localhost" not in text
 
 
+def _kill_once_written(command: list[str], checkpoint: Path) -> None:
+    """Start a stage and SIGKILL it (papermill client and kernel at once) as soon as ``checkpoint`` appears."""
+    process = subprocess.Popen(command, cwd=REPO, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while not checkpoint.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=60)
+
+
 def _train_command(root: Path, out: Path, resume: Path, epochs: int) -> list[str]:
     return [sys.executable, "-m", "papermill", "--log-level", "WARNING", str(REPO / "notebooks" / "train.ipynb"),
             str(out / "run.ipynb"), "-p", "epochs", str(epochs), "-p", "batch_size", "32", "-p", "data_root", str(root),
@@ -60,13 +70,7 @@ def test_sigkill_after_first_checkpoint_then_rerun_finishes_identically(tmp_path
                    capture_output=True)
 
     resume = killed / "resume.pt"
-    process = subprocess.Popen(_train_command(root, killed, resume, epochs), cwd=REPO, start_new_session=True,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 300
-    while not resume.exists() and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
-    os.killpg(process.pid, signal.SIGKILL)  # the papermill client and its kernel, at once
-    process.wait(timeout=60)
+    _kill_once_written(_train_command(root, killed, resume, epochs), resume)
     done = len(load_checkpoint(resume)["history"])
     assert not (killed / "metrics.json").exists() and 1 <= done < epochs, "the kill must land mid-training"
 
@@ -106,13 +110,7 @@ def test_sigkilled_pruning_resumes_after_its_last_finished_step(tmp_path: Path) 
                    capture_output=True)
 
     resume = killed / "resume.pt"
-    process = subprocess.Popen(_prune_command(params, dense, killed, resume), cwd=REPO, start_new_session=True,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 300
-    while not resume.exists() and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.01)
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait(timeout=60)
+    _kill_once_written(_prune_command(params, dense, killed, resume), resume)
     done = len(load_checkpoint(resume)["steps"])
     assert not (killed / "metrics.json").exists() and 1 <= done < 3, "the kill must land between steps"
     shutil.rmtree(killed / "models")  # as DVC does with a stage's outputs before rerunning it
