@@ -104,10 +104,6 @@ def model_latency(model: nn.Module, input_shape: tuple[int, ...], batch: int, mi
     return time_call(lambda: model(x), min_run_time, threads)
 
 
-def _random_weight(rows: int, cols: int, generator: torch.Generator) -> torch.Tensor:
-    return torch.randn(rows, cols, generator=generator)
-
-
 def sparsity_sweep(shapes: Sequence[tuple[str, int, int, int]], sparsities: Sequence[float], min_run_time: float = 0.2,
                    threads: int = 1, seed: int = 0) -> pd.DataFrame:
     """GEMM latency per synthetic layer (name, rows, cols, input columns) and sparsity: CSR, dense, structured.
@@ -119,7 +115,7 @@ def sparsity_sweep(shapes: Sequence[tuple[str, int, int, int]], sparsities: Sequ
     rows_out = []
     for name, rows, cols, inputs in shapes:
         x = torch.randn(cols, inputs, generator=generator)
-        weight = _random_weight(rows, cols, generator)
+        weight = torch.randn(rows, cols, generator=generator)
         dense = time_call(lambda: weight @ x, min_run_time, threads)
         for sparsity in sparsities:
             mask = torch.rand(rows, cols, generator=generator) >= sparsity

@@ -11,6 +11,8 @@ from typing import Any
 
 import pandas as pd
 
+from study.report_compute import energy_comparison, latency_comparison
+
 PAPER = "Wang, Ye, He, Ma et al., arXiv 1907.02124"
 
 
@@ -56,28 +58,21 @@ def storage_claim(iso_bits: pd.DataFrame) -> dict[str, Any]:
 
 def energy_claim(energy_models: pd.DataFrame) -> dict[str, Any]:
     claim = "At the same accuracy and bits, structured pruning needs less energy per inference than irregular"
-    within = energy_models[energy_models["within_tolerance"] & (energy_models["scheme"] != "dense")]
-    rows = []
-    for bits, group in within.groupby("weight_bits"):
-        schemes = set(group["scheme"])
-        if "irregular" in schemes and schemes - {"irregular"}:
-            rows.append((bits, group.sort_values("total_nj").iloc[0]["scheme"]))
-    if not rows:
+    compared = energy_comparison(energy_models).sort_values("weight_bits", ascending=False)
+    if compared.empty:
         return _row(claim, "structured lower", "-", None)
-    structured_wins = [b for b, s in rows if s != "irregular"]
-    ours = "lowest energy within tolerance: " + ", ".join(f"{b}-bit {s}" for b, s in sorted(rows, reverse=True))
-    return _row(claim, "structured lower", ours, len(structured_wins) == len(rows))
+    ours = "lowest energy within tolerance: " + ", ".join(f"{r.weight_bits}-bit {r.lowest}" for r in compared.itertuples())
+    return _row(claim, "structured lower", ours, bool((compared["lowest"] != "irregular").all()))
 
 
 def latency_claim(latency_models: pd.DataFrame) -> dict[str, Any]:
     claim = "Irregular sparsity brings little real speedup; structured pruning does"
-    ratios = latency_models.pivot_table(index="kind", columns="batch", values="ratio_to_dense")
-    if "irregular (CSR)" not in ratios.index:
+    compared = latency_comparison(latency_models)
+    if compared.empty:
         return _row(claim, "structured faster", "-", None)
-    structured = ratios.loc[[k for k in ratios.index if "compacted" in k]]
-    parts = [f"batch {b}: CSR {ratios.loc['irregular (CSR)', b]:.2f}x dense, best structured {structured[b].min():.2f}x"
-             for b in ratios.columns]
-    holds = bool((structured.min() < ratios.loc["irregular (CSR)"]).all())
+    parts = [f"batch {r.batch}: CSR {r.csr_ratio:.2f}x dense, best structured {r.structured_ratio:.2f}x"
+             for r in compared.itertuples()]
+    holds = bool((compared["structured_ratio"] < compared["csr_ratio"]).all())
     return _row(claim, "structured faster", "; ".join(parts), holds)
 
 

@@ -97,25 +97,40 @@ def plot_latency_sweep(sweep_csv: pd.DataFrame, crossover_csv: pd.DataFrame) -> 
     return fig
 
 
-def compute_verdict(energy_csv: pd.DataFrame, latency_csv: pd.DataFrame) -> str:
-    """Plain sentences: which pruned model needs least energy per bit width, and how CSR latency compares."""
-    lines = []
+def energy_comparison(energy_csv: pd.DataFrame) -> pd.DataFrame:
+    """Per weight bit width, among pruned models within tolerance: irregular against the structured model
+    needing least energy, and which of all needs least (bit widths lacking either side are left out)."""
+    rows = []
     for bits, group in energy_csv.groupby("weight_bits", sort=False):
         within = group[group["within_tolerance"] & (group["scheme"] != "dense")]
-        if within.empty or "irregular" not in set(within["scheme"]):
-            continue
-        best = within.sort_values("total_nj").iloc[0]
-        irregular = within[within["scheme"] == "irregular"].iloc[0]
+        irregular = within[within["scheme"] == "irregular"]
         structured = within[within["scheme"].isin(["filter", "channel", "column"])].sort_values("total_nj")
-        if structured.empty:
+        if irregular.empty or structured.empty:
             continue
-        s = structured.iloc[0]
-        lines.append(f"- {bits}-bit weights, models within tolerance: irregular {irregular['total_nj']:.0f} nJ vs "
-                     f"{s['scheme']} {s['total_nj']:.0f} nJ per inference: **{best['scheme']}** needs least energy.")
+        rows.append({"weight_bits": bits, "irregular_nj": irregular.iloc[0]["total_nj"],
+                     "structured_scheme": structured.iloc[0]["scheme"], "structured_nj": structured.iloc[0]["total_nj"],
+                     "lowest": within.sort_values("total_nj").iloc[0]["scheme"]})
+    return pd.DataFrame(rows, columns=["weight_bits", "irregular_nj", "structured_scheme", "structured_nj", "lowest"])
+
+
+def latency_comparison(latency_csv: pd.DataFrame) -> pd.DataFrame:
+    """Per batch size: the irregular CSR model's latency ratio to dense against the fastest compacted model's."""
+    rows = []
     for batch, group in latency_csv.groupby("batch"):
         by_kind = group.set_index("kind")["ratio_to_dense"]
         structured = by_kind[[k for k in by_kind.index if "compacted" in k]]
         if "irregular (CSR)" in by_kind and not structured.empty:
-            lines.append(f"- Batch {batch}: irregular as CSR runs at {by_kind['irregular (CSR)']:.2f}x the dense latency; "
-                         f"the fastest structured model ({structured.idxmin()}) at {structured.min():.2f}x.")
+            rows.append({"batch": batch, "csr_ratio": by_kind["irregular (CSR)"], "structured_kind": structured.idxmin(),
+                         "structured_ratio": structured.min()})
+    return pd.DataFrame(rows, columns=["batch", "csr_ratio", "structured_kind", "structured_ratio"])
+
+
+def compute_verdict(energy_csv: pd.DataFrame, latency_csv: pd.DataFrame) -> str:
+    """Plain sentences: which pruned model needs least energy per bit width, and how CSR latency compares."""
+    lines = [f"- {r.weight_bits}-bit weights, models within tolerance: irregular {r.irregular_nj:.0f} nJ vs "
+             f"{r.structured_scheme} {r.structured_nj:.0f} nJ per inference: **{r.lowest}** needs least energy."
+             for r in energy_comparison(energy_csv).itertuples()]
+    lines += [f"- Batch {r.batch}: irregular as CSR runs at {r.csr_ratio:.2f}x the dense latency; "
+              f"the fastest structured model ({r.structured_kind}) at {r.structured_ratio:.2f}x."
+              for r in latency_comparison(latency_csv).itertuples()]
     return "\n".join(lines) if lines else "No pruned models within tolerance to compare."

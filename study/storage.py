@@ -157,6 +157,17 @@ def break_even_closed_form(weight_bits: int, index_bits: int) -> float:
     return (weight_bits + index_bits) / weight_bits
 
 
+def _mask_overhead(weights: Mapping[str, torch.Tensor], index_bits: int, formats: Sequence[str]) -> tuple[int, int]:
+    """(pointer + index + filler bits, non-zeros) of the masks, each layer in its cheaper format."""
+    overhead = nonzero = 0
+    for weight in weights.values():
+        overhead += min(sum(structure_bits(weight, fmt, index_bits).values()) for fmt in formats)
+        nonzero += int(np.count_nonzero(encoding.as_matrix(weight)[0]))
+    if nonzero == 0:
+        raise ValueError("the weights have no non-zero entry: no break-even to measure")
+    return overhead, nonzero
+
+
 def break_even_measured(weights: Mapping[str, torch.Tensor], weight_bits: int, index_bits: int,
                         formats: Sequence[str] = encoding.RELATIVE_FORMATS) -> float:
     """The same ratio from real encodings of real masks: (values + pointers + indices + fillers) / values.
@@ -164,20 +175,19 @@ def break_even_measured(weights: Mapping[str, torch.Tensor], weight_bits: int, i
     A structured model with the same non-zero count stores ``nnz * b_w`` bits, so the irregular model
     must prune this many times more for equal storage. Each layer takes its cheaper format.
     """
-    overhead = nonzero = 0
-    for weight in weights.values():
-        overhead += min(sum(structure_bits(weight, fmt, index_bits).values()) for fmt in formats)
-        nonzero += int(np.count_nonzero(encoding.as_matrix(weight)[0]))
-    if nonzero == 0:
-        raise ValueError("the weights have no non-zero entry: no break-even to measure")
+    overhead, nonzero = _mask_overhead(weights, index_bits, formats)
     return 1 + overhead / (nonzero * weight_bits)
 
 
 def break_even_grid(weights: Mapping[str, torch.Tensor], weight_bits: Sequence[int], index_bits: Sequence[int]) -> pd.DataFrame:
-    """Closed-form and measured break-even ratios over a b_w x b_idx grid (long format, one row per cell)."""
+    """Closed-form and measured break-even ratios over a b_w x b_idx grid (long format, one row per cell).
+
+    The masks' overhead depends on b_idx only, so it is measured once per index width.
+    """
+    overheads = {bi: _mask_overhead(weights, bi, encoding.RELATIVE_FORMATS) for bi in index_bits}
     return pd.DataFrame([
         {"weight_bits": bw, "index_bits": bi, "closed_form": break_even_closed_form(bw, bi),
-         "measured": break_even_measured(weights, bw, bi)}
+         "measured": 1 + overheads[bi][0] / (overheads[bi][1] * bw)}
         for bw in weight_bits for bi in index_bits
     ])
 
