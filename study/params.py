@@ -128,6 +128,10 @@ class PruneSchedule(_Strict):
     admm_epochs: int = Field(ge=1)
     retrain_epochs: int = Field(ge=0)
     stop_after_misses: int = Field(1, ge=1, description="stop after this many steps below the accuracy tolerance")
+    drop_dead: bool = Field(False, description="after each step's projection also prune the weights that cannot change "
+                            "the output (unread units; readers of a unit that only emits its bias, folded into their bias)")
+    regrow: bool = Field(False, description="each ADMM phase constrains all weights, so an earlier step's zeros may "
+                         "come back; false: they stay zero (the support only shrinks)")
 
     @field_validator("rates")
     @classmethod

@@ -8,7 +8,6 @@ that reaching ~200x in steps beats jumping there at once.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from study import constraints
+from study import compaction, constraints
 from study.admm import ADMMConfig, MaskedRetraining, admm_phase
 from study.data import Split
 from study.models import prunable_layers
@@ -153,10 +152,13 @@ def prune_step(
     retrain: TrainConfig,
     masks: Mapping[str, torch.Tensor] | None = None,
     progress: bool = True,
+    drop_dead: bool = False,
 ) -> StepResult:
     """One ADMM phase then masked retraining, in place. ``masks`` of an earlier step stay enforced.
 
     An earlier step's zeros stay zero throughout (so progressive pruning only ever removes more).
+    ``drop_dead``: after the hard projection, also prune the survivors that cannot change the output
+    (``compaction.zero_dead_weights``), so retraining and the reported rate see only live weights.
     """
     projections = projections_for(model, scheme, keep)
     if masks:  # a unit pruned earlier stays pruned: project within the earlier support
@@ -171,6 +173,11 @@ def prune_step(
     all_masks = dict(masks or {})
     for name, mask in admm.hard_project(model).items():
         all_masks[name] = mask * all_masks[name] if name in all_masks else mask
+    if drop_dead:
+        for name, zeroed in compaction.zero_dead_weights(model, tuple(train.images.shape[1:])).items():
+            if zeroed.any():
+                alive = (~zeroed).to(zeroed.device, torch.float32)
+                all_masks[name] = all_masks[name] * alive if name in all_masks else alive
     masked = MaskedRetraining(model, all_masks)
     retrain_history = fit(model, train, val, retrain, step_hooks=[masked.step_hook], progress=progress)
     masked.remove()
@@ -181,28 +188,6 @@ def prune_step(
         retrain_history=retrain_history,
         val_accuracy=evaluate(model, val)["accuracy"],
     )
-
-
-def progressive_prune(
-    model: nn.Module,
-    train: Split,
-    val: Split,
-    scheme: str,
-    steps: Sequence[Mapping[str, float]],
-    admm_config: ADMMConfig,
-    admm_train: TrainConfig,
-    retrain: TrainConfig,
-    progress: bool = True,
-) -> tuple[nn.Module, list[StepResult]]:
-    """Run the pruning steps in order on a copy of ``model``; return the final model and every step."""
-    model = copy.deepcopy(model)
-    results: list[StepResult] = []
-    masks: dict[str, torch.Tensor] | None = None
-    for keep in steps:
-        result = prune_step(model, train, val, scheme, keep, admm_config, admm_train, retrain, masks, progress)
-        results.append(result)
-        masks = result.masks
-    return model, results
 
 
 def select_step(steps: Sequence[Mapping[str, Any]], threshold: float) -> Mapping[str, Any]:

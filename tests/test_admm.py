@@ -7,8 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from study import constraints, data, models, pruning, quantize, training
+from study import compaction, constraints, data, models, pruning, quantize, training
+from study import schedule as schedule_run
 from study.admm import ADMM, ADMMConfig, MaskedRetraining
+from study.params import ADMMParams, PruneSchedule
 from study.training import TrainConfig
 
 FAST = TrainConfig(epochs=2, batch_size=32, lr=0.05, lr_schedule="constant")
@@ -88,22 +90,90 @@ def test_masked_retraining_keeps_pruned_weights_exactly_zero(splits, trained) ->
         assert layer.weight[masks[name]].ne(0).any(), name  # survivors did train
 
 
+TINY_ADMM = ADMMParams(rho=0.05, rho_growth=1.5, rho_max=1.0, updates_per_epoch=1, lr=0.05, retrain_lr=0.05, batch_size=32)
+
+
+def _schedule(**overrides) -> PruneSchedule:
+    return PruneSchedule(**{"rates": [2.0, 4.0], "density_weights": {"conv2": 1, "fc1": 1}, "admm_epochs": 2,
+                            "retrain_epochs": 1, "stop_after_misses": 2, **overrides})
+
+
+def _run(trained, splits, scheme: str, schedule: PruneSchedule, tmp_path: Path, **kwargs) -> tuple[torch.nn.Module, schedule_run.ScheduleRun]:
+    net = _clone(trained)
+    saved = {}
+
+    def save_step(step: int, rate: float, model: torch.nn.Module) -> str:
+        saved[step] = {k: v.clone() for k, v in model.state_dict().items()}
+        return str(tmp_path / f"step{step}.pt")
+
+    run = schedule_run.run_schedule(net, splits, scheme, schedule, TINY_ADMM, 0, 0.0, save_step, progress=False, **kwargs)
+    for step, state in saved.items():
+        assert all(torch.equal(state[k], run.states[step - 1][k]) for k in state)  # saved what the step left
+    return net, run
+
+
 @pytest.mark.parametrize("scheme", ["irregular", "filter", "column"])
-def test_progressive_pruning_reaches_its_targets_and_only_removes_more(splits, trained, scheme: str) -> None:
-    steps = [{"conv2": 0.5, "fc1": 0.5}, {"conv2": 0.25, "fc1": 0.2}]
-    final, results = pruning.progressive_prune(trained, splits["train"], splits["val"], scheme, steps,
-                                               ADMMConfig(rho=0.05), FAST, FAST, progress=False)
+def test_progressive_pruning_reaches_its_targets_and_only_removes_more(splits, trained, scheme: str, tmp_path: Path) -> None:
+    schedule = _schedule()
+    final, run = _run(trained, splits, scheme, schedule, tmp_path)
+    assert [s["step"] for s in run.steps] == [1, 2]
     units = pruning.layer_units(final, scheme)
-    for name, fraction in steps[-1].items():
-        mask = results[-1].masks[name].bool()
-        assert torch.equal(mask | results[0].masks[name].bool(), results[0].masks[name].bool())  # subset of step 1
+    first = {n: (w != 0) for n, w in run.states[0].items() if n.endswith("weight")}
+    for name, fraction in pruning.split_rate(final, schedule.rates[-1], schedule.density_weights).items():
         layer = models.prunable_layers(final)[name]
-        assert not layer.weight[~mask].any()
-        kept_units = constraints.keep_count(units[name], fraction)
-        assert int(mask.sum()) == kept_units * (mask.numel() // units[name])
+        support = layer.weight != 0
+        assert torch.equal(support | first[f"{name}.weight"], first[f"{name}.weight"])  # subset of step 1
+        if name in schedule.density_weights:
+            kept_units = constraints.keep_count(units[name], fraction)
+            assert int(support.sum()) <= kept_units * (support.numel() // units[name])
+            assert int(run.masks[name].sum()) == kept_units * (support.numel() // units[name])
+            assert not layer.weight[~run.masks[name].bool()].any()
     assert models.prunable_layers(final)["conv1"].weight.ne(0).all()  # not targeted, left dense
     assert models.pruning_rate(trained) == 1.0  # the input model is untouched
-    assert results[-1].val_accuracy > 0.5
+    assert run.steps[-1]["val_accuracy"] > 0.5
+
+
+def test_without_earlier_masks_a_pruned_weight_can_come_back(splits, trained) -> None:
+    """regrow: the step's constraint is a count over all weights, so its support may leave the earlier one.
+
+    fc1 starts with a random half zeroed and the other half shrunk to ~0, so the loss gradient makes
+    the zeros as large as the survivors: without the earlier mask some of them must be chosen.
+    """
+    generator = torch.Generator().manual_seed(0)
+    earlier = (torch.rand(trained.fc1.weight.shape, generator=generator) < 0.5).float()
+    supports = {}
+    for regrow in (False, True):
+        net = _clone(trained)
+        with torch.no_grad():
+            net.fc1.weight.mul_(earlier * 1e-4)
+        pruning.prune_step(net, splits["train"], splits["val"], "irregular", {"fc1": 0.25}, ADMMConfig(rho=0.05),
+                           FAST, FAST, None if regrow else {"fc1": earlier}, progress=False)
+        supports[regrow] = net.fc1.weight != 0
+        assert int(supports[regrow].sum()) <= constraints.keep_count(earlier.numel(), 0.25)
+    assert not (supports[False] & ~earlier.bool()).any()  # earlier zeros stay zero
+    assert (supports[True] & ~earlier.bool()).any()  # some came back
+
+
+def test_regrow_schedule_drops_the_earlier_masks(splits, trained, tmp_path: Path, monkeypatch) -> None:
+    seen = []
+    real_step = pruning.prune_step
+
+    def recording_step(*args, **kwargs):
+        seen.append(args[8])  # the earlier masks argument
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(pruning, "prune_step", recording_step)
+    _run(trained, splits, "irregular", _schedule(regrow=True), tmp_path)
+    _run(trained, splits, "irregular", _schedule(regrow=False), tmp_path)
+    assert seen[0] is None and seen[1] is None  # regrow: no step is confined to an earlier support
+    assert seen[2] is None and seen[3] is not None  # default: step 2 projects within step 1's support
+
+
+def test_schedule_stops_after_its_misses(splits, trained, tmp_path: Path) -> None:
+    net = _clone(trained)
+    run = schedule_run.run_schedule(net, splits, "irregular", _schedule(rates=[2.0, 4.0, 8.0], stop_after_misses=1),
+                                    TINY_ADMM, 0, 1.01, lambda step, rate, model: "", progress=False)
+    assert len(run.steps) == 1 and run.misses == 1  # no accuracy reaches 101%: one miss ends the schedule
 
 
 def test_split_rate_reaches_the_overall_rate() -> None:
@@ -197,3 +267,16 @@ def test_selection_uses_validation_only() -> None:
     ]
     assert pruning.select_step(steps, threshold=0.988)["step"] == 2  # highest rate within tolerance
     assert pruning.select_step(steps, threshold=0.995)["step"] == 1  # none qualifies: the most accurate on val
+
+
+def test_drop_dead_prunes_dead_survivors_and_keeps_them_zero(splits, trained) -> None:
+    net = _clone(trained)
+    result = pruning.prune_step(net, splits["train"], splits["val"], "irregular",
+                                {"conv1": 0.1, "conv2": 0.01, "fc1": 0.001, "fc2": 0.02}, ADMMConfig(rho=0.05),
+                                FAST, FAST, progress=False, drop_dead=True)
+    for name, layer in models.prunable_layers(net).items():
+        assert torch.equal(layer.weight != 0, result.masks[name].bool()), name  # retraining kept the dead at zero
+    assert not any(z.any() for z in compaction.zero_dead_weights(net, models.INPUT_SHAPES["lenet5"]).values())
+    assert models.pruning_rate(net) > 430_500 / sum(
+        constraints.keep_count(layer.weight.numel(), f)
+        for f, layer in zip([0.1, 0.01, 0.001, 0.02], models.prunable_layers(net).values()))

@@ -54,3 +54,41 @@ def test_non_chain_models_are_refused() -> None:
 
     with pytest.raises(TypeError, match="nn.Sequential chains only"):
         compaction.compact(Residual(), (1, 28, 28))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_zero_dead_weights_keeps_outputs_and_reaches_a_fixpoint(seed: int) -> None:
+    """Very sparse irregular LeNet-5: dead units appear at every layer; zeroing them changes no output."""
+    net = _prune("irregular", {"conv1": 40, "conv2": 300, "fc1": 400, "fc2": 60}, seed)
+    x = torch.randn(16, *models.INPUT_SHAPES["lenet5"])
+    with torch.no_grad():
+        before = net(x)
+    nonzero = models.count_nonzero_weights(net)
+    compact, _ = compaction.compact(net, models.INPUT_SHAPES["lenet5"])
+    zeroed = compaction.zero_dead_weights(net, models.INPUT_SHAPES["lenet5"])
+    with torch.no_grad():
+        assert torch.allclose(net(x), before, atol=1e-5)
+    removed = sum(int(z.sum()) for z in zeroed.values())
+    assert removed > 0 and models.count_nonzero_weights(net) == nonzero - removed
+    # at least what one pass of compaction drops (the fixpoint may drop more)
+    assert models.count_nonzero_weights(net) <= models.count_nonzero_weights(compact)
+    for name, layer in models.prunable_layers(net).items():
+        assert not layer.weight[zeroed[name]].any()
+    again = compaction.zero_dead_weights(net, models.INPUT_SHAPES["lenet5"])
+    assert not any(z.any() for z in again.values())  # idempotent
+    # every remaining unit is live: its weights are non-zero and someone reads it
+    layers = list(models.prunable_layers(net).values())
+    for a, b in zip(layers, layers[1:]):
+        rows = a.weight.reshape(a.weight.shape[0], -1).ne(0).any(dim=1)
+        readers = b.weight.ne(0).transpose(0, 1).reshape(a.weight.shape[0], -1).any(dim=1) \
+            if isinstance(b, torch.nn.Conv2d) else \
+            b.weight.ne(0).reshape(b.weight.shape[0], a.weight.shape[0], -1).any(dim=(0, 2))
+        assert torch.equal(rows, readers)
+
+
+def test_zero_dead_weights_on_a_dense_model_changes_nothing() -> None:
+    net = _prune("irregular", {})
+    state = {k: v.clone() for k, v in net.state_dict().items()}
+    zeroed = compaction.zero_dead_weights(net, models.INPUT_SHAPES["lenet5"])
+    assert not any(z.any() for z in zeroed.values())
+    assert all(torch.equal(state[k], v) for k, v in net.state_dict().items())

@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 import torch
 import yaml
@@ -38,13 +39,24 @@ def test_network_guard_records_remote_lookups_and_connections(tmp_path: Path) ->
 
 
 def _kill_once_written(command: list[str], checkpoint: Path) -> None:
-    """Start a stage and SIGKILL it (papermill client and kernel at once) as soon as ``checkpoint`` appears."""
+    """Start a stage and SIGKILL it, papermill client and kernel at once, as soon as ``checkpoint`` appears.
+
+    jupyter_client starts the kernel in a session of its own, so killing the client's process group
+    would leave the kernel training (and writing further steps) for a moment: kill every descendant.
+    """
     process = subprocess.Popen(command, cwd=REPO, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 300
     while not checkpoint.exists() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.01)
-    os.killpg(process.pid, signal.SIGKILL)
+    parent = psutil.Process(process.pid)
+    victims = [parent, *parent.children(recursive=True)]
+    for victim in victims:
+        try:
+            victim.send_signal(signal.SIGKILL)
+        except psutil.NoSuchProcess:
+            pass
     process.wait(timeout=60)
+    psutil.wait_procs(victims, timeout=60)
 
 
 def _train_command(root: Path, out: Path, resume: Path, epochs: int) -> list[str]:

@@ -1,0 +1,127 @@
+"""Run one progressive pruning schedule (params.yaml ``prune.<baseline>.<scheme>``) step by step.
+
+The step math lives in ``study.pruning``; this module is the loop around it: per-step kept fractions,
+the stop rule (stop after ``stop_after_misses`` steps below the validation threshold), a checkpoint
+per step, and a resume file so that a killed stage restarts after its last finished step instead of
+from the dense model (a LeNet-5 schedule is ~10-30 minutes of CPU).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from study import artifacts, models, pruning, training
+from study.data import Split
+from study.params import ADMMParams, PruneSchedule
+
+# save_step(step number (1-based), target rate, model) -> the checkpoint path it wrote
+SaveStep = Callable[[int, float, nn.Module], str]
+
+
+@dataclass
+class ScheduleRun:
+    """Everything a finished (or interrupted) schedule produced, in step order."""
+
+    steps: list[dict[str, Any]] = field(default_factory=list)  # rate, val/test accuracy, per-layer, checkpoint
+    admm_rows: list[dict[str, Any]] = field(default_factory=list)  # ADMM history of every step (figure F2)
+    masks: dict[str, torch.Tensor] | None = None  # masks after the last step
+    misses: int = 0  # consecutive steps below the threshold
+    states: list[dict[str, torch.Tensor]] = field(default_factory=list)  # model weights after each step
+
+
+def run_key(schedule: PruneSchedule, settings: ADMMParams, seed: int, dense_sha256: str) -> str:
+    """What a resume file must have been written by: the same schedule, ADMM settings, seed and dense model."""
+    return json.dumps({"schedule": schedule.model_dump(), "admm": settings.model_dump(), "seed": seed,
+                       "dense": dense_sha256}, sort_keys=True)
+
+
+def _load_resume(path: Path, key: str) -> ScheduleRun | None:
+    if not path.exists():
+        return None
+    state = artifacts.load_checkpoint(path)
+    if state.get("run_key") != key:
+        print(f"{path} was written by other settings: starting over")
+        return None
+    torch.set_rng_state(state["rng_state"])
+    return ScheduleRun(state["steps"], state["admm_rows"], state["masks"], state["misses"], state["step_states"])
+
+
+def _save_resume(path: Path, key: str, run: ScheduleRun) -> None:
+    artifacts.save_checkpoint(path, {"run_key": key, "steps": run.steps, "admm_rows": run.admm_rows,
+                                     "misses": run.misses, "masks": run.masks, "step_states": run.states,
+                                     "rng_state": torch.get_rng_state()})
+
+
+def run_schedule(
+    net: nn.Module,
+    splits: Mapping[str, Split],
+    scheme: str,
+    schedule: PruneSchedule,
+    settings: ADMMParams,
+    seed: int,
+    threshold: float,
+    save_step: SaveStep,
+    resume_path: Path | str | None = None,
+    resume_key: str = "",
+    progress: bool = True,
+) -> ScheduleRun:
+    """Prune ``net`` in place through the schedule's rates; return every finished step.
+
+    A step below ``threshold`` (validation accuracy) counts as a miss; the schedule stops after
+    ``schedule.stop_after_misses`` misses in a row. With ``schedule.regrow`` each ADMM phase
+    constrains all weights (earlier zeros may come back if the loss wants them, as in the original
+    ADMM pruning code); without it an earlier step's zeros stay zero. With ``resume_path``, the state
+    after each step is saved there and a rerun under the same ``resume_key`` continues after the last
+    finished step (its checkpoints are written again through ``save_step``).
+    """
+    training.seed_everything(seed)  # a resumed run then restores the generator state it had saved
+    run = _load_resume(Path(resume_path), resume_key) if resume_path else None
+    if run is None:
+        run = ScheduleRun()
+    else:
+        for step, weights in zip(run.steps, run.states):  # DVC cleared the outputs: restore the finished steps
+            finished = copy.deepcopy(net)
+            finished.load_state_dict(weights)
+            save_step(step["step"], step["target_rate"], finished)
+        net.load_state_dict(run.states[-1])
+        print(f"resuming from {resume_path}: {len(run.steps)}/{len(schedule.rates)} steps already done")
+    for index, rate in enumerate(schedule.rates):
+        if index < len(run.steps):
+            continue  # finished before an interruption
+        if run.misses >= schedule.stop_after_misses:
+            break
+        keep = pruning.step_keep(net, rate, schedule.allocation, schedule.density_weights, schedule.min_keep)
+        result = pruning.prune_step(
+            net, splits["train"], splits["val"], scheme, keep, settings.admm_config(),
+            settings.admm_train(schedule.admm_epochs, seed), settings.retrain(schedule.retrain_epochs, seed),
+            None if schedule.regrow else run.masks, progress, schedule.drop_dead,
+        )
+        run.masks = result.masks
+        run.admm_rows += [{"step": index + 1, "target_rate": rate, **row} for row in result.admm_history]
+        step = {
+            "step": index + 1,
+            "target_rate": rate,
+            "pruning_rate": models.pruning_rate(net),
+            "val_accuracy": result.val_accuracy,
+            "test_accuracy": training.evaluate(net, splits["test"])["accuracy"],  # reported, never selected on
+            "per_layer": pruning.kept_fractions(net),
+            "checkpoint": save_step(index + 1, rate, net),
+        }
+        run.steps.append(step)
+        print({k: v for k, v in step.items() if k != "per_layer"})
+        run.misses = run.misses + 1 if result.val_accuracy < threshold else 0
+        run.states.append({k: v.detach().clone() for k, v in net.state_dict().items()})
+        if resume_path:
+            _save_resume(Path(resume_path), resume_key, run)
+        if run.misses >= schedule.stop_after_misses:
+            print(f"stopping: {run.misses} step(s) below the tolerance")
+            break
+    return run
