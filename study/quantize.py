@@ -1,7 +1,9 @@
 """Quantization of (pruned) models: per-layer scales, ADMM onto the levels, masked mapping, binarization.
 
-Only surviving weights are quantized: a pruned zero stays zero and a survivor never falls to zero
-(``constraints.project_quantized`` with a mask). The final snap is *masked mapping*: survivors are
+For a pruned model only surviving weights are quantized: a pruned zero stays zero and a survivor
+never falls to zero (``constraints.project_quantized`` with a mask), so quantization does not change
+the pruning rate. A dense model (``keep_support=False``) may use 0 as a level (ternary at 2 bits).
+The final snap is *masked mapping*: survivors are
 put on their nearest level in growing fractions (those already closest to a level first); snapped
 weights are frozen and the rest retrain to compensate, until every weight sits on a level.
 """
@@ -26,12 +28,18 @@ def support_masks(model: nn.Module) -> dict[str, torch.Tensor]:
     return {n: (m.weight.detach() != 0).to(m.weight.dtype) for n, m in prunable_layers(model).items()}
 
 
-def fit_alphas(model: nn.Module, bits: int, masks: Mapping[str, torch.Tensor]) -> dict[str, float]:
-    return {n: constraints.fit_alpha(m.weight, bits, masks[n].bool()) for n, m in prunable_layers(model).items()}
+def _support_or_none(model: nn.Module, keep_support: bool) -> dict[str, torch.Tensor | None]:
+    """Per layer: the mask survivors must stay inside, or None where 0 is an allowed level."""
+    masks = support_masks(model)
+    return {n: (m.bool() if keep_support else None) for n, m in masks.items()}
 
 
-def _level_projections(alphas: Mapping[str, float], bits: int, masks: Mapping[str, torch.Tensor]) -> dict[str, constraints.Projection]:
-    return {n: (lambda w, a=a, m=masks[n].bool(): constraints.project_quantized(w, a, bits, m)) for n, a in alphas.items()}
+def fit_alphas(model: nn.Module, bits: int, masks: Mapping[str, torch.Tensor | None]) -> dict[str, float]:
+    return {n: constraints.fit_alpha(m.weight, bits, masks[n]) for n, m in prunable_layers(model).items()}
+
+
+def _level_projections(alphas: Mapping[str, float], bits: int, masks: Mapping[str, torch.Tensor | None]) -> dict[str, constraints.Projection]:
+    return {n: (lambda w, a=a, m=masks[n]: constraints.project_quantized(w, a, bits, m)) for n, a in alphas.items()}
 
 
 def admm_quantize(
@@ -42,17 +50,20 @@ def admm_quantize(
     admm_config: ADMMConfig,
     admm_train: TrainConfig,
     progress: bool = True,
+    keep_support: bool = True,
 ) -> tuple[dict[str, float], list[dict[str, float]]]:
     """ADMM towards the b-bit levels of each layer's survivors (in place); return (alphas, history).
 
-    The pruning pattern is kept by masked training throughout; the scales are fitted once at the start.
+    With ``keep_support`` the pruning pattern is kept by masked training throughout (and survivors
+    avoid 0); without it every weight trains and 0 is a level. The scales are fitted once at the start.
     """
-    masks = support_masks(model)
+    masks = _support_or_none(model, keep_support)
     alphas = fit_alphas(model, bits, masks)
-    keep_pruned = MaskedRetraining(model, masks)
+    keep_pruned = MaskedRetraining(model, support_masks(model)) if keep_support else None
     admm = admm_phase(model, train, val, _level_projections(alphas, bits, masks), admm_config, admm_train,
-                      (keep_pruned.step_hook,), progress)
-    keep_pruned.remove()
+                      (keep_pruned.step_hook,) if keep_pruned else (), progress)
+    if keep_pruned:
+        keep_pruned.remove()
     return alphas, admm.history
 
 
@@ -65,14 +76,17 @@ def masked_mapping(
     fractions: Sequence[float],
     retrain: TrainConfig,
     progress: bool = True,
+    keep_support: bool = True,
 ) -> list[dict[str, float]]:
     """Snap survivors to their nearest level in growing fractions, retraining the unsnapped ones.
 
     ``fractions`` must increase and end at 1.0. Returns one row per round (fraction, val accuracy).
+    ``keep_support=False``: every weight is a candidate and may snap to the level 0 (dense models).
     """
     if not fractions or list(fractions) != sorted(fractions) or fractions[-1] != 1.0 or fractions[0] <= 0:
         raise ValueError(f"masked mapping fractions {list(fractions)} must increase within (0, 1] and end at 1.0")
-    masks = support_masks(model)
+    masks = support_masks(model) if keep_support else {n: torch.ones_like(m.weight) for n, m in prunable_layers(model).items()}
+    allowed = _support_or_none(model, keep_support)
     layers = prunable_layers(model)
     snapped = {n: torch.zeros_like(m) for n, m in masks.items()}
     history = []
@@ -81,7 +95,7 @@ def masked_mapping(
         with torch.no_grad():
             for name, layer in layers.items():
                 w, survivors = layer.weight, masks[name].bool()
-                target, _ = constraints.project_quantized(w, alphas[name], bits, survivors)
+                target, _ = constraints.project_quantized(w, alphas[name], bits, allowed[name])
                 distance = (w - target).abs()
                 distance[~survivors | snapped[name].bool()] = -1.0  # already snapped or pruned: not candidates
                 n_snap = round(fraction * int(survivors.sum())) - int(snapped[name].sum())

@@ -245,6 +245,24 @@ def test_quantizing_a_pruned_model_keeps_zeros_and_ends_on_levels(splits, traine
             assert torch.allclose(magnitudes, torch.full_like(magnitudes, alphas[name])), name
 
 
+def test_dense_two_bit_quantization_may_use_zero(splits, trained) -> None:
+    """keep_support=False (dense models): 2 bits give the ternary levels {-a, 0, a}, zero included."""
+    net = _clone(trained)
+    alphas, _ = quantize.admm_quantize(net, splits["train"], splits["val"], 2, ADMMConfig(rho=0.05), FAST,
+                                       progress=False, keep_support=False)
+    quantize.masked_mapping(net, splits["train"], splits["val"], 2, alphas, [0.5, 1.0], FAST, progress=False,
+                            keep_support=False)
+    quantize.check_on_levels(net, 2, alphas)
+    for name, layer in models.prunable_layers(net).items():
+        codes = set((layer.weight.detach() / alphas[name]).round().unique().tolist())
+        assert codes == {-1.0, 0.0, 1.0}, name
+    # the same model with its support kept never reaches zero: binary in effect
+    kept = _clone(trained)
+    alphas, _ = quantize.admm_quantize(kept, splits["train"], splits["val"], 2, ADMMConfig(rho=0.05), FAST, progress=False)
+    quantize.masked_mapping(kept, splits["train"], splits["val"], 2, alphas, [1.0], FAST, progress=False)
+    assert models.pruning_rate(kept) == 1.0
+
+
 def test_binarized_network_has_two_values_per_layer(splits, trained) -> None:
     net = _clone(trained)
     quantize.binarize_with_ste(net, splits["train"], splits["val"], FAST, progress=False)
