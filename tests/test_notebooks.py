@@ -165,16 +165,18 @@ def test_pipeline_on_tiny_data(synthetic_root: Path, tmp_path: Path, monkeypatch
         "train_metrics": str(tmp_path / "metrics" / "lenet5-mnist.json"),
         "prune_metrics_glob": str(tmp_path / "prune" / "lenet5-mnist-*.json"),
     }
+    every_model = {  # what the storage, weights and energy stages read: every model of the baseline
+        **baseline_outputs,
+        "models_dir": str(tmp_path / "models" / "lenet5-mnist"),
+        "quantize_metrics_glob": str(tmp_path / "quantize" / "lenet5-mnist-*.json"),
+    }
     _execute(
         "storage.ipynb",
         runs / "storage.ipynb",
         params_file=str(params_file),
-        models_dir=str(tmp_path / "models" / "lenet5-mnist"),
-        train_metrics=str(tmp_path / "metrics" / "lenet5-mnist.json"),
-        prune_metrics_glob=str(tmp_path / "prune" / "lenet5-mnist-*.json"),
-        quantize_metrics_glob=str(tmp_path / "quantize" / "lenet5-mnist-*.json"),
         tables_dir=str(tmp_path / "storage" / "lenet5-mnist"),
         metrics_path=str(tmp_path / "storage" / "lenet5-mnist.json"),
+        **every_model,
     )
     storage = json.loads((tmp_path / "storage" / "lenet5-mnist.json").read_text())
     assert {m["scheme"] for m in storage["models"]} == {"dense", "irregular", "filter", "channel", "column"}
@@ -187,10 +189,8 @@ def test_pipeline_on_tiny_data(synthetic_root: Path, tmp_path: Path, monkeypatch
     _execute(
         "weights.ipynb",
         runs / "weights.ipynb",
-        models_dir=str(tmp_path / "models" / "lenet5-mnist"),
-        quantize_metrics_glob=str(tmp_path / "quantize" / "lenet5-mnist-*.json"),
         out_dir=str(tmp_path / "weights" / "lenet5-mnist"),
-        **baseline_outputs,
+        **every_model,
     )
     with np.load(tmp_path / "weights" / "lenet5-mnist" / "masks.npz", allow_pickle=False) as masks:
         assert {"irregular/conv2", "filter/conv2", "channel/fc1", "column/fc2"} <= set(masks.files)
@@ -200,11 +200,9 @@ def test_pipeline_on_tiny_data(synthetic_root: Path, tmp_path: Path, monkeypatch
         "energy.ipynb",
         runs / "energy.ipynb",
         params_file=str(params_file),
-        models_dir=str(tmp_path / "models" / "lenet5-mnist"),
-        quantize_metrics_glob=str(tmp_path / "quantize" / "lenet5-mnist-*.json"),
         tables_dir=str(tmp_path / "energy" / "lenet5-mnist"),
         metrics_path=str(tmp_path / "energy" / "lenet5-mnist.json"),
-        **baseline_outputs,
+        **every_model,
     )
     energy = json.loads((tmp_path / "energy" / "lenet5-mnist.json").read_text())
     assert len(energy["models"]) == 9 and all(m["total_nj"] > 0 for m in energy["models"])
