@@ -28,10 +28,9 @@ def support_masks(model: nn.Module) -> dict[str, torch.Tensor]:
     return {n: (m.weight.detach() != 0).to(m.weight.dtype) for n, m in prunable_layers(model).items()}
 
 
-def _support_or_none(model: nn.Module, keep_support: bool) -> dict[str, torch.Tensor | None]:
+def _allowed(support: Mapping[str, torch.Tensor], keep_support: bool) -> dict[str, torch.Tensor | None]:
     """Per layer: the mask survivors must stay inside, or None where 0 is an allowed level."""
-    masks = support_masks(model)
-    return {n: (m.bool() if keep_support else None) for n, m in masks.items()}
+    return {n: (m.bool() if keep_support else None) for n, m in support.items()}
 
 
 def fit_alphas(model: nn.Module, bits: int, masks: Mapping[str, torch.Tensor | None]) -> dict[str, float]:
@@ -57,9 +56,10 @@ def admm_quantize(
     With ``keep_support`` the pruning pattern is kept by masked training throughout (and survivors
     avoid 0); without it every weight trains and 0 is a level. The scales are fitted once at the start.
     """
-    masks = _support_or_none(model, keep_support)
+    support = support_masks(model)
+    masks = _allowed(support, keep_support)
     alphas = fit_alphas(model, bits, masks)
-    keep_pruned = MaskedRetraining(model, support_masks(model)) if keep_support else None
+    keep_pruned = MaskedRetraining(model, support) if keep_support else None
     admm = admm_phase(model, train, val, _level_projections(alphas, bits, masks), admm_config, admm_train,
                       (keep_pruned.step_hook,) if keep_pruned else (), progress)
     if keep_pruned:
@@ -85,8 +85,9 @@ def masked_mapping(
     """
     if not fractions or list(fractions) != sorted(fractions) or fractions[-1] != 1.0 or fractions[0] <= 0:
         raise ValueError(f"masked mapping fractions {list(fractions)} must increase within (0, 1] and end at 1.0")
-    masks = support_masks(model) if keep_support else {n: torch.ones_like(m.weight) for n, m in prunable_layers(model).items()}
-    allowed = _support_or_none(model, keep_support)
+    support = support_masks(model)
+    allowed = _allowed(support, keep_support)
+    masks = support if keep_support else {n: torch.ones_like(m) for n, m in support.items()}
     layers = prunable_layers(model)
     snapped = {n: torch.zeros_like(m) for n, m in masks.items()}
     history = []
