@@ -49,20 +49,23 @@ def _output_shapes(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, 
     return shapes
 
 
-def _reader_groups(w: torch.Tensor, b: nn.Module, units: int) -> torch.Tensor:
-    """B's weights ``w`` grouped by the A unit they read: [units, ...] (per unit, all weights reading it)."""
-    if isinstance(b, nn.Conv2d):
-        return w.transpose(0, 1).reshape(units, -1)
-    per_unit = w.shape[1] // units  # features of one unit after a flatten (1 for FC -> FC)
-    return w.reshape(w.shape[0], units, per_unit).transpose(0, 1).reshape(units, -1)
+def _by_input_unit(w: torch.Tensor, units: int) -> torch.Tensor:
+    """B's weights ``w`` as [out, units, rest]: the weights reading each A unit (a conv input channel's
+    kernel taps, or one unit's block of features after a flatten; 1 feature for FC -> FC).
+
+    A view of ``w`` (which must be contiguous), so writing into it writes into ``w``.
+    """
+    return w.view(w.shape[0], units, -1)
 
 
-def _slice_inputs(b: nn.Module, keep: torch.Tensor, units: int) -> torch.Tensor:
-    if isinstance(b, nn.Conv2d):
-        return b.weight.detach()[:, keep]
-    per_unit = b.weight.shape[1] // units
-    w = b.weight.detach().reshape(b.weight.shape[0], units, per_unit)[:, keep]
-    return w.reshape(b.weight.shape[0], -1)
+def _reader_groups(w: torch.Tensor, units: int) -> torch.Tensor:
+    """[units, ...]: per A unit, all weights of B reading it."""
+    return _by_input_unit(w, units).transpose(0, 1).reshape(units, -1)
+
+
+def _slice_inputs(w: torch.Tensor, keep: torch.Tensor, units: int) -> torch.Tensor:
+    """B's weights reading only the kept A units, in B's own weight shape."""
+    return _by_input_unit(w, units)[:, keep].reshape(w.shape[0], -1, *w.shape[2:])
 
 
 def _new_layer(layer: nn.Module, weight: torch.Tensor, bias: torch.Tensor | None) -> nn.Module:
@@ -91,7 +94,7 @@ def _dead_units(a: str, b: str, weights: dict[str, torch.Tensor], biases: dict[s
     """
     units = weights[a].shape[0]
     zero_rows = weights[a].reshape(units, -1).eq(0).all(dim=1)
-    unread = _reader_groups(weights[b], layers[b], units).eq(0).all(dim=1)
+    unread = _reader_groups(weights[b], units).eq(0).all(dim=1)
     fold = zero_rows & ~unread & (biases[a] is not None)
     if fold.any():
         # What the removed units still emit (their bias), pushed through pooling/ReLU/flatten to B.
@@ -124,7 +127,7 @@ def compact(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[nn.Module, 
         remove, _ = _dead_units(a, b, weights, biases, layers, between, shapes)
         keep = (~remove).nonzero().flatten()
         kept_out[a], kept_in[b] = keep, keep
-        weights[b] = _slice_inputs(layers[b], keep, units)
+        weights[b] = _slice_inputs(weights[b], keep, units)
     compacted = copy.deepcopy(model)
     sizes = {}
     for name in names:
@@ -164,10 +167,9 @@ def zero_dead_weights(model: nn.Module, input_shape: tuple[int, ...]) -> dict[st
             if unit_view[dead].ne(0).any():
                 unit_view[dead] = 0.0  # a unit nobody reads
                 changed = True
-            readers = weights[b].transpose(0, 1) if isinstance(layers[b], nn.Conv2d) else \
-                weights[b].reshape(weights[b].shape[0], units, -1).transpose(0, 1)
-            if readers[fold].ne(0).any():
-                readers[fold] = 0.0  # reads only a constant, now folded into b's bias
+            readers = _by_input_unit(weights[b], units)
+            if readers[:, fold].ne(0).any():
+                readers[:, fold] = 0.0  # reads only a constant, now folded into b's bias
                 changed = True
     for name in names:
         layers[name].weight.copy_(weights[name])
