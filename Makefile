@@ -29,11 +29,11 @@ $(VENV)/.installed: pyproject.toml
 
 # Fetch (or verify) the raw data, then record it in DVC's cache so `dvc status` is clean.
 data: install
-	python -m study.data fetch --root data
+	python -m study.core.data fetch --root data
 	dvc add --quiet data
 
 validate: install
-	python -m study.params params.yaml
+	python -m study.core.params params.yaml
 
 # Remove what `make paper` produced (not the data, not the venv).
 clean-outputs:

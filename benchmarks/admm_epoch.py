@@ -14,9 +14,10 @@ import time
 
 import torch
 
-from study import data, models, pruning, training
-from study.admm import ADMM, ADMMConfig
-from study.training import TrainConfig
+from study.compression import pruning
+from study.core import data, models, training
+from study.compression.admm import ADMM, ADMMConfig
+from study.core.training import TrainConfig
 
 
 def main() -> None:

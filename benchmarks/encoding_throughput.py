@@ -17,7 +17,7 @@ import numpy as np
 import scipy.sparse
 from torchvision.models import resnet50
 
-from study import encoding
+from study.costs import encoding
 
 
 def layer_shapes() -> list[tuple[int, ...]]:

@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 from hypothesis import settings
 
-from study.data import write_synthetic
+import yaml
+
+from study.core.data import write_synthetic
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -35,3 +37,20 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, exitstatu
     if passed:
         terminalreporter.write_line(f"bad-input suite: {len(passed)} of {len(CASES)} bad inputs refused with their "
                                     "specific error, earlier outputs intact")
+
+
+def write_tiny_params(path: Path, data_root: Path | str, weight_bits: list[int] | None = None) -> Path:
+    """params.yaml shrunk to a tiny config: same keys, synthetic data, one epoch a phase, small sweeps."""
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["data"] = {"root": str(data_root), "val_size": 56, "check_sha256": False}
+    for baseline in params["baselines"].values():
+        baseline.update(epochs=1, batch_size=32)
+    params["admm"].update(batch_size=32, lr=0.05, retrain_lr=0.05, tolerance_pp=50.0)
+    for scheme, schedule in params["prune"]["lenet5-mnist"].items():
+        schedule.update(rates=schedule["rates"][:2], admm_epochs=1, retrain_epochs=1)
+    if weight_bits is not None:
+        params["compare"]["weight_bits"] = weight_bits
+    params["quantize"]["lenet5-mnist"].update(admm_epochs=1, mapping_fractions=[0.5, 1.0], mapping_epochs=1, binary_epochs=1)
+    params["latency"].update(batches=[1, 4], min_run_time_s=0.01, sweep_layers={"tiny": [8, 16, 2]}, sweep_sparsities=[0.5, 0.9])
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    return path

@@ -7,11 +7,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from study import compaction, constraints, data, models, pruning, quantize, training
-from study import schedule as schedule_run
-from study.admm import ADMM, ADMMConfig, MaskedRetraining
-from study.params import ADMMParams, PruneSchedule
-from study.training import TrainConfig
+from study import contract
+from study.compression import compaction, constraints, pruning, quantize
+from study.core import data, models, training
+from study.compression import schedule as schedule_run
+from study.compression.admm import ADMM, ADMMConfig, MaskedRetraining
+from study.core.params import ADMMParams, PruneSchedule
+from study.core.training import TrainConfig
 
 FAST = TrainConfig(epochs=2, batch_size=32, lr=0.05, lr_schedule="constant")
 
@@ -285,8 +287,8 @@ def test_selection_uses_validation_only() -> None:
         {"step": 2, "pruning_rate": 20.0, "val_accuracy": 0.989, "test_accuracy": 0.999},
         {"step": 3, "pruning_rate": 40.0, "val_accuracy": 0.970, "test_accuracy": 0.999},
     ]
-    assert pruning.select_step(steps, threshold=0.988)["step"] == 2  # highest rate within tolerance
-    assert pruning.select_step(steps, threshold=0.995)["step"] == 1  # none qualifies: the most accurate on val
+    assert contract.select_step(steps, threshold=0.988)["step"] == 2  # highest rate within tolerance
+    assert contract.select_step(steps, threshold=0.995)["step"] == 1  # none qualifies: the most accurate on val
 
 
 def test_drop_dead_prunes_dead_survivors_and_keeps_them_zero(splits, trained) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from study import artifacts
+from study.core import artifacts
 
 GOOD = {
     "model": "lenet5",
@@ -60,5 +60,5 @@ def test_bad_metrics_are_refused_and_nothing_written(tmp_path: Path, change: dic
 
 def test_missing_common_key_is_refused(tmp_path: Path) -> None:
     incomplete = {k: v for k, v in GOOD.items() if k != "wall_s"}
-    with pytest.raises(ValueError, match=r"lack the common keys \['wall_s'\]"):
+    with pytest.raises(ValueError, match=r"lacks the common keys \['wall_s'\]"):
         artifacts.write_metrics(tmp_path / "m.json", incomplete)

@@ -18,8 +18,10 @@ import pytest
 import torch
 import yaml
 
-from study import artifacts, catalog, data, encoding, energy, models, training
-from study.params import ParamsError, load_params
+from study import paths
+from study.core import artifacts, catalog, data, models, training
+from study.costs import encoding, energy
+from study.core.params import ParamsError, load_params
 from tests.conftest import REPO
 
 FINISHED = b'{"finished": "an earlier run; must survive every failure"}'
@@ -86,10 +88,13 @@ TABLE = {"int8_add": 0.03, "int32_add": 0.1, "int8_mult": 0.2, "int32_mult": 3.1
 
 
 def _stage_outputs_without_checkpoint(tmp: Path) -> object:
-    """Metrics of a train and a prune stage whose checkpoints are gone (a deleted models/ folder)."""
-    (tmp / "train.json").write_text(json.dumps(_metrics()))
-    (tmp / "prune.json").write_text(json.dumps(_metrics(scheme="irregular", selected_checkpoint=str(tmp / "gone.pt"))))
-    return catalog.baseline_models(tmp, str(tmp / "train.json"), str(tmp / "prune.json"), str(tmp / "none-*.json"))
+    """Results of a train and a prune stage whose checkpoints are gone (a deleted models/ folder)."""
+    layout = paths.Layout(tmp, fallback=tmp)
+    record = {k: v for k, v in _metrics().items() if k != "wall_s"}
+    artifacts.write_results(layout.write(paths.results("train", "lenet5-mnist")), record)
+    artifacts.write_results(layout.write(paths.results("prune", "lenet5-mnist-irregular")),
+                            {**record, "scheme": "irregular", "selected_checkpoint": "models/gone.pt"})
+    return catalog.baseline_models(layout, "lenet5-mnist", ["irregular"], [])
 
 CASES = [
     # --- params.yaml: validated before any work
@@ -130,7 +135,7 @@ CASES = [
     Case("data: wrong IDX magic", lambda t: data.read_idx(_idx(t, lambda b: b"\x1f\x8b\x08\x00" + b[4:])),
          data.DataError, r"bad IDX magic 1f8b0800"),
     Case("data: missing dataset", lambda t: data.load_dataset("mnist", t / "nowhere"), data.DataError,
-         r"run `python -m study.data fetch`"),
+         r"run `python -m study.core.data fetch`"),
     Case("data: unknown dataset", lambda t: data.load_dataset("cifar100", t), ValueError,
          r"unknown dataset 'cifar100'; valid datasets"),
     # --- checkpoints
@@ -161,7 +166,9 @@ CASES = [
     Case("metrics: accuracy not a fraction", lambda t: artifacts.write_metrics(t / "output.json", _metrics(test_accuracy=99.2)),
          ValueError, r"test_accuracy=99.2 must be a fraction"),
     Case("metrics: a common key missing", lambda t: artifacts.write_metrics(t / "output.json", {"model": "lenet5"}),
-         ValueError, r"lack the common keys"),
+         ValueError, r"lacks the common keys"),
+    Case("results: timings in the record later stages read",
+         lambda t: artifacts.write_results(t / "output.json", _metrics()), ValueError, r"timings and provenance belong in the metrics"),
     Case("metrics: NaN in the payload", lambda t: artifacts.write_metrics(t / "output.json", _metrics(loss=float("nan"))),
          ValueError, r"JSON compliant"),
 ]

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from study import compaction, constraints, models
+from study.compression import compaction, constraints
+from study.core import models
 
 
 def _prune(scheme: str, keep: dict[str, int], seed: int = 0) -> torch.nn.Module:

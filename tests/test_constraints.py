@@ -9,7 +9,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from study import constraints as C
+from study.compression import constraints as C
 
 SHAPES = st.sampled_from([(3, 4), (2, 5), (4, 1), (2, 2, 2, 2), (3, 1, 2, 2), (2, 3, 1, 2)])
 

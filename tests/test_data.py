@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from study import data
-from study.data import DataError, DatasetSpec, read_idx, write_idx
+from study.core import data
+from study.core.data import DataError, DatasetSpec, read_idx, write_idx
 
 
 def test_idx_round_trip(tmp_path: Path) -> None:
@@ -40,7 +40,7 @@ def test_idx_rejects_truncated_file(tmp_path: Path) -> None:
 
 
 def test_idx_missing_file_says_how_to_fetch(tmp_path: Path) -> None:
-    with pytest.raises(DataError, match=r"missing; run `python -m study.data fetch`"):
+    with pytest.raises(DataError, match=r"missing; run `python -m study.core.data fetch`"):
         read_idx(tmp_path / "nope")
 
 
@@ -55,7 +55,7 @@ def test_verify_names_corrupted_file_and_expected_checksum(synthetic_root: Path)
 
 
 def test_verify_missing_data_says_how_to_fetch(tmp_path: Path) -> None:
-    with pytest.raises(DataError, match=r"missing; run `python -m study.data fetch`"):
+    with pytest.raises(DataError, match=r"missing; run `python -m study.core.data fetch`"):
         data.load_dataset("mnist", tmp_path)
 
 

@@ -10,8 +10,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from study import encoding
-from study.bitstream import BitReader, BitWriter, from_bits, to_bits
+from study.costs import encoding
+from study.costs.bitstream import BitReader, BitWriter, from_bits, to_bits
 
 SHAPES = st.one_of(
     st.tuples(st.integers(1, 9), st.integers(1, 40)),
@@ -28,7 +28,7 @@ def sparse_weights(draw: st.DrawFn) -> tuple[np.ndarray, int]:
     rng = np.random.default_rng(draw(st.integers(0, 2**16)))
     if weight_bits == 32:
         values = rng.standard_normal(shape).astype(np.float32)
-    else:  # the b-bit levels of study.constraints, +-(1 .. 2**(b-1) - 1): with zero they fit b-bit codes
+    else:  # the b-bit levels of study.compression.constraints, +-(1 .. 2**(b-1) - 1): with zero they fit b-bit codes
         levels = min(max(1, (1 << (weight_bits - 1)) - 1), 64)
         values = (rng.integers(1, levels + 1, shape) * np.float32(0.37)).astype(np.float32)
         values *= rng.choice(np.array([-1, 1], dtype=np.float32), shape) if weight_bits > 1 else 1

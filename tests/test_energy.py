@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from study import energy, models, storage
+from study.core import models
+from study.costs import energy, storage
 
 TABLE = dict(int8_add=0.03, int32_add=0.1, int8_mult=0.2, int32_mult=3.1, fp32_add=0.9, fp32_mult=3.7,
              sram_32bit_read=5.0, dram_32bit_read=640.0, idle_lane_cycle=0.02)

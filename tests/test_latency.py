@@ -8,7 +8,9 @@ import pytest
 import torch
 from torch import nn
 
-from study import constraints, latency, models
+from study.compression import constraints
+from study.core import models
+from study.costs import latency
 
 
 def _masked_lenet(keep: float = 0.1) -> nn.Module:

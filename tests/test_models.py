@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from study import models
+from study.core import models
 
 
 def test_registry_builds_caffe_lenet5_with_published_size() -> None:

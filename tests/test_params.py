@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from study.params import ParamsError, load_params, main
+from study.core.params import ParamsError, load_params, main
 from tests.conftest import REPO
 
 
@@ -39,7 +39,15 @@ def test_shipped_params_are_valid() -> None:
         (lambda p: p["baselines"]["lenet5-mnist"].update(epochs="many"), r"baselines\.lenet5-mnist\.epochs: .*integer.*'many'"),
         (lambda p: p["baselines"]["lenet5-mnist"].update(lr=-1), r"baselines\.lenet5-mnist\.lr: .*greater than 0"),
         (lambda p: p["baselines"]["lenet5-mnist"].update(lr_schedule="step"), r"lr_schedule: unknown lr_schedule 'step'"),
-        (lambda p: p["data"].update(val_size=-5), r"data\.val_size: .*greater than or equal to 0"),
+        (lambda p: p["data"].update(val_size=-5), r"data\.val_size: .*greater than or equal to 1"),
+        (lambda p: p["data"].update(val_size=60000), r"data\.val_size: 60000 holds out every training image of lenet5-\w+'s"),
+        (lambda p: p["compare"].update(schemes=["irregular", "kernel"]), r"compare\.schemes: .*valid: \['irregular'"),
+        (lambda p: p["compare"].update(schemes=["filter"]), r"compare\.schemes: the comparison needs 'irregular'"),
+        (lambda p: p["compare"].update(weight_bits=[4, 32]), r"compare\.weight_bits: .*distinct values of \[1, 2"),
+        (lambda p: p["compare"].update(baselines=["lenet5-cifar"]), r"compare\.baselines: 'lenet5-cifar' is not a baseline"),
+        (lambda p: p["compare"].update(baselines=["lenet5-fashion_mnist"]), r"prune\.lenet5-fashion_mnist has no schedule"),
+        (lambda p: p["report"].update(mask_layer="conv9"), r"report\.mask_layer: lenet5-mnist's model has no layer 'conv9'"),
+        (lambda p: p["baselines"]["lenet5-mnist"].update(model="lenet5$(touch /tmp/x)"), r"unknown model 'lenet5\$\(touch"),
         (lambda p: p.update(sed=1), r"sed: unknown key"),
         (lambda p: p["baselines"].update({"x": p["baselines"]["lenet5-mnist"]}), r"entry name must be '<model>-<dataset>'"),
         (lambda p: p["baselines"].clear(), r"baselines: .*at least 1"),

@@ -16,10 +16,11 @@ import pytest
 import torch
 import yaml
 
-from study import models, training
-from study.artifacts import load_checkpoint
-from study.data import write_synthetic
-from tests.conftest import REPO
+from study.core import models, training
+from study.core.artifacts import load_checkpoint
+from study.core.data import write_synthetic
+from study import paths
+from tests.conftest import REPO, write_tiny_params
 
 GUARD = REPO / "tests" / "netguard"
 
@@ -59,78 +60,79 @@ def _kill_once_written(command: list[str], checkpoint: Path) -> None:
     psutil.wait_procs(victims, timeout=60)
 
 
-def _train_command(root: Path, out: Path, resume: Path, epochs: int) -> list[str]:
-    return [sys.executable, "-m", "papermill", "--log-level", "WARNING", str(REPO / "notebooks" / "train.ipynb"),
-            str(out / "run.ipynb"), "-p", "epochs", str(epochs), "-p", "batch_size", "32", "-p", "data_root", str(root),
-            "-p", "val_size", "64", "-p", "check_sha256", "False", "-p", "checkpoint_path", str(out / "dense.pt"),
-            "-p", "metrics_path", str(out / "metrics.json"), "-p", "history_path", str(out / "history.csv"),
-            "-p", "resume_path", str(resume)]
+def _notebook_command(name: str, params: Path, out: Path, **identity: str) -> list[str]:
+    """A stage notebook run by papermill, writing under ``out`` (its own output root)."""
+    command = [sys.executable, "-m", "papermill", "--log-level", "WARNING", str(REPO / "notebooks" / f"{name}.ipynb"),
+               str(out / "run.ipynb"), "-p", "params_file", str(params), "-p", "out_root", str(out)]
+    for key, value in identity.items():
+        command += ["-p", key, value]
+    return command
 
 
-def _comparable(path: Path) -> dict:
-    metrics = json.loads(path.read_text())
-    return {k: v for k, v in metrics.items() if k not in ("wall_s", "provenance")}
+def _train_command(params: Path, out: Path) -> list[str]:
+    return _notebook_command("train", params, out, baseline="lenet5-mnist")
+
+
+def _record(out: Path, stage: str, name: str) -> dict:
+    return json.loads((out / paths.results(stage, name)).read_text())
 
 
 def test_sigkill_after_first_checkpoint_then_rerun_finishes_identically(tmp_path: Path) -> None:
     root = tmp_path / "data"
     write_synthetic("mnist", root, n_train=2048, n_test=64, seed=3)
     epochs = 8
+    params = write_tiny_params(tmp_path / "params.yaml", root)
+    settings = yaml.safe_load(params.read_text())
+    settings["baselines"]["lenet5-mnist"].update(epochs=epochs)
+    params.write_text(yaml.safe_dump(settings))
     reference, killed = tmp_path / "reference", tmp_path / "killed"
     reference.mkdir(), killed.mkdir()
-    subprocess.run(_train_command(root, reference, reference / "resume.pt", epochs), check=True, cwd=REPO, timeout=600,
-                   capture_output=True)
+    subprocess.run(_train_command(params, reference), check=True, cwd=REPO, timeout=600, capture_output=True)
 
-    resume = killed / "resume.pt"
-    _kill_once_written(_train_command(root, killed, resume, epochs), resume)
+    resume = killed / paths.resume("train", "lenet5-mnist")
+    _kill_once_written(_train_command(params, killed), resume)
     done = len(load_checkpoint(resume)["history"])
-    assert not (killed / "metrics.json").exists() and 1 <= done < epochs, "the kill must land mid-training"
+    assert not (killed / paths.results("train", "lenet5-mnist")).exists() and 1 <= done < epochs, "the kill must land mid-training"
 
-    rerun = subprocess.run(_train_command(root, killed, resume, epochs), cwd=REPO, timeout=600, capture_output=True, text=True)
+    rerun = subprocess.run(_train_command(params, killed), cwd=REPO, timeout=600, capture_output=True, text=True)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     notebook = (killed / "run.ipynb").read_text()
     assert f"resuming from {resume}: {done}/{epochs} epochs already done" in notebook
-    assert _comparable(killed / "metrics.json") == _comparable(reference / "metrics.json")
-    a, _ = training.load_model(reference / "dense.pt")
-    b, _ = training.load_model(killed / "dense.pt")
+    assert _record(killed, "train", "lenet5-mnist") == _record(reference, "train", "lenet5-mnist")
+    a, _ = training.load_model(reference / paths.dense_checkpoint("lenet5-mnist"))
+    b, _ = training.load_model(killed / paths.dense_checkpoint("lenet5-mnist"))
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
     assert not resume.exists(), "a finished run removes its resume state"
 
 
-def _prune_command(params: Path, dense: Path, out: Path, resume: Path) -> list[str]:
-    return [sys.executable, "-m", "papermill", "--log-level", "WARNING", str(REPO / "notebooks" / "prune.ipynb"),
-            str(out / "run.ipynb"), "-p", "params_file", str(params), "-p", "dense_checkpoint", str(dense),
-            "-p", "out_dir", str(out / "models"), "-p", "metrics_path", str(out / "metrics.json"),
-            "-p", "history_path", str(out / "admm.csv"), "-p", "resume_path", str(resume), "-p", "check_sha256", "False"]
+def _prune_command(params: Path, out: Path) -> list[str]:
+    return _notebook_command("prune", params, out, baseline="lenet5-mnist", scheme="irregular")
 
 
 def test_sigkilled_pruning_resumes_after_its_last_finished_step(tmp_path: Path) -> None:
-    from tests.test_notebooks import _comparable as comparable_prune, _tiny_params
-
     root = tmp_path / "data"
     write_synthetic("mnist", root, n_train=1024, n_test=64, seed=4)
-    params = _tiny_params(tmp_path, root)
+    params = write_tiny_params(tmp_path / "params.yaml", root)
     settings = yaml.safe_load(params.read_text())
     settings["prune"]["lenet5-mnist"]["irregular"].update(rates=[2, 4, 8], admm_epochs=2, retrain_epochs=1, stop_after_misses=3)
     params.write_text(yaml.safe_dump(settings))
-    dense = tmp_path / "dense.pt"
-    training.seed_everything(0)
-    training.save_model(dense, models.build_model("lenet5"), "lenet5", "mnist")
     reference, killed = tmp_path / "reference", tmp_path / "killed"
-    reference.mkdir(), killed.mkdir()
-    subprocess.run(_prune_command(params, dense, reference, reference / "resume.pt"), check=True, cwd=REPO, timeout=600,
-                   capture_output=True)
+    training.seed_everything(0)
+    for out in (reference, killed):
+        training.save_model(out / paths.dense_checkpoint("lenet5-mnist"), models.build_model("lenet5"), "lenet5", "mnist")
+    subprocess.run(_prune_command(params, reference), check=True, cwd=REPO, timeout=600, capture_output=True)
 
-    resume = killed / "resume.pt"
-    _kill_once_written(_prune_command(params, dense, killed, resume), resume)
+    resume = killed / paths.resume("prune", "lenet5-mnist-irregular")
+    _kill_once_written(_prune_command(params, killed), resume)
     done = len(load_checkpoint(resume)["steps"])
-    assert not (killed / "metrics.json").exists() and 1 <= done < 3, "the kill must land between steps"
-    shutil.rmtree(killed / "models")  # as DVC does with a stage's outputs before rerunning it
+    assert not (killed / paths.results("prune", "lenet5-mnist-irregular")).exists() and 1 <= done < 3, \
+        "the kill must land between steps"
+    shutil.rmtree(killed / paths.prune_dir("lenet5-mnist", "irregular"))  # as DVC does with a stage's outputs before rerunning it
 
-    rerun = subprocess.run(_prune_command(params, dense, killed, resume), cwd=REPO, timeout=600, capture_output=True, text=True)
+    rerun = subprocess.run(_prune_command(params, killed), cwd=REPO, timeout=600, capture_output=True, text=True)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     assert f"resuming from {resume}: {done}/3 steps already done" in (killed / "run.ipynb").read_text()
-    assert comparable_prune(json.loads((killed / "metrics.json").read_text())) == \
-        comparable_prune(json.loads((reference / "metrics.json").read_text()))
-    assert sorted(p.name for p in (killed / "models").iterdir()) == sorted(p.name for p in (reference / "models").iterdir())
+    assert _record(killed, "prune", "lenet5-mnist-irregular") == _record(reference, "prune", "lenet5-mnist-irregular")
+    folder = paths.prune_dir("lenet5-mnist", "irregular")
+    assert sorted(p.name for p in (killed / folder).iterdir()) == sorted(p.name for p in (reference / folder).iterdir())
     assert not resume.exists()

@@ -10,7 +10,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from study import constraints, encoding, models, storage
+from study.compression import constraints
+from study.core import models
+from study.costs import encoding, storage
 
 
 @given(st.integers(0, 60).flatmap(lambda n: st.tuples(st.just(n), st.integers(0, n))))

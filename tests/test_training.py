@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from study import data, models, training
-from study.artifacts import CheckpointError, load_checkpoint
-from study.training import TrainConfig
+from study.core import data, models, training
+from study.core.artifacts import CheckpointError, load_checkpoint
+from study.core.training import TrainConfig
 
 
 @pytest.fixture(scope="module")

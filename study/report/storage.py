@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from study.report import model_columns
+from study.report.common import model_columns
 
 KB = 8 * 1024  # bits per kilobyte (1 KB = 1024 bytes)
 

@@ -4,7 +4,10 @@ Every error names the key path (e.g. ``baselines.lenet5-mnist.model``), the bad 
 allowed. pydantic does the type and range checks; registry lookups (model and dataset names) are
 validators here so the allowed values always match what the code really has.
 
-CLI: ``python -m study.params [params.yaml]`` validates a file and prints a summary.
+CLI: ``python -m study.core.params [params.yaml]`` validates a file and prints a summary.
+
+Only light modules are imported at the top (the vocabulary, the model and dataset registries): every
+stage imports this schema, and each DVC stage depends on the modules it imports.
 """
 
 from __future__ import annotations
@@ -16,14 +19,11 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from study.admm import ADMMConfig
-from study.constraints import PRUNING_SCHEMES, group_count
-from study.data import dataset_spec
-from study.encoding import SPARSE_FORMATS, WEIGHT_BITS
-from study.energy import EnergyConfig, check_table
-from study.models import MODELS, build_model, prunable_layers
-from study.pruning import ALLOCATIONS
-from study.training import LR_SCHEDULES, TrainConfig
+from study.compression.constraints import group_count
+from study.contract import ALLOCATIONS, PRUNING_SCHEMES, QUANTIZED_BITS, SPARSE_FORMATS, STORABLE_BITS as WEIGHT_BITS
+from study.core.data import dataset_spec
+from study.core.models import MODELS, build_model, prunable_layers
+from study.core.training import LR_SCHEDULES, TrainConfig
 
 
 class ParamsError(ValueError):
@@ -36,8 +36,42 @@ class _Strict(BaseModel):
 
 
 class DataParams(_Strict):
-    root: str = "data"
-    val_size: int = Field(5000, ge=0, description="training images held out for model selection")
+    root: str = Field("data", description="data root, relative to the repository root unless absolute")
+    val_size: int = Field(5000, ge=1, description="training images held out for model selection")
+    check_sha256: bool = Field(True, description="verify the raw files' checksums (tests use tiny synthetic files)")
+
+
+class CompareParams(_Strict):
+    """What the comparison covers; dvc.yaml's stages iterate over these lists, each written only here."""
+
+    baselines: list[str] = Field(min_length=1, description="baselines pruned, quantized and compared")
+    schemes: list[str] = Field(min_length=1, description="pruning schemes compared")
+    weight_bits: list[int] = Field(min_length=1, description="bit widths every model is quantized to (1 = binary)")
+
+    @field_validator("schemes")
+    @classmethod
+    def _schemes(cls, schemes: list[str]) -> list[str]:
+        unknown = [s for s in schemes if s not in PRUNING_SCHEMES]
+        if unknown or len(set(schemes)) != len(schemes):
+            raise ValueError(f"schemes {schemes} must be distinct pruning schemes; valid: {list(PRUNING_SCHEMES)}")
+        if "irregular" not in schemes:
+            raise ValueError("the comparison needs 'irregular' (every structured scheme is compared against it)")
+        return schemes
+
+    @field_validator("weight_bits")
+    @classmethod
+    def _bits(cls, bits: list[int]) -> list[int]:
+        bad = [b for b in bits if b not in QUANTIZED_BITS]
+        if bad or len(set(bits)) != len(bits):
+            raise ValueError(f"weight bit widths {bits} must be distinct values of {list(QUANTIZED_BITS)} (1 = binary)")
+        return bits
+
+
+class ReportParams(_Strict):
+    """Which layers the report's figures draw."""
+
+    mask_layer: str = Field("conv2", description="F1: the layer whose masks are drawn")
+    histogram_layer: str = Field("fc1", description="F8: the layer whose weight distributions are drawn")
 
 
 class BaselineParams(_Strict):
@@ -104,7 +138,9 @@ class ADMMParams(_Strict):
             raise ValueError(f"rho_max ({self.rho_max}) must be >= rho ({self.rho})")
         return self
 
-    def admm_config(self) -> ADMMConfig:
+    def admm_config(self) -> "ADMMConfig":
+        from study.compression.admm import ADMMConfig  # here, not at the top: validating params needs no ADMM code
+
         return ADMMConfig(self.rho, self.rho_growth, self.rho_max, self.updates_per_epoch)
 
     def admm_train(self, epochs: int, seed: int) -> TrainConfig:
@@ -199,7 +235,7 @@ class StorageParams(_Strict):
 
 
 class EnergyParams(_Strict):
-    """The energy model's table (pJ) and assumptions; see study/energy.py for how each is used."""
+    """The energy model's table (pJ) and assumptions; see study/costs/energy.py for how each is used."""
 
     table_pj: dict[str, float]
     lanes: int = Field(64, ge=1, description="parallel lanes / PEs of the array")
@@ -212,9 +248,13 @@ class EnergyParams(_Strict):
     def _table(cls, table: object) -> dict[str, float]:
         if not isinstance(table, dict):
             raise ValueError("must map each component to its energy in pJ")
+        from study.costs.energy import check_table  # here: only a run with an energy table needs the energy model
+
         return check_table(table)
 
-    def config(self) -> EnergyConfig:
+    def config(self) -> "EnergyConfig":
+        from study.costs.energy import EnergyConfig
+
         return EnergyConfig(self.lanes, self.activation_bits, self.accumulator_bits, self.batch)
 
 
@@ -254,12 +294,40 @@ class Params(_Strict):
     seed: int = Field(0, ge=0)
     data: DataParams = DataParams()
     baselines: dict[str, BaselineParams] = Field(min_length=1)
+    compare: CompareParams
     admm: ADMMParams = ADMMParams()
     prune: dict[str, dict[str, PruneSchedule]] = Field(default_factory=dict)
     quantize: dict[str, QuantizeParams] = Field(default_factory=dict)
     storage: StorageParams = StorageParams()
     energy: EnergyParams | None = None
     latency: LatencyParams | None = None
+    report: ReportParams = ReportParams()
+
+    @model_validator(mode="after")
+    def _comparison(self) -> "Params":
+        for baseline in self.compare.baselines:
+            if baseline not in self.baselines:
+                raise ValueError(f"compare.baselines: {baseline!r} is not a baseline; valid: {sorted(self.baselines)}")
+            missing = [s for s in self.compare.schemes if s not in self.prune.get(baseline, {})]
+            if missing:
+                raise ValueError(f"compare: prune.{baseline} has no schedule for {missing}; add one per compared scheme")
+            if baseline not in self.quantize:
+                raise ValueError(f"compare: quantize.{baseline} is missing; add the baseline's quantization settings")
+            layers = prunable_layers(build_model(self.baselines[baseline].model))
+            for key in ("mask_layer", "histogram_layer"):
+                if getattr(self.report, key) not in layers:
+                    raise ValueError(f"report.{key}: {baseline}'s model has no layer {getattr(self.report, key)!r}; "
+                                     f"its layers: {list(layers)}")
+        return self
+
+    @model_validator(mode="after")
+    def _validation_split(self) -> "Params":
+        for name, baseline in self.baselines.items():
+            images = dataset_spec(baseline.dataset).train_images
+            if self.data.val_size >= images:
+                raise ValueError(f"data.val_size: {self.data.val_size} holds out every training image of {name}'s "
+                                 f"{baseline.dataset} ({images}); use fewer (the study uses 5000)")
+        return self
 
     @model_validator(mode="after")
     def _prune_targets(self) -> "Params":

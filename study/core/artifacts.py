@@ -20,8 +20,8 @@ from typing import Any
 
 import torch
 
-# Keys every stage's metrics JSON carries, so `dvc metrics show` and the report read all stages alike.
-METRICS_KEYS = ("model", "dataset", "scheme", "weight_bits", "test_accuracy", "val_accuracy", "pruning_rate", "wall_s")
+from study.contract import METRICS_KEYS, RESULT_KEYS
+
 
 
 class CheckpointError(RuntimeError):
@@ -128,19 +128,36 @@ def provenance(seed: int | None = None, params: Mapping[str, Any] | None = None)
     }
 
 
-def write_metrics(path: Path | str, metrics: Mapping[str, Any], **provenance_kwargs: Any) -> dict[str, Any]:
-    """Write a stage's metrics JSON: the common keys first, then stage-specific ones, then provenance."""
-    missing = [k for k in METRICS_KEYS if k not in metrics]
+def _check_common(path: Path | str, record: Mapping[str, Any], keys: tuple[str, ...]) -> None:
+    missing = [k for k in keys if k not in record]
     if missing:
-        raise ValueError(f"metrics for {path} lack the common keys {missing}")
+        raise ValueError(f"the record for {path} lacks the common keys {missing}")
     for key in ("test_accuracy", "val_accuracy"):
-        value = metrics[key]
+        value = record[key]
         if value is not None and not 0.0 <= float(value) <= 1.0:
-            raise ValueError(f"metrics {key}={value} must be a fraction in [0, 1]")
-    if not math.isfinite(float(metrics["pruning_rate"])):
-        raise ValueError(f"metrics pruning_rate={metrics['pruning_rate']} must be finite (all weights pruned?)")
-    ordered = {k: metrics[k] for k in METRICS_KEYS}
-    ordered.update({k: v for k, v in metrics.items() if k not in METRICS_KEYS})
+            raise ValueError(f"{path}: {key}={value} must be a fraction in [0, 1]")
+    if not math.isfinite(float(record["pruning_rate"])):
+        raise ValueError(f"{path}: pruning_rate={record['pruning_rate']} must be finite (all weights pruned?)")
+
+
+def write_results(path: Path | str, record: Mapping[str, Any]) -> dict[str, Any]:
+    """Write a stage's results record: the common keys first, then the stage's own.
+
+    This is what later stages read, so it holds no timing and no provenance: a rerun that reproduces
+    the same results writes the same bytes and leaves every later stage up to date.
+    """
+    _check_common(path, record, RESULT_KEYS)
+    if "wall_s" in record or "provenance" in record:
+        raise ValueError(f"{path}: timings and provenance belong in the metrics file, not in the results record")
+    ordered = {k: record[k] for k in RESULT_KEYS} | {k: v for k, v in record.items() if k not in RESULT_KEYS}
+    write_json(path, ordered)
+    return ordered
+
+
+def write_metrics(path: Path | str, metrics: Mapping[str, Any], **provenance_kwargs: Any) -> dict[str, Any]:
+    """Write a stage's metrics JSON: the common keys (wall time included), a few headline numbers, provenance."""
+    _check_common(path, metrics, METRICS_KEYS)
+    ordered = {k: metrics[k] for k in METRICS_KEYS} | {k: v for k, v in metrics.items() if k not in METRICS_KEYS}
     ordered["provenance"] = provenance(**provenance_kwargs)
     write_json(path, ordered)
     return ordered

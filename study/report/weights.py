@@ -9,7 +9,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-PRUNED_SCHEMES = ("irregular", "filter", "channel", "column")
+from study.contract import PRUNING_SCHEMES
+
 
 
 def load_masks(path: Path | str) -> dict[str, np.ndarray]:
@@ -20,7 +21,7 @@ def load_masks(path: Path | str) -> dict[str, np.ndarray]:
 
 def plot_masks(masks: dict[str, np.ndarray], layer: str) -> plt.Figure:
     """Figure F1: which weights each scheme keeps in one layer, as black dots on the GEMM matrix."""
-    schemes = [s for s in PRUNED_SCHEMES if f"{s}/{layer}" in masks]
+    schemes = [s for s in PRUNING_SCHEMES if f"{s}/{layer}" in masks]
     if not schemes:
         raise KeyError(f"no masks for layer {layer!r}; available: {sorted(masks)}")
     rows, cols = masks[f"{schemes[0]}/{layer}"].shape

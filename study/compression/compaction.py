@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from study.models import prunable_layers
+from study.core.models import prunable_layers
 
 
 def _chain(model: nn.Module) -> tuple[list[str], dict[str, list[nn.Module]]]:

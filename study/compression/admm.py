@@ -4,7 +4,7 @@ Splitting ``W_i = Z_i`` gives the augmented Lagrangian ``f(W) + sum_i rho/2 ||W_
 (scaled dual ``U``). One round: the W-step is ordinary SGD on that loss (``penalty`` is added to the
 loss by ``training.fit``), and every ``update_every`` optimizer steps (``step_hook``):
 
-    Z_i = Proj_{S_i}(W_i + U_i)      exact Euclidean projection (study.constraints)
+    Z_i = Proj_{S_i}(W_i + U_i)      exact Euclidean projection (study.compression.constraints)
     U_i = U_i + W_i - Z_i
 
 Dynamic regularization: rho grows by ``rho_growth`` at every Z/U update up to ``rho_max``. With a
@@ -20,9 +20,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from study.data import Split
-from study.models import prunable_layers
-from study.training import StepHook, TrainConfig, evaluate, fit
+from study.core.data import Split
+from study.core.models import prunable_layers
+from study.core.training import StepHook, TrainConfig, evaluate, fit
 
 # A projection returns (projected weight, 0/1 mask of the support the constraint allows).
 Projection = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]

@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from study.energy import COMPONENTS
-from study.report import SCHEME_ORDER, model_columns
+from study.costs.energy import COMPONENTS
+from study.report.common import SCHEME_ORDER, model_columns
 
 COMPONENT_LABELS = {
     "mac": "MACs", "filler_mac": "filler MACs", "idle_lanes": "idle lanes", "index_decode": "index decode",

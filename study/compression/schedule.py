@@ -1,6 +1,6 @@
 """Run one progressive pruning schedule (params.yaml ``prune.<baseline>.<scheme>``) step by step.
 
-The step math lives in ``study.pruning``; this module is the loop around it: per-step kept fractions,
+The step math lives in ``study.compression.pruning``; this module is the loop around it: per-step kept fractions,
 the stop rule (stop after ``stop_after_misses`` steps below the validation threshold), a checkpoint
 per step, and a resume file so that a killed stage restarts after its last finished step instead of
 from the dense model (a LeNet-5 schedule is ~10-30 minutes of CPU).
@@ -18,9 +18,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from study import artifacts, models, pruning, training
-from study.data import Split
-from study.params import ADMMParams, PruneSchedule
+from study.compression import pruning
+from study.progress import line, phase
+from study.core import artifacts, models, training
+from study.core.data import Split
+from study.core.params import ADMMParams, PruneSchedule
 
 # save_step(step number (1-based), target rate, model) -> the checkpoint path it wrote
 SaveStep = Callable[[int, float, nn.Module], str]
@@ -48,7 +50,7 @@ def _load_resume(path: Path, key: str) -> ScheduleRun | None:
         return None
     state = artifacts.load_checkpoint(path)
     if state.get("run_key") != key:
-        print(f"{path} was written by other settings: starting over")
+        line(f"{path} was written by other settings: starting over")
         return None
     torch.set_rng_state(state["rng_state"])
     return ScheduleRun(state["steps"], state["admm_rows"], state["masks"], state["misses"], state["step_states"])
@@ -92,18 +94,19 @@ def run_schedule(
             finished.load_state_dict(weights)
             save_step(step["step"], step["target_rate"], finished)
         net.load_state_dict(run.states[-1])
-        print(f"resuming from {resume_path}: {len(run.steps)}/{len(schedule.rates)} steps already done")
+        line(f"resuming from {resume_path}: {len(run.steps)}/{len(schedule.rates)} steps already done")
     for index, rate in enumerate(schedule.rates):
         if index < len(run.steps):
             continue  # finished before an interruption
         if run.misses >= schedule.stop_after_misses:
             break
         keep = pruning.step_keep(net, rate, schedule.allocation, schedule.density_weights, schedule.min_keep)
-        result = pruning.prune_step(
-            net, splits["train"], splits["val"], scheme, keep, settings.admm_config(),
-            settings.admm_train(schedule.admm_epochs, seed), settings.retrain(schedule.retrain_epochs, seed),
-            None if schedule.regrow else run.masks, progress, schedule.drop_dead,
-        )
+        with phase(f"step {index + 1}/{len(schedule.rates)} at {rate:g}x"):
+            result = pruning.prune_step(
+                net, splits["train"], splits["val"], scheme, keep, settings.admm_config(),
+                settings.admm_train(schedule.admm_epochs, seed), settings.retrain(schedule.retrain_epochs, seed),
+                None if schedule.regrow else run.masks, progress, schedule.drop_dead,
+            )
         run.masks = result.masks
         run.admm_rows += [{"step": index + 1, "target_rate": rate, **row} for row in result.admm_history]
         step = {
@@ -116,12 +119,13 @@ def run_schedule(
             "checkpoint": save_step(index + 1, rate, net),
         }
         run.steps.append(step)
-        print({k: v for k, v in step.items() if k != "per_layer"})
         run.misses = run.misses + 1 if result.val_accuracy < threshold else 0
+        line(f"step {index + 1} done", rate=round(step["pruning_rate"], 1), val_accuracy=step["val_accuracy"],
+             test_accuracy=step["test_accuracy"], within_tolerance=run.misses == 0)
         run.states.append({k: v.detach().clone() for k, v in net.state_dict().items()})
         if resume_path:
             _save_resume(Path(resume_path), resume_key, run)
         if run.misses >= schedule.stop_after_misses:
-            print(f"stopping: {run.misses} step(s) below the tolerance")
+            line(f"stopping: {run.misses} step(s) in a row below the tolerance")
             break
     return run

@@ -16,11 +16,12 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from study import constraints
-from study.admm import ADMMConfig, MaskedRetraining, admm_phase
-from study.data import Split
-from study.models import prunable_layers
-from study.training import TrainConfig, evaluate, fit
+from study.compression import constraints
+from study.compression.admm import ADMMConfig, MaskedRetraining, admm_phase
+from study.core.data import Split
+from study.progress import line, phase
+from study.core.models import prunable_layers
+from study.core.training import TrainConfig, evaluate, fit
 
 
 def support_masks(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -60,8 +61,9 @@ def admm_quantize(
     masks = _allowed(support, keep_support)
     alphas = fit_alphas(model, bits, masks)
     keep_pruned = MaskedRetraining(model, support) if keep_support else None
-    admm = admm_phase(model, train, val, _level_projections(alphas, bits, masks), admm_config, admm_train,
-                      (keep_pruned.step_hook,) if keep_pruned else (), progress)
+    with phase(f"ADMM towards {bits}-bit levels"):
+        admm = admm_phase(model, train, val, _level_projections(alphas, bits, masks), admm_config, admm_train,
+                          (keep_pruned.step_hook,) if keep_pruned else (), progress)
     if keep_pruned:
         keep_pruned.remove()
     return alphas, admm.history
@@ -109,9 +111,12 @@ def masked_mapping(
         trainable = {n: masks[n] * (1 - snapped[n]) for n in masks}
         if fraction < 1.0:
             frozen = MaskedRetraining(model, trainable, fixed)
-            fit(model, train, val, retrain, step_hooks=[frozen.step_hook], progress=progress)
+            with phase(f"masked mapping, {fraction:.0%} snapped"):
+                fit(model, train, val, retrain, step_hooks=[frozen.step_hook], progress=progress)
             frozen.remove()
         history.append({"fraction": fraction, "val_accuracy": evaluate(model, val)["accuracy"]})
+        if progress:
+            line(f"masked mapping: {fraction:.0%} of the weights on their levels", val_accuracy=history[-1]["val_accuracy"])
     return history
 
 
@@ -143,7 +148,8 @@ def binarize_with_ste(model: nn.Module, train: Split, val: Split, config: TrainC
     layers = prunable_layers(model)
     for layer in layers.values():
         parametrize.register_parametrization(layer, "weight", _BinarySTE())
-    history = fit(model, train, val, config, progress=progress)
+    with phase("binarization (straight-through estimator)"):
+        history = fit(model, train, val, config, progress=progress)
     for layer in layers.values():
         parametrize.remove_parametrizations(layer, "weight", leave_parametrized=False)
         with torch.no_grad():  # exact levels (w + (b - w) in floating point is only close to b)

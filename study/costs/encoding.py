@@ -22,13 +22,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from study.bitstream import BitReader, BitWriter
+from study.contract import SPARSE_FORMATS, STORABLE_BITS, STRUCTURED_SCHEMES
+from study.costs.bitstream import BitReader, BitWriter
 
 FORMATS = ("dense", "structured", "rel_csc", "rel_csr", "csr", "bitmap")
-SPARSE_FORMATS = ("rel_csc", "rel_csr", "csr", "bitmap")
 RELATIVE_FORMATS = ("rel_csc", "rel_csr")
-STRUCTURED_SCHEMES = ("filter", "channel", "column")
-WEIGHT_BITS = (1, 2, 3, 4, 5, 6, 7, 8, 16, 32)
+WEIGHT_BITS = STORABLE_BITS
 INDEX_BITS = range(1, 17)
 CATEGORIES = ("header", "pointers", "indices", "fillers", "codebook", "values")
 _DIM_BITS = 32
@@ -167,7 +166,7 @@ def _value_sections(values: np.ndarray, weight_bits: int) -> list[Section]:
     if codebook.size > (1 << weight_bits):
         raise EncodingError(
             f"{codebook.size} distinct stored values do not fit {weight_bits}-bit codes (at most {1 << weight_bits}); "
-            f"quantize the layer to {weight_bits} bits first (study.quantize) or store it with weight_bits=32")
+            f"quantize the layer to {weight_bits} bits first (study.compression.quantize) or store it with weight_bits=32")
     return [("codebook", np.array([codebook.size], dtype=np.uint64), _DIM_BITS),
             ("codebook", codebook.astype(np.float32).view(np.uint32).astype(np.uint64), 32),
             ("values", codes.astype(np.uint64), weight_bits)]
@@ -274,7 +273,7 @@ def decode(data: bytes, n_bits: int) -> np.ndarray:
     reader = BitReader(data, n_bits)
     fmt_code, ndim = (int(v) for v in reader.read(2, _SMALL_BITS))
     if fmt_code >= len(FORMATS) or ndim not in (2, 4):
-        raise EncodingError(f"stream header names format {fmt_code} with {ndim} dims: not a stream of study.encoding")
+        raise EncodingError(f"stream header names format {fmt_code} with {ndim} dims: not a stream of study.costs.encoding")
     fmt = FORMATS[fmt_code]
     shape = tuple(int(d) for d in reader.read(ndim, _DIM_BITS))
     weight_bits, index_bits, aux, pointer_bits = (int(v) for v in reader.read(4, _SMALL_BITS))

@@ -15,11 +15,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from study import compaction, constraints
-from study.admm import ADMMConfig, MaskedRetraining, admm_phase
-from study.data import Split
-from study.models import prunable_layers
-from study.training import TrainConfig, evaluate, fit
+from study.compression import compaction, constraints
+from study.contract import ALLOCATIONS
+from study.compression.admm import ADMMConfig, MaskedRetraining, admm_phase
+from study.core.data import Split
+from study.progress import phase
+from study.core.models import prunable_layers
+from study.core.training import TrainConfig, evaluate, fit
 
 
 def layer_units(model: nn.Module, scheme: str) -> dict[str, int]:
@@ -102,7 +104,6 @@ def magnitude_split(model: nn.Module, rate: float, layers: Sequence[str], min_ke
     return keep
 
 
-ALLOCATIONS = ("density", "magnitude")
 
 
 def step_keep(model: nn.Module, rate: float, allocation: str, density_weights: Mapping[str, float],
@@ -166,8 +167,9 @@ def prune_step(
             n: (lambda w, p=p, m=masks.get(n): p(w * m) if m is not None else p(w)) for n, p in projections.items()
         }
     earlier = MaskedRetraining(model, masks) if masks else None
-    admm = admm_phase(model, train, val, projections, admm_config, admm_train,
-                      (earlier.step_hook,) if earlier else (), progress)
+    with phase("ADMM"):
+        admm = admm_phase(model, train, val, projections, admm_config, admm_train,
+                          (earlier.step_hook,) if earlier else (), progress)
     if earlier:
         earlier.remove()
     all_masks = dict(masks or {})
@@ -179,7 +181,8 @@ def prune_step(
                 alive = (~zeroed).to(zeroed.device, torch.float32)
                 all_masks[name] = all_masks[name] * alive if name in all_masks else alive
     masked = MaskedRetraining(model, all_masks)
-    retrain_history = fit(model, train, val, retrain, step_hooks=[masked.step_hook], progress=progress)
+    with phase("masked retraining"):
+        retrain_history = fit(model, train, val, retrain, step_hooks=[masked.step_hook], progress=progress)
     masked.remove()
     return StepResult(
         keep=dict(keep),
@@ -188,16 +191,3 @@ def prune_step(
         retrain_history=retrain_history,
         val_accuracy=evaluate(model, val)["accuracy"],
     )
-
-
-def select_step(steps: Sequence[Mapping[str, Any]], threshold: float) -> Mapping[str, Any]:
-    """The highest-rate step whose validation accuracy reaches ``threshold``; else the most accurate step.
-
-    Selection looks at validation accuracy only, never at the test split.
-    """
-    if not steps:
-        raise ValueError("no pruning steps to select from")
-    qualifying = [s for s in steps if s["val_accuracy"] >= threshold]
-    if qualifying:
-        return max(qualifying, key=lambda s: s["pruning_rate"])
-    return max(steps, key=lambda s: s["val_accuracy"])

@@ -15,9 +15,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from study.artifacts import METRICS_KEYS, atomic_write_bytes, atomic_write_text  # noqa: E402
+from study.contract import METRICS_KEYS, SCHEMES  # noqa: E402
+from study.core.artifacts import atomic_write_bytes, atomic_write_text  # noqa: E402
 
-SCHEME_ORDER = ["dense", "irregular", "filter", "channel", "column"]
+SCHEME_ORDER = list(SCHEMES)  # table and legend order
 
 
 def read_metrics(paths: Iterable[Path | str]) -> list[dict[str, Any]]:
@@ -198,13 +199,13 @@ def save_figure(fig: plt.Figure, folder: Path | str, name: str) -> dict[str, Pat
     """Write ``fig`` as PNG and SVG (atomically) under ``folder``."""
     folder = Path(folder)
     paths = {}
-    for ext in ("png", "svg"):
+    for ext in ("png", "svg"):  # one folder per format: DVC shows report/figures/png as image plots
         buffer = io.BytesIO()
         # No timestamps and fixed SVG element ids: the same data gives byte-identical files on a rerun.
         with plt.rc_context({"svg.hashsalt": "study"}):
             fig.savefig(buffer, format=ext, dpi=150, bbox_inches="tight",
                         metadata={"Date": None} if ext == "svg" else {"Software": None})
-        paths[ext] = folder / f"{name}.{ext}"
+        paths[ext] = folder / ext / f"{name}.{ext}"
         atomic_write_bytes(paths[ext], buffer.getvalue())
     return paths
 

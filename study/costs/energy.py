@@ -1,6 +1,6 @@
 """A transparent energy model of one inference: counts per layer times an energy table, by component.
 
-Counts come from the real stored layers (``study.storage``: format, index width, fillers, pointers), so
+Counts come from the real stored layers (``study.costs.storage``: format, index width, fillers, pointers), so
 what irregular sparsity pays is measured on the real masks, not assumed. Conventions, each a choice a
 user can read and change:
 
@@ -31,7 +31,8 @@ import numpy as np
 import pandas as pd
 from torch import nn
 
-from study import encoding, models, storage
+from study.core import models
+from study.costs import encoding, storage
 
 COMPONENTS = ("mac", "filler_mac", "idle_lanes", "index_decode", "sram_weights", "sram_index",
               "sram_activations", "dram_weights", "dram_index")

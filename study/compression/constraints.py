@@ -22,8 +22,10 @@ import math
 
 import torch
 
-PRUNING_SCHEMES = ("irregular", "filter", "channel", "column")
-WEIGHT_BITS = (1, 2, 3, 4, 5, 6, 7, 8, 32)  # 32 = full precision (no quantization)
+from study.contract import FULL_PRECISION_BITS, PRUNING_SCHEMES, QUANTIZED_BITS
+
+# Widths a projection onto levels accepts; 32 = full precision (no quantization).
+WEIGHT_BITS = (*QUANTIZED_BITS, FULL_PRECISION_BITS)
 
 
 def _check_weight(weight: torch.Tensor) -> None:

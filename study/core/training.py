@@ -16,10 +16,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
 
-from study.artifacts import CheckpointError, load_checkpoint, load_state_into, save_checkpoint
-from study.data import Split
+from study.progress import line
+from study.core.artifacts import CheckpointError, load_checkpoint, load_state_into, save_checkpoint
+from study.core.data import Split
 
 LR_SCHEDULES = ("constant", "cosine")
 
@@ -117,11 +117,10 @@ def fit(
         torch.set_rng_state(state["torch_rng_state"])
         history = list(state["history"])
         start_epoch = len(history)
-        print(f"resuming from {resume_path}: {start_epoch}/{config.epochs} epochs already done")
+        line(f"resuming from {resume_path}: {start_epoch}/{config.epochs} epochs already done")
 
     model.train()
-    epochs = tqdm(range(start_epoch, config.epochs), desc="epochs", disable=not progress, mininterval=2.0)
-    for epoch in epochs:
+    for epoch in range(start_epoch, config.epochs):
         started = time.perf_counter()
         lr = _lr_at(config, epoch)
         for group in optimizer.param_groups:
@@ -147,7 +146,9 @@ def fit(
             "seconds": time.perf_counter() - started,
         }
         history.append(record)
-        epochs.set_postfix(loss=f"{record['train_loss']:.4f}", val_acc=f"{record['val_accuracy']:.4f}")
+        if progress:
+            line(f"epoch {epoch + 1}/{config.epochs}", loss=record["train_loss"], val_accuracy=record["val_accuracy"],
+                 lr=lr, seconds=round(record["seconds"], 1))
         if resume_path is not None:
             save_checkpoint(
                 resume_path,
@@ -170,12 +171,12 @@ def save_model(path: Path | str, model: nn.Module, model_name: str, dataset: str
 
 def load_model(path: Path | str, model_name: str | None = None) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild a registered model from a checkpoint; refuse one written for a different model."""
-    from study.models import build_model
+    from study.core.models import build_model
 
     payload = load_checkpoint(path)
     for key in ("model", "state_dict"):
         if key not in payload:
-            raise CheckpointError(f"checkpoint {path} lacks {key!r}; it was not written by study.training.save_model")
+            raise CheckpointError(f"checkpoint {path} lacks {key!r}; it was not written by study.core.training.save_model")
     if model_name is not None and payload["model"] != model_name:
         raise CheckpointError(f"checkpoint {path} holds model {payload['model']!r}, expected {model_name!r}")
     model = build_model(payload["model"])

@@ -6,8 +6,8 @@ normalized float tensor and batches are index slices of it.
 
 CLI::
 
-    python -m study.data fetch [--root data] [--datasets mnist fashion_mnist]
-    python -m study.data verify [--root data]
+    python -m study.core.data fetch [--root data] [--datasets mnist fashion_mnist]
+    python -m study.core.data verify [--root data]
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ class DatasetSpec:
     mean: float  # per-pixel mean and std of the training images (scaled to [0, 1])
     std: float
     num_classes: int = 10
+    train_images: int = 60_000  # images in the training files (validation is held out of these)
 
     def raw_dir(self, root: Path | str) -> Path:
         return Path(root) / self.folder / "raw"
@@ -81,7 +82,7 @@ DATASETS: dict[str, DatasetSpec] = {
     ),
 }
 
-FETCH_HINT = "run `python -m study.data fetch` (or `make data`) to materialize it"
+FETCH_HINT = "run `python -m study.core.data fetch` (or `make data`) to materialize it"
 
 
 def dataset_spec(name: str) -> DatasetSpec:
@@ -393,7 +394,7 @@ def write_synthetic(name: str, root: Path | str, n_train: int = 256, n_test: int
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m study.data", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m study.core.data", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     for command in ("fetch", "verify"):
         p = sub.add_parser(command)

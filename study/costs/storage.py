@@ -1,6 +1,6 @@
 """Storage of whole models: the best format per layer, the index-width choice, the ideal bound, break-even.
 
-Built on :mod:`study.encoding`, whose bit counts equal its real streams. Structured models are
+Built on :mod:`study.costs.encoding`, whose bit counts equal its real streams. Structured models are
 compacted first (removed filters take the next layer's input channels with them), so their storage is
 that of the physically smaller model; irregular layers take the cheapest of the sparse formats (and
 dense, should a layer be dense enough that indices cost more than zeros).
@@ -16,10 +16,12 @@ import pandas as pd
 import torch
 from torch import nn
 
-from study import compaction, encoding, models
+from study.compression import compaction
+from study.contract import SCHEMES, STRUCTURED_SCHEMES
+from study.core import models
+from study.costs import encoding
 
 STRUCTURE_CATEGORIES = ("pointers", "indices", "fillers")
-SCHEMES = ("dense", "irregular", *encoding.STRUCTURED_SCHEMES)
 
 
 def index_bound_bits(n: int, k: int) -> float:
@@ -105,7 +107,7 @@ def stored_layer(weight: object, fmt: str, weight_bits: int, index_bits: int | N
 
 def storable(model: nn.Module, scheme: str, input_shape: tuple[int, ...]) -> nn.Module:
     """The model whose weights are stored: structured models compacted, the others as they are."""
-    if scheme in encoding.STRUCTURED_SCHEMES:
+    if scheme in STRUCTURED_SCHEMES:
         return compaction.compact(model, input_shape)[0]
     return model
 

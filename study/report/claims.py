@@ -11,7 +11,7 @@ from typing import Any
 
 import pandas as pd
 
-from study.report_compute import energy_comparison, latency_comparison
+from study.report.compute import energy_comparison, latency_comparison
 
 PAPER = "Wang, Ye, He, Ma et al., arXiv 1907.02124"
 

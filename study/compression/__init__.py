@@ -1,0 +1,1 @@
+"""The algorithms: constraint sets and exact projections, ADMM, progressive pruning, quantization, compaction."""

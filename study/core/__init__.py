@@ -1,0 +1,1 @@
+"""Plumbing every stage shares: data, models, the training loop, parameters, files."""

@@ -1,0 +1,79 @@
+"""The models one baseline's stages produced, found through their results records: what later stages evaluate.
+
+The lists of the comparison (schemes, bit widths) come from ``params.yaml: compare``; where each stage
+keeps its checkpoint comes from ``study.paths``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from study import paths
+from study.contract import RESULT_KEYS
+
+
+@dataclass(frozen=True)
+class Entry:
+    scheme: str
+    weight_bits: int
+    test_accuracy: float
+    val_accuracy: float
+    checkpoint: Path
+
+
+def read_record(path: Path) -> dict[str, Any]:
+    """A results record; a missing file or one lacking the common keys is an error naming it and the stage to rerun."""
+    if not path.is_file():
+        stage = path.parent.name
+        raise FileNotFoundError(f"{path} is missing: run the {stage} stage first (dvc repro {stage})")
+    record = json.loads(path.read_text())
+    missing = [k for k in RESULT_KEYS if k not in record]
+    if missing:
+        raise ValueError(f"{path}: the record lacks the common keys {missing}; rerun the stage that wrote it")
+    return record
+
+
+def record_names(baseline: str, schemes: Iterable[str], weight_bits: Iterable[int]) -> dict[str, list[str]]:
+    """Names of the results records of one baseline, per stage, in one fixed (sorted) order."""
+    schemes, weight_bits = list(schemes), list(weight_bits)
+    return {
+        "train": [baseline],
+        "prune": sorted(f"{baseline}-{s}" for s in schemes),
+        "quantize": sorted(f"{baseline}-{s}-{b}" for s in ["dense", *schemes] for b in weight_bits),
+    }
+
+
+def records(layout: paths.Layout, stage: str, names: Iterable[str]) -> list[dict[str, Any]]:
+    return [read_record(layout.read(paths.results(stage, name))) for name in names]
+
+
+def checkpoint_of(record: dict[str, Any], baseline: str) -> str:
+    """Where the stage that wrote ``record`` keeps its model (relative to the output root)."""
+    if "selected_checkpoint" in record:  # prune stages
+        return record["selected_checkpoint"]
+    if record["weight_bits"] == 32 and record["scheme"] == "dense":  # train stages
+        return paths.dense_checkpoint(baseline)
+    return paths.quantized_checkpoint(baseline, record["scheme"], record["weight_bits"])
+
+
+def baseline_models(layout: paths.Layout, baseline: str, schemes: Iterable[str],
+                    weight_bits: Iterable[int]) -> tuple[dict[str, Any], list[Entry]]:
+    """The dense baseline's record and every model (dense, pruned, quantized) with its accuracies.
+
+    Missing records or checkpoints are errors that say which stage to rerun.
+    """
+    names = record_names(baseline, schemes, weight_bits)
+    dense = records(layout, "train", names["train"])[0]
+    entries = []
+    for record in [dense, *records(layout, "prune", names["prune"]), *records(layout, "quantize", names["quantize"])]:
+        path = layout.read(checkpoint_of(record, baseline))
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: the checkpoint of {record['scheme']} at {record['weight_bits']} bits is "
+                                    "missing; rerun its stage (dvc repro) first")
+        entries.append(Entry(record["scheme"], int(record["weight_bits"]), float(record["test_accuracy"]),
+                             float(record["val_accuracy"]), path))
+    return dense, entries

@@ -1,0 +1,1 @@
+"""The report: tables, figures, and the verdicts computed from the stages' outputs."""

@@ -1,0 +1,68 @@
+"""What every stage entry point shares: its result type, data loading, and writing results and metrics."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from study import paths
+from study.contract import RESULT_KEYS
+from study.core import artifacts, data
+from study.core.params import Params
+
+
+@dataclass
+class StageResult:
+    """What a stage produced: its metrics (as written), and the tables a reader of its notebook wants to see."""
+
+    metrics: dict[str, Any]
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+    notes: dict[str, Any] = field(default_factory=dict)
+
+    def headline(self) -> pd.Series:
+        """The common keys, rounded for reading."""
+        return pd.Series({k: round(v, 4) if isinstance(v, float) else v for k, v in self.metrics.items()
+                          if k != "provenance" and not isinstance(v, (dict, list))}, name="value")
+
+
+class Clock:
+    """Wall time of a stage, from its start."""
+
+    def __init__(self) -> None:
+        self.started = time.perf_counter()
+
+    def seconds(self) -> float:
+        return time.perf_counter() - self.started
+
+
+def load_splits(params: Params, dataset: str) -> dict[str, data.Split]:
+    return data.load_dataset(dataset, paths.from_root(params.data.root), params.data.val_size,
+                             split_seed=params.seed, check_sha256=params.data.check_sha256)
+
+
+def require(mapping: Mapping[str, Any], key: str, where: str, hint: str) -> Any:
+    """``mapping[key]``, or an error that names the missing key of params.yaml and how to fix it."""
+    if key not in mapping:
+        raise KeyError(f"params.yaml has no {where}.{key}; {hint}")
+    return mapping[key]
+
+
+def finish(layout: paths.Layout, stage: str, name: str, record: dict[str, Any], clock: Clock,
+           headline: tuple[str, ...], seed: int, provenance_params: Mapping[str, Any]) -> dict[str, Any]:
+    """Write the results record (what later stages read) and the metrics JSON (common keys with the wall
+    time, the ``headline`` keys, provenance); return the metrics."""
+    artifacts.write_results(layout.write(paths.results(stage, name)), record)
+    metrics = {k: record[k] for k in RESULT_KEYS} | {"wall_s": round(clock.seconds(), 1)}
+    metrics |= {k: record[k] for k in headline if k in record}
+    return artifacts.write_metrics(layout.write(paths.metrics(stage, name)), metrics, seed=seed,
+                                   params=dict(provenance_params))
+
+
+def write_tables(folder: Path, tables: Mapping[str, pd.DataFrame], **to_csv: Any) -> None:
+    for table_name, table in tables.items():
+        artifacts.atomic_write_text(folder / f"{table_name}.csv", table.to_csv(index=False, **to_csv))

@@ -1,0 +1,84 @@
+"""Stage ``prune@<baseline>-<scheme>``: progressive ADMM pruning, selection on validation, compaction."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from study import paths
+from study.compression import compaction, pruning
+from study.compression import schedule as progressive
+from study.contract import PRUNING_SCHEMES, accuracy_threshold, check_scheme, select_step
+from study.core import artifacts, data, models, training
+from study.core.params import Params
+from study.progress import line, phase
+from study.stages.common import Clock, StageResult, finish, load_splits, require
+
+
+def run(params: Params, layout: paths.Layout, baseline: str, scheme: str) -> StageResult:
+    clock = Clock()
+    check_scheme(scheme, PRUNING_SCHEMES)
+    base = require(params.baselines, baseline, "baselines", "add the baseline or pick one that is listed")
+    schedule = require(require(params.prune, baseline, "prune", "add a schedule per scheme"), scheme,
+                       f"prune.{baseline}", "add a schedule for this scheme or remove it from compare.schemes")
+    settings = params.admm
+    splits = load_splits(params, base.dataset)
+    dense_checkpoint = layout.read(paths.dense_checkpoint(baseline))
+    net, _ = training.load_model(dense_checkpoint, base.model)
+    dense_val = training.evaluate(net, splits["val"])["accuracy"]
+    dense_test = training.evaluate(net, splits["test"])["accuracy"]
+    threshold = accuracy_threshold(dense_val, settings.tolerance_pp)
+    line(f"{baseline}: dense val {100 * dense_val:.2f}%, test {100 * dense_test:.2f}%; "
+         f"a step qualifies with val >= {100 * threshold:.2f}%")
+    out_dir = paths.prune_dir(baseline, scheme)
+
+    def save_step(step: int, rate: float, model: torch.nn.Module) -> str:
+        checkpoint = f"{out_dir}/step{step}.pt"
+        training.save_model(layout.write(checkpoint), model, base.model, base.dataset, {"scheme": scheme, "target_rate": rate})
+        return checkpoint
+
+    # The state after each finished step goes to the resume file; a rerun of this very configuration continues there.
+    with phase(f"prune {baseline} {scheme}"):
+        run_ = progressive.run_schedule(
+            net, splits, scheme, schedule, settings, params.seed, threshold, save_step,
+            layout.write(paths.resume("prune", f"{baseline}-{scheme}")),
+            progressive.run_key(schedule, settings, params.seed, data.sha256_of(Path(dense_checkpoint))),
+        )
+    selected = select_step(run_.steps, threshold)
+    chosen, _ = training.load_model(layout.write(selected["checkpoint"]), base.model)
+    selected_checkpoint = f"{out_dir}/selected.pt"  # what the quantize stages start from
+    training.save_model(layout.write(selected_checkpoint), chosen, base.model, base.dataset,
+                        {"scheme": scheme, "target_rate": selected["target_rate"], "step": selected["step"]})
+    # Structured pruning leaves whole units dead: the compacted model is the fair size (same outputs).
+    compact, compact_sizes = compaction.compact(chosen, models.INPUT_SHAPES[base.model])
+    compact_rate = models.count_weights(chosen) / models.count_nonzero_weights(compact)
+    name = f"{baseline}-{scheme}"
+    artifacts.atomic_write_text(layout.write(f"results/prune/{name}.admm.csv"), pd.DataFrame(run_.admm_rows).to_csv(index=False))
+    record = {
+        "model": base.model,
+        "dataset": base.dataset,
+        "scheme": scheme,
+        "weight_bits": 32,
+        "test_accuracy": selected["test_accuracy"],
+        "val_accuracy": selected["val_accuracy"],
+        "pruning_rate": selected["pruning_rate"],
+        "meets_tolerance": selected["val_accuracy"] >= threshold,
+        "baseline_val_accuracy": dense_val,
+        "baseline_test_accuracy": dense_test,
+        "tolerance_pp": settings.tolerance_pp,
+        "selected_step": selected["step"],
+        "selected_checkpoint": selected_checkpoint,
+        "compact_pruning_rate": compact_rate,
+        "compact_sizes": compact_sizes,
+        "per_layer": selected["per_layer"],
+        "steps": run_.steps,
+        "admm_history": run_.admm_rows,
+    }
+    metrics = finish(layout, "prune", name, record, clock, ("compact_pruning_rate", "meets_tolerance", "selected_step"),
+                     params.seed, {"schedule": schedule.model_dump(), "admm": settings.model_dump()})
+    layout.write(paths.resume("prune", name)).unlink(missing_ok=True)  # finished: the resume state has served its purpose
+    steps = pd.DataFrame([{k: v for k, v in s.items() if k not in ("per_layer", "checkpoint")} for s in run_.steps])
+    steps["selected"] = steps["step"] == selected["step"]
+    return StageResult(metrics, {"steps": steps, "per_layer": pd.Series(selected["per_layer"], name="kept fraction").to_frame()})

@@ -1,0 +1,174 @@
+"""Stage ``report``: every table (CSV, Markdown, LaTeX), figure (PNG, SVG) and verdict of the study.
+
+It reads the results records and tables of the other stages (never re-running a model), writes
+``report/tables`` and ``report/figures``, the headline numbers for ``dvc metrics show``
+(``metrics/summary.json``) and the plot data for ``dvc plots show`` (``report/plots``), and returns
+everything so the report notebook can show it section by section.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import matplotlib.pyplot as plt
+import pandas as pd
+
+from study import paths
+from study.core import artifacts, catalog
+from study.core.params import Params
+from study.report import claims as report_claims
+from study.report import common as report
+from study.report import compute as report_compute
+from study.report import storage as report_storage
+from study.report import weights as report_weights
+
+PUBLISHED = "references/published_results.csv"
+STAGE_TABLES = {"storage": ("models", "ideal", "break-even", "formats"), "energy": ("models",),
+                "latency": ("models", "sweep", "crossover")}
+
+
+@dataclass
+class Report:
+    """What the report notebook shows: tables and figures by name, per-baseline sections, verdict texts."""
+
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+    figures: dict[str, Path] = field(default_factory=dict)  # name -> PNG
+    texts: dict[str, str] = field(default_factory=dict)
+    baselines: list[str] = field(default_factory=list)
+
+    def table(self, name: str) -> pd.DataFrame | None:
+        return self.tables.get(name)
+
+
+def _with_timings(records: list[dict[str, Any]], layout: paths.Layout, stage: str, names: list[str]) -> list[dict[str, Any]]:
+    """Records with the wall time of the run that wrote them (kept in the metrics file, not the record)."""
+    out = []
+    for record, name in zip(records, names):
+        metrics_path = layout.read(paths.metrics(stage, name))
+        wall = json.loads(metrics_path.read_text())["wall_s"] if metrics_path.is_file() else None
+        out.append({**record, "wall_s": wall})
+    return out
+
+
+def _stage_tables(layout: paths.Layout, stage: str, baseline: str) -> dict[str, pd.DataFrame]:
+    folder = layout.read(paths.tables(stage, baseline))
+    return {n: pd.read_csv(folder / f"{n}.csv") for n in STAGE_TABLES[stage]}
+
+
+def summary(baseline_records: list[dict], prune_records: list[dict], storage: dict, energy: dict) -> dict[str, Any]:
+    """A few named headline numbers per baseline: what `dvc metrics show` and `dvc exp show` list."""
+    out: dict[str, Any] = {}
+    for dense in baseline_records:
+        name = f"{dense['model']}-{dense['dataset']}"
+        entry: dict[str, Any] = {"dense_test_accuracy": round(dense["test_accuracy"], 4)}
+        for r in prune_records:
+            if (r["model"], r["dataset"]) == (dense["model"], dense["dataset"]):
+                entry[f"{r['scheme']}_rate"] = round(r["compact_pruning_rate"], 1)
+                entry[f"{r['scheme']}_test_accuracy"] = round(r["test_accuracy"], 4)
+        if name in storage:
+            entry["smallest_within_tolerance_kb"] = round(storage[name]["total_kb"], 2)
+        if name in energy:
+            entry["lowest_energy_within_tolerance_nj"] = round(energy[name]["total_nj"], 1)
+        out[name] = entry
+    return out
+
+
+def run(params: Params, layout: paths.Layout) -> Report:
+    compare = params.compare
+    out = Report(baselines=list(compare.baselines))
+    tables_dir, figures_dir = layout.write("report/tables"), layout.write("report/figures")
+    plots_dir = layout.write("report/plots")
+    shutil.rmtree(plots_dir, ignore_errors=True)  # written afresh: a series that no longer exists leaves no stale file
+    report.use_style()
+
+    def table(name: str, frame: pd.DataFrame) -> None:
+        report.write_table(frame, tables_dir, name)
+        out.tables[name] = frame
+
+    def figure(name: str, fig: plt.Figure) -> None:
+        out.figures[name] = report.save_figure(fig, figures_dir, name)["png"]
+        plt.close(fig)
+
+    trained = sorted(params.baselines)
+    baseline_records = _with_timings(catalog.records(layout, "train", trained), layout, "train", trained)
+    prune_records, quantize_records = [], []
+    for baseline in compare.baselines:
+        names = catalog.record_names(baseline, compare.schemes, compare.weight_bits)
+        prune_records += catalog.records(layout, "prune", names["prune"])
+        quantize_records += catalog.records(layout, "quantize", names["quantize"])
+    stage_tables = {stage: {b: _stage_tables(layout, stage, b) for b in compare.baselines} for stage in STAGE_TABLES}
+    stage_records = {stage: {b: catalog.read_record(layout.read(paths.results(stage, b))) for b in compare.baselines}
+                     for stage in ("storage", "energy")}
+    published = pd.read_csv(paths.from_root(PUBLISHED))
+    tolerance = params.admm.tolerance_pp
+
+    # The paper's claims beside ours, each verdict computed from the tables below.
+    dense_by_name = {f"{r['model']}-{r['dataset']}": r for r in baseline_records}
+    rows = [report_claims.irregular_rate_claim(prune_records)]
+    for baseline in compare.baselines:
+        rows.append(report_claims.binarization_claim(
+            [r for r in quantize_records if f"{r['model']}-{r['dataset']}" == baseline],
+            dense_by_name[baseline]["test_accuracy"], tolerance))
+        rows.append(report_claims.storage_claim(report_storage.iso_bits_comparison(stage_tables["storage"][baseline]["models"])))
+        rows.append(report_claims.energy_claim(stage_tables["energy"][baseline]["models"]))
+        rows.append(report_claims.latency_claim(stage_tables["latency"][baseline]["models"]))
+    table("claims", report_claims.claims_table(rows))
+
+    table("T1_baselines", report.baseline_table(baseline_records))
+    table("T2_irregular", report.irregular_table(prune_records, published))
+    t3 = report.structured_table(prune_records)
+    table("T3_schemes", t3)
+    table("T4_quantization", report.quantization_table(quantize_records))
+    if not t3.empty:
+        figure("F3_accuracy_vs_rate", report.plot_accuracy_vs_rate(t3, prune_records[0]["baseline_test_accuracy"], tolerance))
+        series = t3["model"] + "-" + t3["dataset"] + " " + t3["scheme"].astype(str)
+        artifacts.atomic_write_text(plots_dir / "F3.csv", t3.assign(series=series).to_csv(index=False))
+    convergence = []
+    for record in prune_records:
+        if record["scheme"] == "irregular" and record["admm_history"]:
+            figure(f"F2_admm_convergence_{record['model']}-{record['dataset']}", report.plot_admm_convergence(record))
+            history = pd.DataFrame(record["admm_history"])
+            convergence.append(history.assign(**{"update (all steps)": range(1, len(history) + 1),
+                                                 "series": f"{record['model']}-{record['dataset']}"}))
+    if convergence:
+        artifacts.atomic_write_text(plots_dir / "F2.csv", pd.concat(convergence).to_csv(index=False))
+    sweeps = []
+
+    for b in compare.baselines:
+        weights_dir = layout.read(paths.tables("weights", b))
+        figure(f"F1_masks_{b}", report_weights.plot_masks(report_weights.load_masks(weights_dir / "masks.npz"),
+                                                          params.report.mask_layer))
+        figure(f"F8_weight_distributions_{b}", report_weights.plot_weight_distributions(
+            pd.read_csv(weights_dir / "histograms.csv"), params.report.histogram_layer))
+        storage_t, energy_t, latency_t = (stage_tables[s][b] for s in ("storage", "energy", "latency"))
+        table(f"T5_storage_{b}", report_storage.storage_table(storage_t["models"]))
+        iso = report_storage.iso_bits_comparison(storage_t["models"])
+        table(f"T5_iso_bits_{b}", iso)
+        out.texts[f"storage_verdict_{b}"] = report_storage.storage_verdict(iso, storage_t["ideal"])
+        table(f"T5_formats_{b}", storage_t["formats"].round({"ideal_index_bits": 0, "efficiency": 3}))
+        dense_weights = int(storage_t["models"].query("scheme == 'dense'")["nonzero"].max())
+        figure(f"F4_storage_vs_rate_{b}", report_storage.plot_storage_vs_rate(storage_t["models"], dense_weights))
+        figure(f"F5_break_even_{b}", report_storage.plot_break_even(storage_t["break-even"]))
+        table(f"T6_energy_{b}", report_compute.energy_table(energy_t["models"]))
+        figure(f"F6_energy_breakdown_{b}", report_compute.plot_energy_breakdown(energy_t["models"]))
+        table(f"T7_latency_{b}", report_compute.latency_table(latency_t["models"]))
+        figure(f"F7_latency_vs_sparsity_{b}", report_compute.plot_latency_sweep(latency_t["sweep"], latency_t["crossover"]))
+        out.tables[f"F7_crossover_{b}"] = latency_t["crossover"]
+        out.texts[f"compute_verdict_{b}"] = report_compute.compute_verdict(energy_t["models"], latency_t["models"])
+        sweeps.append(latency_t["sweep"].assign(median_us=lambda d: 1e6 * d["median_s"],
+                                                series=lambda d: d["layer"] + " " + d["kind"]))
+    artifacts.atomic_write_text(plots_dir / "F7.csv", pd.concat(sweeps).drop_duplicates(["series", "sparsity"]).to_csv(index=False))
+
+    metric_files = [layout.read(paths.metrics("train", n)) for n in trained]
+    for b in compare.baselines:
+        names = catalog.record_names(b, compare.schemes, compare.weight_bits)
+        metric_files += [layout.read(paths.metrics(s, n)) for s in ("prune", "quantize") for n in names[s]]
+        metric_files += [layout.read(paths.metrics(s, b)) for s in ("storage", "energy", "latency")]
+    table("provenance", report.provenance_table(metric_files))
+    artifacts.write_json(layout.write("metrics/summary.json"),
+                         summary(baseline_records, prune_records, stage_records["storage"], stage_records["energy"]))
+    return out
