@@ -118,8 +118,9 @@ def test_sigkilled_pruning_resumes_after_its_last_finished_step(tmp_path: Path) 
     params.write_text(yaml.safe_dump(settings))
     reference, killed = tmp_path / "reference", tmp_path / "killed"
     training.seed_everything(0)
+    dense = models.build_model("lenet5")  # one model: both runs start from the same weights
     for out in (reference, killed):
-        training.save_model(out / paths.dense_checkpoint("lenet5-mnist"), models.build_model("lenet5"), "lenet5", "mnist")
+        training.save_model(out / paths.dense_checkpoint("lenet5-mnist"), dense, "lenet5", "mnist")
     subprocess.run(_prune_command(params, reference), check=True, cwd=REPO, timeout=600, capture_output=True)
 
     resume = killed / paths.resume("prune", "lenet5-mnist-irregular")

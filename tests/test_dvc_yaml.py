@@ -1,0 +1,55 @@
+"""dvc.yaml cannot drift from the code: each stage depends on exactly the study modules it imports,
+names no baseline, and pastes no parameter into its shell command."""
+
+from __future__ import annotations
+
+import ast
+import re
+
+import pytest
+import yaml
+
+from tests.conftest import REPO
+from tests.dependencies import study_files
+
+STAGES = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+
+
+def _body(stage: dict) -> dict:
+    return stage.get("do", stage)
+
+
+def _entry_module(stage: dict) -> str:
+    match = re.fullmatch(r"python -m study\.stages\.launch (\w+)", _body(stage)["cmd"])
+    assert match, f"stage command {_body(stage)['cmd']!r} must be the launcher with a literal stage kind"
+    kind = match.group(1)
+    return "study.stages.quantize" if kind == "quantize_dense" else f"study.stages.{kind}"
+
+
+@pytest.mark.parametrize("name", sorted(STAGES))
+def test_stage_depends_on_exactly_the_modules_it_imports(name: str) -> None:
+    stage = _body(STAGES[name])
+    imported = study_files(_entry_module(STAGES[name])) | study_files("study.stages.launch")
+    # Package __init__ files run on import too; they must hold no code, so they need not be dependencies.
+    for init in (p for p in imported if p.name == "__init__.py"):
+        body = [n for n in ast.parse(init.read_text()).body if not isinstance(n, ast.Expr)]
+        assert not body, f"{init.relative_to(REPO)} holds code: move it into a module"
+    needed = {str(p.relative_to(REPO)) for p in imported if p.name != "__init__.py"}
+    declared = {d for d in stage["deps"] if d.startswith("study/")}
+    assert needed - declared == set(), f"{name}: dvc.yaml misses imported modules {sorted(needed - declared)}"
+    assert declared - needed == set(), f"{name}: dvc.yaml lists modules the stage does not import {sorted(declared - needed)}"
+    notebook = "quantize" if name == "quantize_dense" else name
+    assert f"notebooks/{notebook}.ipynb" in stage["deps"]
+
+
+@pytest.mark.parametrize("name", sorted(STAGES))
+def test_no_baseline_name_and_no_parameter_in_a_command(name: str) -> None:
+    text = yaml.safe_dump(STAGES[name])
+    assert "lenet5" not in text, f"{name}: iterate over params.yaml (baselines, compare), do not name a baseline"
+    assert "${" not in _body(STAGES[name])["cmd"], f"{name}: a parameter pasted into the shell command"
+
+
+def test_stage_kinds_match_the_launcher() -> None:
+    from study.stages.launch import NOTEBOOKS
+
+    assert set(STAGES) == set(NOTEBOOKS)

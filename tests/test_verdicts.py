@@ -1,0 +1,114 @@
+"""The report's verdicts on small hand-made inputs: every outcome of every claim, the iso-bits choice,
+the tolerance rule and model selection."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from study import contract
+from study.report import claims, compute
+from study.report import storage as report_storage
+
+KB = 8 * 1024
+
+
+def _storage_models(rows: list[tuple[str, int, float, bool, float]]) -> pd.DataFrame:
+    """(scheme, weight bits, KB stored, within tolerance, test accuracy) -> the storage stage's models.csv columns."""
+    return pd.DataFrame([{"scheme": s, "weight_bits": b, "total_bits": kb * KB, "within_tolerance": ok, "test_accuracy": acc}
+                         for s, b, kb, ok, acc in rows])
+
+
+def _energy_models(rows: list[tuple[str, int, float, bool]]) -> pd.DataFrame:
+    return pd.DataFrame([{"scheme": s, "weight_bits": b, "total_nj": nj, "within_tolerance": ok} for s, b, nj, ok in rows])
+
+
+def _latency_models(csr: float, structured: float) -> pd.DataFrame:
+    return pd.DataFrame([{"kind": k, "batch": 1, "ratio_to_dense": r}
+                         for k, r in (("dense", 1.0), ("irregular (CSR)", csr), ("filter (compacted)", structured),
+                                      ("channel (compacted)", structured * 2))])
+
+
+def _prune_record(rate: float, test: float, dense_test: float = 0.99) -> dict:
+    return {"scheme": "irregular", "pruning_rate": rate, "test_accuracy": test, "baseline_test_accuracy": dense_test,
+            "tolerance_pp": 0.2}
+
+
+@pytest.mark.parametrize("record, verdict", [
+    (_prune_record(340.0, 0.9895), "holds"),  # 340 >= 0.9 * 348, 0.05 pp lost
+    (_prune_record(111.0, 0.9909), "does not hold"),  # far below the rate
+    (_prune_record(348.0, 0.9850), "does not hold"),  # the rate, but 0.5 pp lost
+    (None, "not measured"),
+])
+def test_irregular_rate_claim(record, verdict) -> None:
+    assert claims.irregular_rate_claim([record] if record else [])["at our scale"] == verdict
+
+
+@pytest.mark.parametrize("accuracy, verdict", [(0.9905, "holds"), (0.9700, "does not hold"), (None, "not measured")])
+def test_binarization_claim(accuracy, verdict) -> None:
+    records = [] if accuracy is None else [{"scheme": "dense", "weight_bits": 1, "test_accuracy": accuracy}]
+    assert claims.binarization_claim(records, 0.99, 0.2)["at our scale"] == verdict
+
+
+def test_iso_bits_prefers_a_structured_model_within_tolerance_over_a_smaller_one_outside() -> None:
+    iso = report_storage.iso_bits_comparison(_storage_models([
+        ("irregular", 4, 6.0, True, 0.991), ("channel", 4, 3.0, False, 0.950), ("filter", 4, 9.0, True, 0.990)]))
+    row = iso.iloc[0]
+    assert (row["smallest structured"], row["smaller"], row["both within tolerance"]) == ("filter", "irregular", True)
+
+
+@pytest.mark.parametrize("rows, verdict", [
+    ([("irregular", 4, 6.0, True, 0.99), ("filter", 4, 5.0, True, 0.99), ("irregular", 32, 20.0, True, 0.99),
+      ("filter", 32, 60.0, True, 0.99)], "holds"),  # 32-bit rows do not count: the claim is about quantized weights
+    ([("irregular", 4, 6.0, True, 0.99), ("filter", 4, 9.0, True, 0.99)], "does not hold"),
+    ([("irregular", 4, 6.0, True, 0.99), ("filter", 4, 5.0, False, 0.95)], "not measured"),  # no equal-accuracy pair
+])
+def test_storage_claim(rows, verdict) -> None:
+    assert claims.storage_claim(report_storage.iso_bits_comparison(_storage_models(rows)))["at our scale"] == verdict
+
+
+def test_storage_verdict_names_the_smaller_model_and_what_ideal_coding_changes() -> None:
+    iso = report_storage.iso_bits_comparison(_storage_models([("irregular", 8, 10.0, True, 0.99), ("channel", 8, 17.0, True, 0.99)]))
+    for wins, phrase in (([True, False], "stores less at b_w in [1]"), ([False, False], "at every bit width tried")):
+        ideal = pd.DataFrame({"weight_bits": [1, 8], "structured_wins": wins, "structured_scheme": "channel"})
+        text = report_storage.storage_verdict(iso, ideal)
+        assert "irregular 10.0 KB (99.0%) vs channel 17.0 KB (99.0%): **irregular** is smaller" in text and phrase in text
+
+
+@pytest.mark.parametrize("rows, verdict", [
+    ([("irregular", 8, 3.0, True), ("channel", 8, 2.0, True), ("dense", 8, 1.0, True)], "holds"),  # dense never competes
+    ([("irregular", 8, 2.0, True), ("channel", 8, 3.0, True)], "does not hold"),
+    ([("irregular", 8, 2.0, True), ("channel", 8, 1.0, False)], "not measured"),
+])
+def test_energy_claim(rows, verdict) -> None:
+    assert claims.energy_claim(_energy_models(rows))["at our scale"] == verdict
+
+
+@pytest.mark.parametrize("csr, structured, verdict", [(2.2, 0.5, "holds"), (0.4, 0.5, "does not hold")])
+def test_latency_claim(csr, structured, verdict) -> None:
+    assert claims.latency_claim(_latency_models(csr, structured))["at our scale"] == verdict
+
+
+def test_latency_claim_without_a_csr_model_is_not_measured() -> None:
+    models = _latency_models(1.0, 0.5)
+    assert claims.latency_claim(models[models["kind"] != "irregular (CSR)"])["at our scale"] == "not measured"
+
+
+def test_compute_verdict_reads_both_tables_and_says_when_nothing_compares() -> None:
+    text = compute.compute_verdict(_energy_models([("irregular", 8, 2900.0, True), ("channel", 8, 3900.0, True)]),
+                                   _latency_models(2.2, 0.22))
+    assert "irregular 2900 nJ vs channel 3900 nJ per inference: **irregular** needs least energy" in text
+    assert "CSR runs at 2.20x the dense latency; the fastest structured model (filter (compacted)) at 0.22x" in text
+    assert compute.compute_verdict(_energy_models([("irregular", 8, 1.0, False)]), _latency_models(1, 1)[:1]) == \
+        "No pruned models within tolerance to compare."
+
+
+def test_tolerance_rule_and_selection() -> None:
+    assert contract.within_tolerance(0.9880, 0.9900, 0.2) and not contract.within_tolerance(0.9879, 0.9900, 0.2)
+    steps = [{"step": 1, "pruning_rate": 10.0, "val_accuracy": 0.990}, {"step": 2, "pruning_rate": 20.0, "val_accuracy": 0.989},
+             {"step": 3, "pruning_rate": 40.0, "val_accuracy": 0.970}]
+    assert contract.select_step(steps, 0.988)["step"] == 2
+    assert contract.select_step(steps, 0.995)["step"] == 1  # none qualifies: the most accurate
+    table = pd.DataFrame({"scheme": ["a", "b", "c"], "kb": [3.0, 1.0, 2.0], "within_tolerance": [True, False, True]})
+    assert contract.lowest_within_tolerance(table, "kb")["scheme"] == "c"
+    assert contract.lowest_within_tolerance(table.assign(within_tolerance=False), "kb")["scheme"] == "b"
