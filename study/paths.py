@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SCRATCH = "tmp/explore"  # where hand runs of a notebook write by default (ignored by git and DVC)
 
 
 def from_root(path: Path | str) -> Path:

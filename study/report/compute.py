@@ -11,6 +11,7 @@ import pandas as pd
 import seaborn as sns
 
 from study.costs.energy import COMPONENTS
+from study.contract import STRUCTURED_SCHEMES
 from study.report.common import SCHEME_ORDER, model_columns
 
 COMPONENT_LABELS = {
@@ -104,7 +105,7 @@ def energy_comparison(energy_csv: pd.DataFrame) -> pd.DataFrame:
     for bits, group in energy_csv.groupby("weight_bits", sort=False):
         within = group[group["within_tolerance"] & (group["scheme"] != "dense")]
         irregular = within[within["scheme"] == "irregular"]
-        structured = within[within["scheme"].isin(["filter", "channel", "column"])].sort_values("total_nj")
+        structured = within[within["scheme"].isin(STRUCTURED_SCHEMES)].sort_values("total_nj")
         if irregular.empty or structured.empty:
             continue
         rows.append({"weight_bits": bits, "irregular_nj": irregular.iloc[0]["total_nj"],

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
+from study.contract import STRUCTURED_SCHEMES
 from study.report.common import model_columns
 
 KB = 8 * 1024  # bits per kilobyte (1 KB = 1024 bytes)
@@ -43,7 +44,7 @@ def iso_bits_comparison(models_csv: pd.DataFrame) -> pd.DataFrame:
     for bits, group in models_csv.groupby("weight_bits", sort=False):
         irregular = group[group["scheme"] == "irregular"]
         # the smallest structured model within tolerance; only if none is, the smallest of all (flagged below)
-        structured = group[group["scheme"].isin(["filter", "channel", "column"])].assign(
+        structured = group[group["scheme"].isin(STRUCTURED_SCHEMES)].assign(
             outside=lambda d: ~d["within_tolerance"].astype(bool)).sort_values(["outside", "total_bits"])
         if irregular.empty or structured.empty:
             continue

@@ -22,7 +22,6 @@ class StageResult:
 
     metrics: dict[str, Any]
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
-    notes: dict[str, Any] = field(default_factory=dict)
 
     def headline(self) -> pd.Series:
         """The common keys, rounded for reading."""

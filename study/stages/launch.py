@@ -48,10 +48,13 @@ def stage_items(params: Params) -> dict[str, tuple[str, str, dict[str, Any]]]:
 class _CellOutput(logging.Filter):
     """Keep what the notebook prints; drop papermill's own per-cell chatter."""
 
+    CHATTER = ("Executing", "Input Notebook", "Output Notebook", "Ending Cell", "Working directory")
+
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        return not (message.startswith("Executing") or message.startswith("Input Notebook")
-                    or message.startswith("Output Notebook") or message.startswith("Ending Cell"))
+        # papermill logs each output chunk with its trailing newline: strip it, drop empty chunks
+        record.msg, record.args = message.rstrip("\n"), ()
+        return bool(record.msg.strip()) and not message.startswith(self.CHATTER)
 
 
 def execute(kind: str, stage: str, params_file: str = "params.yaml") -> Path:

@@ -40,9 +40,6 @@ class Report:
     texts: dict[str, str] = field(default_factory=dict)
     baselines: list[str] = field(default_factory=list)
 
-    def table(self, name: str) -> pd.DataFrame | None:
-        return self.tables.get(name)
-
 
 def _with_timings(records: list[dict[str, Any]], layout: paths.Layout, stage: str, names: list[str]) -> list[dict[str, Any]]:
     """Records with the wall time of the run that wrote them (kept in the metrics file, not the record)."""
@@ -60,7 +57,9 @@ def _stage_tables(layout: paths.Layout, stage: str, baseline: str) -> dict[str, 
 
 
 def summary(baseline_records: list[dict], prune_records: list[dict], storage: dict, energy: dict) -> dict[str, Any]:
-    """A few named headline numbers per baseline: what `dvc metrics show` and `dvc exp show` list."""
+    """A few named headline numbers per baseline: what `dvc metrics show` and `dvc exp show` list.
+
+    ``<scheme>_rate`` is the stored rate (after compaction: the fair size of a structured model)."""
     out: dict[str, Any] = {}
     for dense in baseline_records:
         name = f"{dense['model']}-{dense['dataset']}"
