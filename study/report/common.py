@@ -1,4 +1,4 @@
-"""Report helpers: read the stages' metrics JSON, build the study's tables, write them as CSV and Markdown."""
+"""Report helpers: build the study's tables, write them as CSV and Markdown."""
 
 from __future__ import annotations
 
@@ -15,22 +15,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from study.contract import METRICS_KEYS, SCHEMES  # noqa: E402
+from study.contract import SCHEMES, accuracy_threshold  # noqa: E402
 from study.core.artifacts import atomic_write_bytes, atomic_write_text  # noqa: E402
 
 SCHEME_ORDER = list(SCHEMES)  # table and legend order
-
-
-def read_metrics(paths: Iterable[Path | str]) -> list[dict[str, Any]]:
-    """Read metrics JSON files; a file lacking the common keys is an error naming it."""
-    records = []
-    for path in sorted(Path(p) for p in paths):
-        record = json.loads(path.read_text())
-        missing = [k for k in METRICS_KEYS if k not in record]
-        if missing:
-            raise ValueError(f"{path}: metrics lack the common keys {missing}; rerun the stage that wrote it")
-        records.append(record)
-    return records
 
 
 def baseline_table(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
@@ -70,23 +58,6 @@ def write_table(table: pd.DataFrame, folder: Path | str, name: str) -> dict[str,
     atomic_write_text(paths["md"], blanks.to_markdown(index=False, missingval="") + "\n")
     paths["tex"] = folder / f"{name}.tex"
     atomic_write_text(paths["tex"], table.to_latex(index=False, escape=True, na_rep="", float_format="%g"))
-    return paths
-
-
-HEADLINE_EXTRAS = ("compact_pruning_rate", "total_kb", "total_nj")
-
-
-def headline(record: dict[str, Any]) -> dict[str, Any]:
-    """The common keys of a stage's metrics (plus a few scalar key numbers): what `dvc metrics show` lists."""
-    return {**{k: record[k] for k in METRICS_KEYS}, **{k: record[k] for k in HEADLINE_EXTRAS if k in record}}
-
-
-def plot_series(table: pd.DataFrame, by: str, folder: Path | str, prefix: str) -> dict[str, Path]:
-    """One CSV per value of ``by`` (``<prefix>_<value>.csv``): DVC draws each file as its own line."""
-    paths = {}
-    for value, group in table.groupby(by, observed=True, sort=False):
-        paths[str(value)] = Path(folder) / f"{prefix}_{value}.csv"
-        atomic_write_text(paths[str(value)], group.to_csv(index=False))
     return paths
 
 
@@ -149,7 +120,7 @@ def structured_table(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
     for r in records:
         if r["scheme"] == "dense" or "steps" not in r:
             continue
-        threshold = r["baseline_val_accuracy"] - r["tolerance_pp"] / 100
+        threshold = accuracy_threshold(r["baseline_val_accuracy"], r["tolerance_pp"])
         for step in r["steps"]:
             rows.append({
                 "model": r["model"], "dataset": r["dataset"], "scheme": r["scheme"], "step": step["step"],
@@ -208,19 +179,6 @@ def save_figure(fig: plt.Figure, folder: Path | str, name: str) -> dict[str, Pat
         paths[ext] = folder / ext / f"{name}.{ext}"
         atomic_write_bytes(paths[ext], buffer.getvalue())
     return paths
-
-
-def publish_figure(fig: plt.Figure, folder: Path | str, name: str):
-    """Save ``fig`` (PNG + SVG), close it, and return the PNG for the notebook to display.
-
-    The figures are drawn with the Agg backend (files first), whose ``show()`` displays nothing, so
-    the report shows the saved PNG itself: what the reader sees is the file that was written.
-    """
-    from IPython.display import Image  # the report's only IPython dependency, used inside notebooks
-
-    paths = save_figure(fig, folder, name)
-    plt.close(fig)
-    return Image(filename=str(paths["png"]))
 
 
 def plot_admm_convergence(record: dict[str, Any]) -> plt.Figure:
