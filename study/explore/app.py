@@ -1,0 +1,176 @@
+"""The explorer's page: controls wired to :mod:`study.explore` functions, in JupyterLab or served by Voilà.
+
+The widgets only read controls and draw; every number comes from ``Explorer.view`` (tested without a
+browser), so a change in ipywidgets can break the page, never the numbers. Without widgets (papermill,
+CI) the same views are drawn once for the notebook's parameters.
+"""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+from typing import Any
+
+import matplotlib.pyplot as plt
+
+from study.explore import exercises
+from study.explore.figures import layer_figure
+from study.explore.layer import INDEX_FORMATS, STORAGE_PARTS, WEIGHT_BITS, Choice
+from study.explore.session import Candidate, Explorer, choose, find_models
+
+PART_HELP = {"values": "b-bit codes of the stored weights", "indices": "where the weights are (runs, columns, flags)",
+             "fillers": "run-length escape codes for long zero runs", "pointers": "where each row or column starts",
+             "codebook": "the float32 levels the codes point to", "header": "format, shape and widths"}
+
+
+def open_session(model: str = "auto", params_file: str | Path = "params.yaml", out_root: str | Path = "tmp/explore",
+                 val_images: int = 2000) -> Explorer:
+    """The explorer on the model named by the notebook's ``model`` parameter (see :func:`session.choose`)."""
+    return Explorer(choose(model, params_file, out_root), val_images)
+
+
+def initial_choice(session: Explorer, layer: str = "auto", scheme: str = "irregular", rate: float = 20.0,
+                   weight_bits: int = 4, index_format: str = "auto", index_bits: int | None = None) -> Choice:
+    return Choice(session.largest_layer if layer == "auto" else layer, scheme, float(rate), int(weight_bits),
+                  index_format, index_bits)
+
+
+def summary_html(view: dict[str, Any]) -> str:
+    """The numbers of one view as an HTML table; each storage cell carries ``data-part`` for readers and tests."""
+    row, choice = view["storage"], view["choice"]
+    fmt = row["format"] + (f" with {row['index_bits']}-bit runs" if row.get("index_bits") else "")
+    cells = "".join(f"<tr><td>{part}</td><td class='bits' data-part='{part}'>{row[part]:,}</td>"
+                    f"<td>{html.escape(PART_HELP[part])}</td></tr>" for part in STORAGE_PARTS)
+    energy_nj = sum(view["energy_pj"].values()) / 1000
+    accuracy = view.get("val_accuracy")
+    accuracy_line = (f"<p>Validation accuracy with this layer changed (one shot, no retraining, {view['val_images']:,} images): "
+                     f"<b data-field='val_accuracy'>{100 * accuracy:.2f}%</b> (unchanged: {100 * view['baseline_val_accuracy']:.2f}%); "
+                     f"whole model at {view['model_rate']:.1f}x.</p>") if accuracy is not None else ""
+    return (
+        f"<div class='explore-summary'><p><b>{html.escape(choice.layer)}</b>: {choice.scheme} at {choice.rate:g}x "
+        f"(layer rate {view['layer_rate']:.1f}x), {'fp32' if choice.weight_bits == 32 else f'{choice.weight_bits}-bit'} "
+        f"weights, stored as <span data-field='format'>{html.escape(fmt)}</span>.</p>"
+        f"<table><tr><th>part</th><th>bits</th><th>what it holds</th></tr>{cells}"
+        f"<tr><td><b>total</b></td><td class='bits' data-part='total_bits'><b>{row['total_bits']:,}</b></td>"
+        f"<td>{row['total_bits'] / 8000:.2f} KB; dense fp32: {view['dense_fp32_bits'] / 8000:.2f} KB</td></tr>"
+        f"<tr><td>log2 C(n,k)</td><td data-part='ideal_index_bits'>{row['ideal_index_bits']:,.0f}</td>"
+        "<td>bits an ideal code spends on an average mask of this size (indices + pointers + fillers: "
+        f"{view['structure_bits']:,})</td></tr></table>"
+        f"<p>Energy per inference: <b data-field='energy_nj'>{energy_nj:.3f} nJ</b>.</p>{accuracy_line}</div>"
+    )
+
+
+def show_static(session: Explorer, choice: Choice, show_answers: bool = False) -> None:
+    """The views for one choice as plain outputs (what papermill records and CI checks)."""
+    from IPython.display import HTML, Markdown, display
+
+    view = session.view(choice)
+    fig = layer_figure(view)
+    display(fig)
+    plt.close(fig)
+    display(HTML(summary_html(view)))
+    for number, exercise in enumerate(exercises.EXERCISES, 1):
+        display(Markdown(f"**Exercise {number}: {exercise.title}.** {exercise.question} *{exercise.look_for}*"))
+        if show_answers:
+            display(Markdown(f"> {exercise.answer(session)}"))
+
+
+class App:
+    """Controls, the figure and the numbers; every change redraws from ``Explorer.view``."""
+
+    def __init__(self, session: Explorer, choice: Choice, candidates: list[Candidate]) -> None:
+        import ipywidgets as w
+
+        self.session = session
+        labels = [c.label for c in candidates]
+        if session.candidate.label not in labels:
+            candidates = [session.candidate, *candidates]
+        self.candidates = {c.label: c for c in candidates}
+        style = {"description_width": "110px"}
+        self.model = w.Dropdown(options=list(self.candidates), value=session.candidate.label, description="model",
+                                style=style, layout=w.Layout(width="520px"))
+        self.layer = w.Dropdown(options=list(session.layers), value=choice.layer, description="layer", style=style)
+        self.scheme = w.ToggleButtons(options=["irregular", "filter", "channel", "column"], value=choice.scheme,
+                                      description="scheme", style=style)
+        self.rate = w.FloatLogSlider(value=choice.rate, base=10, min=0, max=3, step=0.02, description="pruning rate (x)",
+                                     style=style, readout_format=".1f", continuous_update=False, layout=w.Layout(width="520px"))
+        self.bits = w.Dropdown(options=[(f"{b}-bit" if b != 32 else "fp32", b) for b in WEIGHT_BITS],
+                               value=choice.weight_bits, description="weight bits", style=style)
+        self.index_format = w.Dropdown(options=list(INDEX_FORMATS), value=choice.index_format, description="index format",
+                                       style=style)
+        self.index_bits = w.Dropdown(options=[("cheapest", None), *[(str(b), b) for b in range(1, 17)]],
+                                     value=choice.index_bits, description="run-length bits", style=style)
+        for control, name in ((self.model, "model"), (self.layer, "layer"), (self.scheme, "scheme"), (self.rate, "rate"),
+                              (self.bits, "bits"), (self.index_format, "index-format"), (self.index_bits, "index-bits")):
+            control.add_class(f"explore-{name}")
+        self.status = w.HTML()
+        self.summary = w.HTML()
+        self.summary.add_class("explore-numbers")
+        self.figure = w.Output()
+        self.model.observe(self._model_changed, names="value")
+        for control in (self.layer, self.scheme, self.rate, self.bits, self.index_format, self.index_bits):
+            control.observe(self.refresh, names="value")
+        self.exercises = self._exercise_panel(w)
+        controls = w.VBox([self.model, self.layer, self.scheme, self.rate, self.bits, self.index_format, self.index_bits])
+        self.widget = w.VBox([controls, self.status, self.summary, self.figure, self.exercises])
+        self.refresh()
+
+    def choice(self) -> Choice:
+        return Choice(self.layer.value, self.scheme.value, float(self.rate.value), int(self.bits.value),
+                      self.index_format.value, self.index_bits.value)
+
+    def refresh(self, *_: object) -> None:
+        irregular = self.scheme.value == "irregular"
+        self.index_format.disabled = self.index_bits.disabled = not irregular
+        self.status.value = "<i>computing...</i>"
+        try:
+            view = self.session.view(self.choice())
+        except ValueError as exc:  # e.g. a run-length width a format cannot use: say so, keep the last view
+            self.status.value = f"<span style='color:#c44e52'>{html.escape(str(exc))}</span>"
+            return
+        self.summary.value = summary_html(view)
+        from IPython.display import display
+
+        fig = layer_figure(view)
+        with self.figure:
+            self.figure.clear_output(wait=True)
+            display(fig)
+        plt.close(fig)
+        self.status.value = ""
+
+    def _model_changed(self, change: dict[str, Any]) -> None:
+        self.status.value = "<i>loading the model...</i>"
+        self.session = Explorer(self.candidates[change["new"]], len(self.session.val))
+        layer = self.layer.value if self.layer.value in self.session.layers else self.session.largest_layer
+        with self.layer.hold_trait_notifications():
+            self.layer.options = list(self.session.layers)
+            self.layer.value = layer
+        self.refresh()
+
+    def _exercise_panel(self, w: Any) -> Any:
+        items = []
+        for number, exercise in enumerate(exercises.EXERCISES, 1):
+            answer = w.HTML()
+            button = w.Button(description="Show the answer", layout=w.Layout(width="160px"))
+
+            def reveal(_: object, exercise: exercises.Exercise = exercise, answer: Any = answer) -> None:
+                answer.value = f"<blockquote>{html.escape(exercise.answer(self.session))}</blockquote>"
+
+            button.on_click(reveal)
+            text = w.HTML(f"<p><b>Exercise {number}: {html.escape(exercise.title)}.</b> {html.escape(exercise.question)} "
+                          f"<i>{html.escape(exercise.look_for)}</i></p>")
+            items.append(w.VBox([text, button, answer]))
+        return w.VBox([w.HTML("<h3>Exercises</h3>"), *items])
+
+
+def show(session: Explorer, choice: Choice, interactive: bool = True, show_answers: bool = False,
+         params_file: str | Path = "params.yaml", out_root: str | Path = "tmp/explore") -> App | None:
+    """The page: live controls when ``interactive`` (JupyterLab, Voilà), else the static views."""
+    if not interactive:
+        show_static(session, choice, show_answers)
+        return None
+    from IPython.display import display
+
+    app = App(session, choice, find_models(params_file, out_root))
+    display(app.widget)
+    return app

@@ -1,0 +1,136 @@
+"""One layer, one choice: prune it, quantize it, store it, price it. The explorer's callbacks, as plain functions.
+
+Every number comes from the functions the pipeline uses (``study.compression.constraints`` for the
+Euclidean projections and levels, ``study.costs.storage``/``encoding`` for the bit-exact formats,
+``study.costs.energy`` for the counts and the table), applied to a single layer in one shot, without
+retraining. So the explorer shows how the pipeline accounts, on whatever layer and rate a learner picks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from study.compression import constraints
+from study.contract import FULL_PRECISION_BITS, PRUNING_SCHEMES, QUANTIZED_BITS
+from study.costs import encoding, energy, storage
+
+INDEX_FORMATS = ("auto", *encoding.SPARSE_FORMATS)  # auto: the cheapest sparse format (or dense), as the pipeline picks
+WEIGHT_BITS = (FULL_PRECISION_BITS, *QUANTIZED_BITS)
+STORAGE_PARTS = ("values", "indices", "fillers", "pointers", "codebook", "header")
+
+
+@dataclass(frozen=True)
+class Choice:
+    """What a learner sets: a layer, a scheme, the layer's pruning rate, weight bits, and the index format."""
+
+    layer: str
+    scheme: str = "irregular"
+    rate: float = 10.0  # layer weights / kept weights (structured: of the kept groups)
+    weight_bits: int = 4
+    index_format: str = "auto"  # irregular only; structured layers store one flag per group
+    index_bits: int | None = None  # relative formats only: None picks the cheapest width
+
+    def __post_init__(self) -> None:
+        if self.scheme not in PRUNING_SCHEMES:
+            raise ValueError(f"scheme={self.scheme!r}; choose one of {list(PRUNING_SCHEMES)}")
+        if not self.rate >= 1.0:
+            raise ValueError(f"rate={self.rate}: a pruning rate is total / kept weights, at least 1")
+        if self.weight_bits not in WEIGHT_BITS:
+            raise ValueError(f"weight_bits={self.weight_bits}; choose one of {list(WEIGHT_BITS)}")
+        if self.index_format not in INDEX_FORMATS:
+            raise ValueError(f"index_format={self.index_format!r}; choose one of {list(INDEX_FORMATS)}")
+        if self.index_bits is not None:
+            encoding.check_index_bits(self.index_bits)
+
+
+def prune(weight: torch.Tensor, scheme: str, rate: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The Euclidean projection keeping ``1/rate`` of the layer's units (at least one): (pruned weight, mask)."""
+    units = constraints.group_count(weight, scheme)
+    return constraints.project_pruned(weight.detach(), scheme, constraints.keep_count(units, 1.0 / rate))
+
+
+def quantize(weight: torch.Tensor, mask: torch.Tensor, bits: int) -> tuple[torch.Tensor, float | None]:
+    """Survivors to their nearest non-zero b-bit level, with the scale fitted on them: (weight, alpha).
+
+    32 bits leaves the weights as they are (alpha ``None``).
+    """
+    if bits == FULL_PRECISION_BITS:
+        return weight.detach() * mask, None
+    alpha = constraints.fit_alpha(weight, bits, mask)
+    quantized, _ = constraints.project_quantized(weight, alpha, bits, mask)
+    return quantized, alpha
+
+
+def stored(weight: torch.Tensor, scheme: str, bits: int, index_format: str = "auto",
+           index_bits: int | None = None) -> dict[str, Any]:
+    """The layer's stored bits by part (a row of ``storage.stored_layer``), from the real encoders.
+
+    Structured schemes store the kept groups densely plus one flag per group; irregular layers take
+    ``index_format`` (``auto``: the cheapest format and run-length width, dense included).
+    """
+    if scheme != "irregular":
+        return storage.stored_layer(weight, "structured", bits, scheme=scheme)
+    if index_format == "auto":
+        return storage.layer_storage(weight, "irregular", bits, index_bits)
+    if index_format in encoding.RELATIVE_FORMATS and index_bits is None:
+        index_bits = storage.best_index_bits(weight, index_format)
+    return storage.stored_layer(weight, index_format, bits, index_bits if index_format in encoding.RELATIVE_FORMATS else None)
+
+
+def kept_part(weight: torch.Tensor, scheme: str) -> torch.Tensor:
+    """The weight a structured layer actually computes with: its kept filters, channels or columns.
+
+    A removed filter also removes the next layer's input channel; one layer alone cannot show that.
+    """
+    if scheme == "irregular":
+        return weight
+    if scheme == "filter":
+        keep = constraints.gemm_view(weight).ne(0).any(dim=1)
+        return weight[keep]
+    if scheme == "channel":
+        keep = weight.ne(0).any(dim=0)
+        while keep.dim() > 1:
+            keep = keep.any(dim=-1)
+        return weight[:, keep]
+    gemm = constraints.gemm_view(weight)
+    return gemm[:, gemm.ne(0).any(dim=0)]
+
+
+def energy_parts(weight: torch.Tensor, scheme: str, positions: int, row: dict[str, Any], bits: int,
+                 table: dict[str, float], config: energy.EnergyConfig) -> dict[str, float]:
+    """pJ per component of one inference through this layer (``study.costs.energy``), with the counts.
+
+    Structured layers are priced on their kept part only (MACs, lanes and SRAM reads of what is stored).
+    """
+    computed = kept_part(weight, scheme)
+    row = {**row, "weights": computed.numel()} if scheme != "irregular" else row
+    counts = energy.layer_counts(computed, positions, row, bits, config)
+    return {**energy.energy_of(counts, energy.check_table(table), bits, config), "counts": counts}
+
+
+def breakdown(weight: torch.Tensor, choice: Choice, positions: int, table: dict[str, float],
+              config: energy.EnergyConfig) -> dict[str, Any]:
+    """Everything the explorer shows for one choice on one layer's dense weight (no model needed)."""
+    pruned, mask = prune(weight, choice.scheme, choice.rate)
+    quantized, alpha = quantize(pruned, mask, choice.weight_bits)
+    row = stored(quantized, choice.scheme, choice.weight_bits, choice.index_format, choice.index_bits)
+    parts = energy_parts(quantized, choice.scheme, positions, row, choice.weight_bits, table, config)
+    counts = parts.pop("counts")
+    structure = row["pointers"] + row["indices"] + row["fillers"]
+    return {
+        "choice": choice,
+        "dense": weight.detach(),
+        "pruned": pruned,
+        "quantized": quantized,
+        "mask": mask,
+        "alpha": alpha,
+        "storage": row,
+        "structure_bits": structure,
+        "dense_fp32_bits": 32 * weight.numel(),
+        "energy_pj": parts,
+        "energy_counts": counts,
+        "layer_rate": weight.numel() / max(int(torch.count_nonzero(quantized)), 1),
+    }

@@ -1,0 +1,177 @@
+"""The explorer's model: which checkpoints exist, a LeNet-5 trained on the spot when none does, and one
+model held in memory with its validation images so that each choice answers within about a second.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from study import paths
+from study.core import data, models, training
+from study.core.params import Params, load_params
+from study.explore import layer as layer_view
+from study.progress import phase, quiet
+
+DEMO_ROOT = "demo"  # where `make demo` writes (study.demo)
+DEMO_PARAMS = "demo/params.yaml"
+# A checkpoint's kind from its path below models/<baseline>/ (the pipeline's layout, study.paths).
+PATTERNS = {"dense.pt": "dense", "prune-*/selected.pt": "pruned", "quantize-*/model.pt": "quantized"}
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A checkpoint the explorer can open, and the parameters file whose data and validation split it was made with."""
+
+    label: str
+    checkpoint: Path
+    params_file: Path
+
+
+def _label(source: str, checkpoint: Path, root: Path) -> str:
+    relative = checkpoint.relative_to(root / "models")
+    baseline, rest = relative.parts[0], "/".join(relative.parts[1:])
+    if rest == "dense.pt":
+        what = "dense"
+    elif rest.startswith("prune-"):
+        what = f"{rest.split('/')[0].removeprefix('prune-')}, pruned"
+    else:
+        scheme_bits = rest.split("/")[0].removeprefix("quantize-")
+        scheme, bits = scheme_bits.rsplit("-", 1)
+        what = f"{scheme}, {bits}-bit"
+    return f"{source}: {baseline} ({what})"
+
+
+def find_models(params_file: str | Path = "params.yaml", out_root: str | Path = "tmp/explore") -> list[Candidate]:
+    """Every checkpoint of the pipeline (``models/``), of the demo (``demo/models/``) and of this explorer's
+    own runs (``<out_root>/models/``); in each, the compared baselines first, dense models before the others."""
+    sources = [("study", paths.REPO_ROOT, paths.from_root(params_file)),
+               ("demo", paths.from_root(DEMO_ROOT), paths.from_root(DEMO_PARAMS)),
+               (str(out_root), paths.from_root(out_root), paths.from_root(params_file))]
+    found: list[Candidate] = []
+    seen: set[Path] = set()
+    for source, root, params in sources:
+        if not params.is_file():
+            continue
+        compared = load_params(params).compare.baselines
+        first = {name: i for i, name in enumerate(compared)}
+        for pattern in PATTERNS:
+            checkpoints = sorted((root / "models").glob(f"*/{pattern}"),
+                                 key=lambda p: (first.get(p.relative_to(root / "models").parts[0], len(first)), str(p)))
+            for checkpoint in checkpoints:
+                if checkpoint.resolve() not in seen:
+                    seen.add(checkpoint.resolve())
+                    found.append(Candidate(_label(source, checkpoint, root), checkpoint, params))
+    return found
+
+
+def quick_model(params_file: str | Path = "params.yaml", out_root: str | Path = "tmp/explore", epochs: int = 1) -> Candidate:
+    """A dense model of the first compared baseline trained for ``epochs`` (about a minute for LeNet-5 on
+    MNIST on 2 cores), kept under ``<out_root>/models/<baseline>-quick/`` so the next session reuses it."""
+    params_path = paths.from_root(params_file)
+    params = load_params(params_path)
+    baseline = params.compare.baselines[0]
+    base = params.baselines[baseline]
+    root = paths.from_root(out_root)
+    checkpoint = root / paths.dense_checkpoint(f"{baseline}-quick")
+    if not checkpoint.is_file():
+        splits = _splits(params, base.dataset)
+        training.seed_everything(params.seed)
+        net = models.build_model(base.model)
+        config = dataclasses.replace(base.train_config(params.seed), epochs=epochs)
+        with phase(f"explorer: training {base.model} on {base.dataset} for {epochs} epoch(s)"):
+            training.fit(net, splits["train"], splits["val"], config)
+        training.save_model(checkpoint, net, base.model, base.dataset)
+    return Candidate(_label(str(out_root), checkpoint, root), checkpoint, params_path)
+
+
+def _splits(params: Params, dataset: str) -> dict[str, data.Split]:
+    return data.load_dataset(dataset, paths.from_root(params.data.root), params.data.val_size,
+                             split_seed=params.seed, check_sha256=params.data.check_sha256)
+
+
+def choose(model: str, params_file: str | Path = "params.yaml", out_root: str | Path = "tmp/explore") -> Candidate:
+    """``auto``: the first dense checkpoint found (study, then demo, then this explorer's), else a quick
+    model; ``quick``: the quick model; otherwise a label from :func:`find_models` or a checkpoint path."""
+    if model == "quick":
+        return quick_model(params_file, out_root)
+    found = find_models(params_file, out_root)
+    if model == "auto":
+        return next((c for c in found if c.label.endswith("(dense)")), None) or quick_model(params_file, out_root)
+    for candidate in found:
+        if model == candidate.label:
+            return candidate
+    path = paths.from_root(model)
+    if path.is_file():
+        return Candidate(f"{model}", path, paths.from_root(params_file))
+    raise FileNotFoundError(f"model={model!r} is neither 'auto', 'quick', a checkpoint file nor one of "
+                            f"{[c.label for c in found]}; run `make demo` or `make paper` to make checkpoints")
+
+
+class Explorer:
+    """One model in memory: its layers, their MAC positions, the energy settings and a validation subset."""
+
+    def __init__(self, candidate: Candidate, val_images: int = 2000) -> None:
+        self.candidate = candidate
+        self.model, payload = training.load_model(candidate.checkpoint)
+        self.model.eval()
+        self.params = load_params(candidate.params_file)
+        self.model_name, self.dataset = payload["model"], payload["dataset"]
+        self.val = _splits(self.params, self.dataset)["val"].subset(val_images)
+        self.layers = models.prunable_layers(self.model)
+        macs = models.count_macs(self.model, models.INPUT_SHAPES[self.model_name])
+        self.positions = {name: macs[name] // m.weight.numel() for name, m in self.layers.items()}
+        if self.params.energy is None:
+            raise KeyError(f"{candidate.params_file} has no `energy` section; the explorer prices layers with it")
+        self.energy_table = dict(self.params.energy.table_pj)
+        self.energy_config = self.params.energy.config()
+        self.baseline_accuracy = self.accuracy({})
+
+    @property
+    def largest_layer(self) -> str:
+        return max(self.layers, key=lambda n: self.layers[n].weight.numel())
+
+    @property
+    def busiest_conv_layer(self) -> str:
+        """The conv layer with the most MACs (falls back to the largest layer in a network without conv)."""
+        convs = [n for n, m in self.layers.items() if isinstance(m, torch.nn.Conv2d)]
+        return max(convs, key=lambda n: self.positions[n] * self.layers[n].weight.numel()) if convs else self.largest_layer
+
+    @torch.no_grad()
+    def accuracy(self, replaced: dict[str, torch.Tensor]) -> float:
+        """Validation accuracy (fraction) with some layers' weights replaced, restored afterwards."""
+        saved = {name: self.layers[name].weight.detach().clone() for name in replaced}
+        try:
+            for name, weight in replaced.items():
+                self.layers[name].weight.copy_(weight)
+            with quiet():
+                return training.evaluate(self.model, self.val)["accuracy"]
+        finally:
+            for name, weight in saved.items():
+                self.layers[name].weight.copy_(weight)
+
+    def weights_total(self) -> int:
+        return models.count_weights(self.model)
+
+    def nonzero_total(self) -> int:
+        return models.count_nonzero_weights(self.model)
+
+    @functools.lru_cache(maxsize=64)
+    def view(self, choice: layer_view.Choice) -> dict[str, Any]:
+        """What the explorer shows for ``choice``: :func:`study.explore.layer.breakdown` plus the accuracy of
+        the whole model with that layer replaced (one shot, no retraining) and the model's overall rate."""
+        if choice.layer not in self.layers:
+            raise ValueError(f"layer={choice.layer!r}; layers of {self.model_name}: {list(self.layers)}")
+        weight = self.layers[choice.layer].weight.detach()
+        view = layer_view.breakdown(weight, choice, self.positions[choice.layer], self.energy_table, self.energy_config)
+        kept_elsewhere = self.nonzero_total() - int(torch.count_nonzero(weight))
+        view["model_rate"] = self.weights_total() / max(kept_elsewhere + int(torch.count_nonzero(view["quantized"])), 1)
+        view["val_accuracy"] = self.accuracy({choice.layer: view["quantized"]})
+        view["baseline_val_accuracy"] = self.baseline_accuracy
+        view["val_images"] = len(self.val)
+        return view
