@@ -98,8 +98,9 @@ class App:
                                value=choice.weight_bits, description="weight bits", style=style)
         self.index_format = w.Dropdown(options=list(INDEX_FORMATS), value=choice.index_format, description="index format",
                                        style=style)
-        self.index_bits = w.Dropdown(options=[("cheapest", None), *[(str(b), b) for b in range(1, 17)]],
-                                     value=choice.index_bits, description="run-length bits", style=style)
+        # 0 stands for "the cheapest width" (None): ipywidgets shows no label for a None value
+        self.index_bits = w.Dropdown(options=[("cheapest", 0), *[(str(b), b) for b in range(1, 17)]],
+                                     value=choice.index_bits or 0, description="run-length bits", style=style)
         for control, name in ((self.model, "model"), (self.layer, "layer"), (self.scheme, "scheme"), (self.rate, "rate"),
                               (self.bits, "bits"), (self.index_format, "index-format"), (self.index_bits, "index-bits")):
             control.add_class(f"explore-{name}")
@@ -117,7 +118,7 @@ class App:
 
     def choice(self) -> Choice:
         return Choice(self.layer.value, self.scheme.value, float(self.rate.value), int(self.bits.value),
-                      self.index_format.value, self.index_bits.value)
+                      self.index_format.value, self.index_bits.value or None)
 
     def refresh(self, *_: object) -> None:
         irregular = self.scheme.value == "irregular"

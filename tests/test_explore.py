@@ -1,0 +1,126 @@
+"""The explorer's callbacks on layers small enough to count by hand, and on a tiny trained model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from study.explore import app, exercises, layer
+from study.explore.layer import Choice
+from study.explore.session import Candidate, Explorer, choose, find_models, quick_model
+from tests.conftest import write_tiny_params
+
+# A 2x4 FC weight: row norms^2 0.30 / 0.6125, column norms^2 0.10 / 0.2525 / 0.20 / 0.36.
+W = torch.tensor([[0.1, -0.5, 0.2, 0.0], [0.3, 0.05, -0.4, 0.6]])
+HEADER_BITS = 8 * 2 + 32 * 2 + 8 * 3 + 8  # format and rank, the two dimensions, widths and scheme, pointer width
+
+
+def test_choice_refuses_bad_values_by_name() -> None:
+    with pytest.raises(ValueError, match="scheme='rows'"):
+        Choice("fc1", scheme="rows")
+    with pytest.raises(ValueError, match="rate=0.5"):
+        Choice("fc1", rate=0.5)
+    with pytest.raises(ValueError, match="weight_bits=9"):
+        Choice("fc1", weight_bits=9)
+    with pytest.raises(ValueError, match="index_format='coo'"):
+        Choice("fc1", index_format="coo")
+
+
+@pytest.mark.parametrize(("scheme", "expected"), [
+    ("irregular", [[0, 1, 0, 0], [1, 0, 1, 1]]),  # the four largest magnitudes
+    ("filter", [[0, 0, 0, 0], [1, 1, 1, 1]]),  # the row of larger norm
+    ("channel", [[0, 1, 0, 1], [0, 1, 0, 1]]),  # an FC layer's channels are its inputs: the two columns of larger norm
+    ("column", [[0, 1, 0, 1], [0, 1, 0, 1]]),
+])
+def test_prune_keeps_the_largest_units_at_half_rate(scheme: str, expected: list[list[int]]) -> None:
+    pruned, mask = layer.prune(W, scheme, 2.0)
+    assert mask.int().tolist() == expected
+    assert torch.equal(pruned, W * mask)
+
+
+def test_two_bit_survivors_go_to_plus_minus_their_mean_magnitude() -> None:
+    pruned, mask = layer.prune(W, "irregular", 2.0)
+    quantized, alpha = layer.quantize(pruned, mask, 2)
+    assert alpha == pytest.approx(0.45)  # (0.5 + 0.3 + 0.4 + 0.6) / 4: the least-squares scale of +-1 codes
+    assert torch.allclose(quantized, torch.tensor([[0, -0.45, 0, 0], [0.45, 0, -0.45, 0.45]]))
+    full, none = layer.quantize(pruned, mask, 32)
+    assert none is None and torch.equal(full, pruned)
+
+
+def test_storage_of_the_tiny_layer_counted_by_hand() -> None:
+    pruned, mask = layer.prune(W, "irregular", 2.0)
+    quantized, _ = layer.quantize(pruned, mask, 2)
+    csr = layer.stored(quantized, "irregular", 2, "csr")
+    # two row ends of 3 bits (counts up to 4), four 2-bit column indices, codebook (count + two float32 levels), four 2-bit codes
+    assert (csr["header"], csr["pointers"], csr["indices"], csr["codebook"], csr["values"]) == (HEADER_BITS, 6, 8, 96, 8)
+    assert csr["total_bits"] == HEADER_BITS + 6 + 8 + 96 + 8
+    auto = layer.stored(quantized, "irregular", 2)
+    assert auto["total_bits"] == min(layer.stored(quantized, "irregular", 2, f)["total_bits"] for f in ("rel_csc", "rel_csr", "csr", "bitmap"))
+    filtered, filter_mask = layer.prune(W, "filter", 2.0)
+    structured = layer.stored(layer.quantize(filtered, filter_mask, 2)[0], "filter", 2)
+    # one flag per row, one row of four 2-bit codes; its two levels +-0.3375 in the codebook
+    assert (structured["indices"], structured["values"], structured["codebook"]) == (2, 8, 96)
+    assert structured["total_bits"] == HEADER_BITS + 2 + 96 + 8
+
+
+def test_structured_energy_charges_only_the_kept_groups() -> None:
+    table = {"int8_add": 0.03, "int32_add": 0.1, "int8_mult": 0.2, "int32_mult": 3.1, "fp32_add": 0.9, "fp32_mult": 3.7,
+             "sram_32bit_read": 5.0, "dram_32bit_read": 640.0, "idle_lane_cycle": 0.0}
+    config = layer.energy.EnergyConfig(lanes=2)
+    filtered, mask = layer.prune(W, "filter", 2.0)
+    view = layer.breakdown(W, Choice("fc", "filter", 2.0, 32), 3, table, config)
+    assert view["energy_counts"]["macs"] == 4 * 3  # one kept row of four weights at three positions, not 8 * 3
+    assert view["energy_pj"]["mac"] == pytest.approx(12 * (3.7 + 0.9))
+    assert torch.equal(layer.kept_part(filtered, "filter"), W[1:])
+    column = torch.zeros(2, 3, 2, 2)
+    column[:, 1, 0, 1] = 1.0
+    assert layer.kept_part(column, "channel").shape == (2, 1, 2, 2)
+    assert layer.kept_part(column, "column").shape == (2, 1)
+    irregular = layer.breakdown(W, Choice("fc", "irregular", 2.0, 8, "csr"), 1, table, config)
+    assert irregular["energy_counts"]["macs"] == 4 and irregular["layer_rate"] == 2.0
+
+
+@pytest.fixture(scope="module")
+def tiny_session(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Explorer:
+    folder = tmp_path_factory.mktemp("explore")
+    params = write_tiny_params(folder / "params.yaml", synthetic_root)
+    return Explorer(quick_model(params, folder / "out"), val_images=40)
+
+
+def test_a_view_changes_one_layer_and_restores_it(tiny_session: Explorer) -> None:
+    before = {n: m.weight.detach().clone() for n, m in tiny_session.layers.items()}
+    view = tiny_session.view(Choice("conv2", "channel", 5.0, 3))
+    assert all(torch.equal(before[n], m.weight) for n, m in tiny_session.layers.items())
+    assert 0.0 <= view["val_accuracy"] <= 1.0 and view["val_images"] == 40
+    kept = int(torch.count_nonzero(view["quantized"]))
+    assert view["model_rate"] == pytest.approx(tiny_session.weights_total() / (tiny_session.nonzero_total() - 25_000 + kept))
+    assert torch.unique(view["quantized"][view["quantized"] != 0]).numel() <= 6  # 3-bit: +-1..3 alpha, zero excluded
+    html = app.summary_html(view)
+    assert f"data-part='total_bits'><b>{view['storage']['total_bits']:,}</b>" in html
+    assert tiny_session.accuracy({}) == tiny_session.baseline_accuracy
+
+
+def test_the_exercises_answer_on_the_model_at_hand(tiny_session: Explorer) -> None:
+    weight = tiny_session.layers["conv1"].weight.detach()  # 500 weights: small enough for a brute-force check
+    rate, irregular, structured = exercises.break_even_rate(weight, "filter", 4.0, 4)
+    keep = round(weight.numel() / rate)
+    assert irregular == exercises.irregular_bits(weight, keep, 4) <= structured
+    assert exercises.irregular_bits(weight, keep + 1, 4) > structured  # one more kept weight no longer fits
+    assert structured == exercises.structured_bits(weight, "filter", 4.0, 4)
+    for exercise in exercises.EXERCISES:
+        answer = exercise.answer(tiny_session)
+        assert tiny_session.largest_layer in answer or tiny_session.busiest_conv_layer in answer, exercise.title
+
+
+def test_models_are_found_and_a_wrong_name_says_what_exists(tiny_session: Explorer) -> None:
+    candidate = tiny_session.candidate
+    out_root = candidate.checkpoint.parents[2]
+    found = find_models(candidate.params_file, out_root)
+    assert candidate.label in [c.label for c in found] and candidate.label.endswith("lenet5-mnist-quick (dense)")
+    assert choose(candidate.label, candidate.params_file, out_root) == candidate
+    assert choose(str(candidate.checkpoint), candidate.params_file, out_root).checkpoint == candidate.checkpoint
+    with pytest.raises(FileNotFoundError, match="make demo"):
+        choose("no-such-model", candidate.params_file, out_root)
+    assert isinstance(candidate, Candidate)

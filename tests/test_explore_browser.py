@@ -1,0 +1,106 @@
+"""The classroom page as a learner sees it: Voilà serves notebooks/explore.ipynb, Chromium shows it, a click
+changes the storage numbers on the page to exactly what the package computes for the new choice."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import papermill
+import pytest
+
+from study.explore.layer import Choice
+from study.explore.session import Explorer, quick_model
+from tests.conftest import REPO, write_tiny_params
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+# Flags for a closed network and a root user (CI): no sandbox, no background connections, a fresh profile.
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+TOTAL = ".explore-numbers [data-part='total_bits']"
+
+
+def _browser_or_skip() -> None:
+    if not Path(CHROMIUM).is_file():
+        message = "Chromium is missing: install Debian's `chromium` package (.ci/run does)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def served(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Explorer]]:
+    """Voilà serving the explorer for a tiny model, and the same model opened in this process."""
+    _browser_or_skip()
+    folder = tmp_path_factory.mktemp("classroom")
+    params = write_tiny_params(folder / "params.yaml", synthetic_root)
+    candidate = quick_model(params, folder / "out")
+    notebook = folder / "explore.ipynb"
+    papermill.execute_notebook(str(REPO / "notebooks" / "explore.ipynb"), str(notebook), prepare_only=True,
+                               parameters={"params_file": str(params), "out_root": str(folder / "out"),
+                                           "model": str(candidate.checkpoint), "layer": "fc1", "scheme": "irregular",
+                                           "rate": 20.0, "weight_bits": 4, "val_images": 40})
+    port = _free_port()
+    log = (folder / "voila.log").open("w")
+    server = subprocess.Popen([sys.executable, "-m", "voila", str(notebook), "--no-browser", f"--port={port}",
+                               "--Voila.ip=127.0.0.1"], cwd=folder, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        for _ in range(120):
+            try:  # any HTTP answer means the server is up (GET / would start a kernel: ask for a static path)
+                urllib.request.urlopen(url + "favicon.ico", timeout=2)  # noqa: S310 (localhost)
+                break
+            except urllib.error.HTTPError:
+                break
+            except OSError:
+                if server.poll() is not None:
+                    pytest.fail(f"voila exited:\n{(folder / 'voila.log').read_text()[-3000:]}")
+                time.sleep(0.5)
+        yield url, Explorer(candidate, val_images=40)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        log.close()
+
+
+def _bits(page: object) -> int:
+    return int(page.inner_text(TOTAL).replace(",", ""))
+
+
+def test_a_click_changes_the_page_to_the_numbers_the_package_computes(served: tuple[str, Explorer]) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    url, session = served
+    expected = {(scheme, bits): session.view(Choice("fc1", scheme, 20.0, bits))["storage"]["total_bits"]
+                for scheme, bits in (("irregular", 4), ("channel", 4), ("channel", 8))}
+    assert len(set(expected.values())) == 3  # each move must show a different number
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            page.goto(url, timeout=120_000)
+            page.wait_for_selector(TOTAL, timeout=180_000)
+            assert _bits(page) == expected["irregular", 4]
+            assert "import" not in page.inner_text("body")  # the page shows no code
+
+            page.click(".explore-scheme button:has-text('channel')")
+            expect(page.locator(TOTAL)).to_have_text(f"{expected['channel', 4]:,}", timeout=60_000)
+            page.select_option(".explore-bits select", label="8-bit")
+            expect(page.locator(TOTAL)).to_have_text(f"{expected['channel', 8]:,}", timeout=60_000)
+            assert page.is_disabled(".explore-index-format select")  # structured layers have no index format
+        finally:
+            browser.close()
