@@ -1,6 +1,9 @@
 # Two commands do everything (see README.md):
 #   make paper   create .venv if missing, install, fetch the data, run the whole study (dvc repro)
 #   make test    create .venv if missing, install, run the test suite
+# and two are for exploring and teaching:
+#   make demo     every stage on a small profile in about five minutes, under demo/ (the study is untouched)
+#   make explore  the layer explorer as a web page without code (Voilà), at http://localhost:$(EXPLORE_PORT)/
 # Both are idempotent: a second run reinstalls nothing and DVC reruns no stage whose inputs are unchanged.
 
 VENV ?= .venv
@@ -9,7 +12,9 @@ BIN := $(abspath $(VENV))/bin
 # Stages call papermill/jupyter/python by name: the venv must come first on PATH for them and their kernels.
 export PATH := $(BIN):$(PATH)
 
-.PHONY: paper test install data validate clean-outputs
+EXPLORE_PORT ?= 8866
+
+.PHONY: paper test install data validate clean-outputs demo explore
 
 paper: install data validate
 	dvc repro
@@ -35,6 +40,13 @@ data: install
 validate: install
 	python -m study.core.params params.yaml
 
+demo: install data
+	python -m study.demo
+	@echo "Demo report: open demo/report/index.html; the explorer (make explore) lists the demo's models."
+
+explore: install data
+	voila notebooks/explore.ipynb --no-browser --port=$(EXPLORE_PORT) --Voila.ip=127.0.0.1
+
 # Remove what `make paper` produced (not the data, not the venv).
 clean-outputs:
-	rm -rf models runs metrics report tmp
+	rm -rf models results runs metrics report tmp demo

@@ -124,3 +124,26 @@ def test_models_are_found_and_a_wrong_name_says_what_exists(tiny_session: Explor
     with pytest.raises(FileNotFoundError, match="make demo"):
         choose("no-such-model", candidate.params_file, out_root)
     assert isinstance(candidate, Candidate)
+
+
+def test_papermill_draws_the_views_and_answers_without_widgets(tiny_session: Explorer, tmp_path: Path) -> None:
+    import nbformat
+    import papermill
+
+    from tests.conftest import REPO
+
+    candidate = tiny_session.candidate
+    executed = tmp_path / "explore.ipynb"
+    papermill.execute_notebook(str(REPO / "notebooks" / "explore.ipynb"), str(executed), cwd=str(REPO / "notebooks"),
+                               progress_bar=False, parameters={
+                                   "params_file": str(candidate.params_file), "out_root": str(candidate.checkpoint.parents[2]),
+                                   "model": str(candidate.checkpoint), "layer": "conv2", "scheme": "filter", "rate": 4.0,
+                                   "weight_bits": 3, "val_images": 40, "interactive": False, "show_answers": True})
+    outputs = [o for c in nbformat.read(executed, as_version=4).cells if c.cell_type == "code" for o in c.outputs]
+    data = [o.get("data", {}) for o in outputs]
+    assert any("image/png" in d for d in data)
+    total = tiny_session.view(Choice("conv2", "filter", 4.0, 3))["storage"]["total_bits"]
+    assert any(f"data-part='total_bits'><b>{total:,}</b>" in d.get("text/html", "") for d in data)
+    answers = [d["text/markdown"] for d in data if d.get("text/markdown", "").startswith(">")]
+    assert len(answers) == len(exercises.EXERCISES)
+    assert not any("application/vnd.jupyter.widget-view+json" in d for d in data)

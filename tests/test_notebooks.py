@@ -132,13 +132,16 @@ def test_dvc_repro_on_tiny_data_then_every_notebook_by_hand(tmp_path: Path, monk
     # By hand: every notebook from notebooks/ with its default parameters writes under tmp/explore only.
     before = _snapshot(project)
     monkeypatch.setenv("PYTHONPATH", env["PYTHONPATH"])  # the kernels import this copy's study package
-    for name in STAGE_ORDER:
+    for name in [*STAGE_ORDER, "explore"]:  # the explorer opens the pipeline's dense model, with its widgets
         papermill.execute_notebook(str(project / "notebooks" / f"{name}.ipynb"), str(tmp_path / f"hand-{name}.ipynb"),
                                    cwd=str(project / "notebooks"), kernel_name="python3", progress_bar=False)
     assert _snapshot(project) == before, "a notebook run by hand changed a pipeline output"
     scratch = project / "tmp" / "explore"
     assert (scratch / "results" / "prune" / "lenet5-mnist-irregular.json").is_file()
     assert (scratch / "report" / "tables" / "claims.md").is_file()
+    explored = nbformat.read(tmp_path / "hand-explore.ipynb", as_version=4)
+    shown = [o.get("data", {}) for c in explored.cells if c.cell_type == "code" for o in c.outputs]
+    assert any("application/vnd.jupyter.widget-view+json" in d for d in shown)
 
 
 def test_launcher_refuses_an_unknown_stage_before_any_work(tmp_path: Path) -> None:

@@ -49,16 +49,25 @@ def styled(table: pd.DataFrame, precision: int = 2):
             .set_properties(subset=text, **{"text-align": "left"}))
 
 
-def write_table(table: pd.DataFrame, folder: Path | str, name: str) -> dict[str, Path]:
-    """Write ``table`` as ``<name>.csv``, ``<name>.md`` and ``<name>.tex`` (LaTeX tabular) under ``folder``."""
+def write_table(table: pd.DataFrame, folder: Path | str, name: str, note: str = "") -> dict[str, Path]:
+    """Write ``table`` as ``<name>.csv``, ``<name>.md`` and ``<name>.tex`` (LaTeX tabular) under ``folder``.
+
+    A ``note`` (e.g. "DEMO profile ...") heads the Markdown and LaTeX files; the CSV stays plain data."""
     folder = Path(folder)
     paths = {"csv": folder / f"{name}.csv", "md": folder / f"{name}.md"}
     atomic_write_text(paths["csv"], table.to_csv(index=False))
     blanks = table.astype(object).where(table.notna(), None)  # tabulate leaves only None cells empty
-    atomic_write_text(paths["md"], blanks.to_markdown(index=False, missingval="") + "\n")
+    atomic_write_text(paths["md"], (f"*{note}*\n\n" if note else "") + blanks.to_markdown(index=False, missingval="") + "\n")
     paths["tex"] = folder / f"{name}.tex"
-    atomic_write_text(paths["tex"], table.to_latex(index=False, escape=True, na_rep="", float_format="%g"))
+    atomic_write_text(paths["tex"], (f"% {note}\n" if note else "")
+                      + table.to_latex(index=False, escape=True, na_rep="", float_format="%g"))
     return paths
+
+
+def stamp(fig: plt.Figure, text: str) -> None:
+    """Mark a figure in its top-left corner (e.g. "DEMO profile"), so that it is never taken for the study's."""
+    fig.text(0.005, 0.995, text, ha="left", va="top", fontsize=10, fontweight="bold", color="#c44e52",
+             bbox={"facecolor": "white", "edgecolor": "#c44e52", "boxstyle": "round,pad=0.25"})
 
 
 def provenance_table(paths: Iterable[Path | str]) -> pd.DataFrame:

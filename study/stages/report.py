@@ -76,19 +76,22 @@ def summary(baseline_records: list[dict], prune_records: list[dict], storage: di
     return out
 
 
-def run(params: Params, layout: paths.Layout) -> Report:
+def run(params: Params, layout: paths.Layout, label: str = "") -> Report:
+    """Every table, figure and verdict; a ``label`` (e.g. the demo's) is stamped on each of them and on the page."""
     compare = params.compare
-    out = Report(baselines=list(compare.baselines))
+    out = Report(baselines=list(compare.baselines), texts={"banner": f"**{label}**" if label else ""})
     tables_dir, figures_dir = layout.write("report/tables"), layout.write("report/figures")
     plots_dir = layout.write("report/plots")
     shutil.rmtree(plots_dir, ignore_errors=True)  # written afresh: a series that no longer exists leaves no stale file
     report.use_style()
 
     def table(name: str, frame: pd.DataFrame) -> None:
-        report.write_table(frame, tables_dir, name)
+        report.write_table(frame, tables_dir, name, note=label)
         out.tables[name] = frame
 
     def figure(name: str, fig: plt.Figure) -> None:
+        if label:
+            report.stamp(fig, label.split(":")[0])
         out.figures[name] = report.save_figure(fig, figures_dir, name)["png"]
         plt.close(fig)
 
