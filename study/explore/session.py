@@ -14,7 +14,7 @@ import torch
 
 from study import paths
 from study.core import data, models, training
-from study.core.params import Params, load_params
+from study.core.params import Params, ParamsError, load_params
 from study.explore import layer as layer_view
 from study.progress import phase, quiet
 
@@ -58,7 +58,11 @@ def find_models(params_file: str | Path = "params.yaml", out_root: str | Path = 
     for source, root, params in sources:
         if not params.is_file():
             continue
-        compared = load_params(params).compare.baselines
+        try:
+            compared = load_params(params).compare.baselines
+        except ParamsError as exc:  # e.g. a demo made by an older version: say so, list the others
+            print(f"explorer: skipping the {source} models, their parameters do not load: {exc}")
+            continue
         first = {name: i for i, name in enumerate(compared)}
         for pattern in PATTERNS:
             checkpoints = sorted((root / "models").glob(f"*/{pattern}"),
