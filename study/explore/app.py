@@ -47,7 +47,7 @@ def summary_html(view: dict[str, Any]) -> str:
                      f"<b data-field='val_accuracy'>{100 * accuracy:.2f}%</b> (unchanged: {100 * view['baseline_val_accuracy']:.2f}%); "
                      f"whole model at {view['model_rate']:.1f}x.</p>") if accuracy is not None else ""
     return (
-        f"<div class='explore-summary'><p><b>{html.escape(choice.layer)}</b>: {choice.scheme} at {choice.rate:g}x "
+        f"<div class='explore-summary'><p><b>{html.escape(choice.layer)}</b>: {choice.scheme} at {choice.rate:.3g}x "
         f"(layer rate {view['layer_rate']:.1f}x), {'fp32' if choice.weight_bits == 32 else f'{choice.weight_bits}-bit'} "
         f"weights, stored as <span data-field='format'>{html.escape(fmt)}</span>.</p>"
         f"<table><tr><th>part</th><th>bits</th><th>what it holds</th></tr>{cells}"

@@ -21,7 +21,7 @@ PART_COLORS = {"values": "#4c72b0", "indices": "#dd8452", "fillers": "#c44e52", 
 def title(view: dict[str, Any]) -> str:
     choice = view["choice"]
     bits = "fp32" if choice.weight_bits == 32 else f"{choice.weight_bits}-bit"
-    return f"{choice.layer}: {choice.scheme} at {choice.rate:g}x, {bits} weights"
+    return f"{choice.layer}: {choice.scheme} at {choice.rate:.3g}x, {bits} weights"
 
 
 def draw_mask(ax: plt.Axes, view: dict[str, Any]) -> None:
