@@ -120,6 +120,41 @@ def test_codebook_is_counted_and_holds_the_distinct_values() -> None:
     assert bits["codebook"] == 32 + 3 * 32 and bits["values"] == 3 * 2
 
 
+def test_uniform_eight_bit_irregular_layer_stores_one_scale_and_its_levels() -> None:
+    rng = np.random.default_rng(3)
+    alpha = np.float32(0.0123)
+    levels = rng.integers(-127, 128, size=(20, 30)) * (rng.random((20, 30)) < 0.1)
+    weight = alpha * levels.astype(np.float32)
+    encoded = encoding.encode(weight, "rel_csr", 8, index_bits=4)
+    parts = encoded.breakdown
+    assert parts["codebook"] == 0 and parts["scale"] == 32 and parts["values"] == 8 * np.count_nonzero(weight)
+    assert encoded.n_bits == parts["values"] + parts["indices"] + parts["fillers"] + parts["pointers"] + parts["scale"] + parts["header"]
+    assert np.array_equal(encoding.decode(encoded.data, encoded.n_bits), weight)
+
+
+@settings(max_examples=40, deadline=None)
+@given(bits=st.integers(1, 8), alpha=st.floats(0.0001220703125, 8.0, allow_nan=False, width=32), seed=st.integers(0, 2**16),
+       fmt=st.sampled_from(["dense", "bitmap", "csr", "rel_csc", "rel_csr"]))
+def test_uniform_levels_round_trip_in_the_scale_form(bits: int, alpha: float, seed: int, fmt: str) -> None:
+    rng = np.random.default_rng(seed)
+    m = encoding.max_level(bits)
+    levels = rng.choice([-1, 1], size=(6, 9)) if bits == 1 else rng.integers(-m, m + 1, size=(6, 9))
+    if fmt != "dense" and bits > 1:
+        levels = levels * (rng.random((6, 9)) < 0.5)
+    weight = np.float32(alpha) * levels.astype(np.float32)
+    encoded = encoding.encode(weight, fmt, bits)
+    assert np.array_equal(encoding.decode(encoded.data, encoded.n_bits), weight)
+    if np.count_nonzero(weight):
+        assert encoded.breakdown["scale"] == 32 and encoded.breakdown["codebook"] == 0
+
+
+def test_non_uniform_levels_keep_the_codebook() -> None:
+    weight = np.array([[0.1, -0.7, 0.0, 0.3]], dtype=np.float32)  # no scale makes 0.1, 0.3 and 0.7 2-bit levels
+    encoded = encoding.encode(weight, "csr", 2)
+    assert encoded.breakdown["scale"] == 0 and encoded.breakdown["codebook"] == 32 + 3 * 32
+    assert np.array_equal(encoding.decode(encoded.data, encoded.n_bits), weight)
+
+
 def test_empty_and_full_tensors() -> None:
     for weight in (np.zeros((3, 5), np.float32), np.ones((3, 5), np.float32)):
         for fmt in encoding.FORMATS:

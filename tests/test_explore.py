@@ -53,31 +53,26 @@ def test_storage_of_the_tiny_layer_counted_by_hand() -> None:
     pruned, mask = layer.prune(W, "irregular", 2.0)
     quantized, _ = layer.quantize(pruned, mask, 2)
     csr = layer.stored(quantized, "irregular", 2, "csr")
-    # two row ends of 3 bits (counts up to 4), four 2-bit column indices, codebook (count + two float32 levels), four 2-bit codes
-    assert (csr["header"], csr["pointers"], csr["indices"], csr["codebook"], csr["values"]) == (HEADER_BITS, 6, 8, 96, 8)
-    assert csr["total_bits"] == HEADER_BITS + 6 + 8 + 96 + 8
+    # two row ends of 3 bits (counts up to 4), four 2-bit column indices, one float32 scale, four 2-bit levels
+    assert (csr["header"], csr["pointers"], csr["indices"], csr["scale"], csr["codebook"], csr["values"]) == (HEADER_BITS, 6, 8, 32, 0, 8)
+    assert csr["total_bits"] == HEADER_BITS + 6 + 8 + 32 + 8 and csr["value_form"] == "scale"
     auto = layer.stored(quantized, "irregular", 2)
     assert auto["total_bits"] == min(layer.stored(quantized, "irregular", 2, f)["total_bits"] for f in ("rel_csc", "rel_csr", "csr", "bitmap"))
     filtered, filter_mask = layer.prune(W, "filter", 2.0)
     structured = layer.stored(layer.quantize(filtered, filter_mask, 2)[0], "filter", 2)
-    # one flag per row, one row of four 2-bit codes; its two levels +-0.3375 in the codebook
-    assert (structured["indices"], structured["values"], structured["codebook"]) == (2, 8, 96)
-    assert structured["total_bits"] == HEADER_BITS + 2 + 96 + 8
+    # one flag per row, one row of four 2-bit levels of the scale 0.3375
+    assert (structured["indices"], structured["values"], structured["scale"]) == (2, 8, 32)
+    assert structured["total_bits"] == HEADER_BITS + 2 + 32 + 8
 
 
 def test_structured_energy_charges_only_the_kept_groups() -> None:
     table = {"int8_add": 0.03, "int32_add": 0.1, "int8_mult": 0.2, "int32_mult": 3.1, "fp32_add": 0.9, "fp32_mult": 3.7,
              "sram_32bit_read": 5.0, "dram_32bit_read": 640.0, "idle_lane_cycle": 0.0}
     config = layer.energy.EnergyConfig(lanes=2)
-    filtered, mask = layer.prune(W, "filter", 2.0)
     view = layer.breakdown(W, Choice("fc", "filter", 2.0, 32), 3, table, config)
     assert view["energy_counts"]["macs"] == 4 * 3  # one kept row of four weights at three positions, not 8 * 3
     assert view["energy_pj"]["mac"] == pytest.approx(12 * (3.7 + 0.9))
-    assert torch.equal(layer.kept_part(filtered, "filter"), W[1:])
-    column = torch.zeros(2, 3, 2, 2)
-    column[:, 1, 0, 1] = 1.0
-    assert layer.kept_part(column, "channel").shape == (2, 1, 2, 2)
-    assert layer.kept_part(column, "column").shape == (2, 1)
+    assert view["energy_counts"]["sram_activation_bits"] == (12 + 3) * 32  # one output row kept, fp32 activations
     irregular = layer.breakdown(W, Choice("fc", "irregular", 2.0, 8, "csr"), 1, table, config)
     assert irregular["energy_counts"]["macs"] == 4 and irregular["layer_rate"] == 2.0
 

@@ -18,10 +18,12 @@ from pathlib import Path
 
 import nbformat
 import numpy as np
+import pandas as pd
 import papermill
 import pytest
 
 from study.core.data import write_synthetic
+from study.report.claims import VERDICTS
 from tests.conftest import REPO, write_tiny_params
 
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
@@ -103,7 +105,7 @@ def test_dvc_repro_on_tiny_data_then_every_notebook_by_hand(tmp_path: Path, monk
     storage = json.loads((results / "storage" / "lenet5-mnist.json").read_text())
     assert len(storage["models"]) == 1 + 4 + 5 * 2  # dense fp32, four pruned fp32, five models at two widths
     for model in storage["models"]:
-        assert model["total_bits"] == sum(model[c] for c in ("header", "pointers", "indices", "fillers", "codebook", "values"))
+        assert model["total_bits"] == sum(model[c] for c in ("header", "pointers", "indices", "fillers", "codebook", "scale", "values"))
     with np.load(results / "weights" / "lenet5-mnist" / "masks.npz", allow_pickle=False) as masks:
         assert masks["filter/conv2"].shape == (50, 500) and masks["filter/conv2"].dtype == bool
     report = project / "report"
@@ -116,6 +118,9 @@ def test_dvc_repro_on_tiny_data_then_every_notebook_by_hand(tmp_path: Path, monk
         name = figure if figure == "F3_accuracy_vs_rate" else f"{figure}_lenet5-mnist"
         for ext in ("png", "svg"):
             assert (report / "figures" / ext / f"{name}.{ext}").stat().st_size > 1000
+    claims = pd.read_csv(report / "tables" / "claims.csv")
+    assert len(claims) == 5 and set(claims["at our scale"]) <= set(VERDICTS), claims
+    assert claims["published"].tolist()[0] == "348x"  # read from references/published_results.csv
     summary = json.loads((project / "metrics" / "summary.json").read_text())
     assert set(summary["lenet5-mnist"]) >= {"dense_test_accuracy", "irregular_rate", "filter_rate", "smallest_within_tolerance_kb"}
     assert {"series", "pruning rate (x)", "test accuracy (%)"} <= set((report / "plots" / "F3.csv").read_text().splitlines()[0].split(","))

@@ -44,7 +44,10 @@ def test_layer_storage_takes_the_cheapest_format_and_width() -> None:
     assert chosen["total_bits"] == min(candidates)
     assert chosen["total_bits"] == sum(chosen[c] for c in encoding.CATEGORIES)
     fixed = storage.layer_storage(weight, "irregular", 32, index_bits=1, formats=["rel_csc"])
-    assert fixed["index_bits"] in (1, None) and fixed["total_bits"] >= chosen["total_bits"]
+    relative = storage.stored_layer(weight, "rel_csc", 32, 1)
+    assert relative["total_bits"] < storage.stored_layer(weight, "dense", 32)["total_bits"]  # so the fixed format must win
+    assert (fixed["format"], fixed["index_bits"], fixed["total_bits"]) == ("rel_csc", 1, relative["total_bits"])
+    assert fixed["total_bits"] > chosen["total_bits"]  # 1-bit runs are not the cheapest width here
 
 
 def test_a_dense_enough_layer_is_stored_dense() -> None:

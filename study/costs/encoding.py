@@ -6,8 +6,11 @@ structure of each format (which fields, how wide, how many) comes from one funct
 both to pack the stream and to count it without packing, so counts and streams cannot drift apart.
 
 Weights are viewed as the GEMM matrix ``[out, in * kh * kw]`` (the view the pruning schemes use).
-Values take ``weight_bits`` bits: 32 stores raw float32; fewer stores codes into a per-layer codebook
-of float32 entries (the distinct stored values), which must fit in ``2**weight_bits`` codes.
+Values take ``weight_bits`` bits: 32 stores raw float32. Fewer bits store codes in one of two forms,
+chosen per layer: a *uniformly* quantized layer (every value exactly float32(alpha) * q for integer levels
+q of the b-bit grid, as ``study.compression.constraints`` makes them) stores one float32 scale and the
+level of each value, as hardware does; any other layer stores a codebook of float32 entries (the distinct
+stored values, at most ``2**weight_bits``) and a code per value. A header bit says which.
 
 Relative-index formats (EIE / Deep Compression): each non-zero stores the zero-run before it in
 ``index_bits`` bits. The all-ones run code ``M = 2**index_bits - 1`` is a filler: "M zeros, no value".
@@ -29,9 +32,10 @@ FORMATS = ("dense", "structured", "rel_csc", "rel_csr", "csr", "bitmap")
 RELATIVE_FORMATS = ("rel_csc", "rel_csr")
 WEIGHT_BITS = STORABLE_BITS
 INDEX_BITS = range(1, 17)
-CATEGORIES = ("header", "pointers", "indices", "fillers", "codebook", "values")
+CATEGORIES = ("header", "pointers", "indices", "fillers", "codebook", "scale", "values")
 _DIM_BITS = 32
 _SMALL_BITS = 8
+_UNIFORM_FLAG = 0x80  # set in the header's weight-bits field when the values are scale + levels
 
 Section = tuple[str, np.ndarray, int]  # (category, unsigned field values, bits per field)
 
@@ -159,9 +163,52 @@ def structure_sections(matrix: np.ndarray, shape: tuple[int, ...], fmt: str, ind
     raise EncodingError(f"format={fmt!r}; allowed: {list(FORMATS)}")
 
 
-def _value_sections(values: np.ndarray, weight_bits: int) -> list[Section]:
+def max_level(weight_bits: int) -> int:
+    """Largest integer level of the b-bit grid: 2^(b-1) - 1 (binary: 1, levels +-1 without zero)."""
+    return 1 if weight_bits == 1 else 2 ** (weight_bits - 1) - 1
+
+
+def _levels(values: np.ndarray, alpha: np.float32, weight_bits: int) -> np.ndarray | None:
+    """The integer levels q with float32(alpha) * q == values exactly on the b-bit grid, or None."""
+    q = np.rint(values.astype(np.float64) / np.float64(alpha))
+    m = max_level(weight_bits)
+    if np.abs(q).max(initial=0) > m or (weight_bits == 1 and (q == 0).any()):
+        return None
+    return q if np.array_equal(alpha * q.astype(np.float32), values) else None
+
+
+def uniform_scale(values: np.ndarray, weight_bits: int) -> np.float32 | None:
+    """The float32 scale alpha of a uniformly quantized set of values (each exactly alpha * q, |q| <= 2^(b-1) - 1,
+    q = +-1 for binary), or None when there is none (32-bit values, all zeros, or non-uniform levels).
+
+    Searched on the distinct values only (at most 2^b): the smallest magnitude sits on some level k, so
+    alpha is that magnitude / k, up to float32 rounding (the neighbouring floats are tried too).
+    """
+    if weight_bits == 32 or values.size == 0:
+        return None
+    distinct = np.unique(values.astype(np.float32))
+    magnitudes = np.abs(distinct[distinct != 0])
+    if magnitudes.size == 0 or distinct.size > (1 << weight_bits):
+        return None
+    smallest = magnitudes.min()
+    for level in range(1, max_level(weight_bits) + 1):
+        guess = np.float32(smallest / np.float32(level))
+        for alpha in (guess, np.nextafter(guess, np.float32(0)), np.nextafter(guess, np.float32(np.inf))):
+            if alpha > 0 and _levels(distinct, alpha, weight_bits) is not None:
+                return np.float32(alpha)
+    return None
+
+
+def _value_sections(values: np.ndarray, weight_bits: int) -> tuple[list[Section], bool]:
+    """The value fields and whether they take the scale form (see the module docstring)."""
     if weight_bits == 32:
-        return [("values", values.astype(np.float32).view(np.uint32).astype(np.uint64), 32)]
+        return [("values", values.astype(np.float32).view(np.uint32).astype(np.uint64), 32)], False
+    alpha = uniform_scale(values, weight_bits)
+    if alpha is not None:
+        q = _levels(values, alpha, weight_bits)
+        codes = (q + 1) // 2 if weight_bits == 1 else q + max_level(weight_bits)  # non-negative, < 2^b
+        return [("scale", np.array([alpha], dtype=np.float32).view(np.uint32).astype(np.uint64), 32),
+                ("values", codes.astype(np.uint64), weight_bits)], True
     codebook, codes = np.unique(values, return_inverse=True)
     if codebook.size > (1 << weight_bits):
         raise EncodingError(
@@ -169,7 +216,7 @@ def _value_sections(values: np.ndarray, weight_bits: int) -> list[Section]:
             f"quantize the layer to {weight_bits} bits first (study.compression.quantize) or store it with weight_bits=32")
     return [("codebook", np.array([codebook.size], dtype=np.uint64), _DIM_BITS),
             ("codebook", codebook.astype(np.float32).view(np.uint32).astype(np.uint64), 32),
-            ("values", codes.astype(np.uint64), weight_bits)]
+            ("values", codes.astype(np.uint64), weight_bits)], False
 
 
 def _aux_code(fmt: str, scheme: str) -> int:
@@ -187,15 +234,16 @@ def _sections(matrix: np.ndarray, shape: tuple[int, ...], fmt: str, weight_bits:
     if fmt in RELATIVE_FORMATS:
         check_index_bits(index_bits)
     structure, values = structure_sections(matrix, shape, fmt, index_bits, scheme)
+    value_fields, uniform = _value_sections(values, weight_bits)
     header: list[Section] = [
         ("header", np.array([FORMATS.index(fmt) if fmt in FORMATS else 255, len(shape)], dtype=np.uint64), _SMALL_BITS),
         ("header", np.array(shape, dtype=np.uint64), _DIM_BITS),
-        ("header", np.array([weight_bits, index_bits if fmt in RELATIVE_FORMATS else 0, _aux_code(fmt, scheme)],
-                            dtype=np.uint64), _SMALL_BITS),
+        ("header", np.array([weight_bits | (_UNIFORM_FLAG if uniform else 0), index_bits if fmt in RELATIVE_FORMATS else 0,
+                             _aux_code(fmt, scheme)], dtype=np.uint64), _SMALL_BITS),
     ]
     pointer_bits = [width for category, _, width in structure if category == "pointers"]
     header.append(("header", np.array(pointer_bits[:1] or [0], dtype=np.uint64), _SMALL_BITS))
-    return header + structure + _value_sections(values, weight_bits)
+    return header + structure + value_fields
 
 
 def _split_fillers(breakdown: dict[str, int], structure: list[Section]) -> dict[str, int]:
@@ -235,6 +283,14 @@ def encode(weight: object, fmt: str, weight_bits: int = 32, index_bits: int = 4,
 
 # ----------------------------------------------------------------------------- decoding
 def _read_values(reader: BitReader, count: int, weight_bits: int) -> np.ndarray:
+    if weight_bits & _UNIFORM_FLAG:
+        weight_bits &= ~_UNIFORM_FLAG
+        alpha = reader.read(1, 32).astype(np.uint32).view(np.float32)[0]
+        codes = reader.read(count, weight_bits).astype(np.int64)
+        q = 2 * codes - 1 if weight_bits == 1 else codes - max_level(weight_bits)
+        if np.abs(q).max(initial=0) > max_level(weight_bits):
+            raise EncodingError(f"a level {int(np.abs(q).max())} beyond the {weight_bits}-bit grid: corrupt stream")
+        return alpha * q.astype(np.float32)
     if weight_bits == 32:
         return reader.read(count, 32).astype(np.uint32).view(np.float32)
     size = reader.read_int(_DIM_BITS)

@@ -4,18 +4,24 @@ Counts come from the real stored layers (``study.costs.storage``: format, index 
 what irregular sparsity pays is measured on the real masks, not assumed. Conventions, each a choice a
 user can read and change:
 
+- One encoding for everything: the layer's stored stream decides the MACs, the lane work, the cycles,
+  the fillers and the memory traffic. Its *streams* are the units a lane processes: rows for dense,
+  structured, CSR, bitmap and relative-index CSR; columns for relative-index CSC.
 - A weight *entry* (a value with its run length, or a filler) is read from on-chip SRAM once per use,
-  i.e. once per output position of the layer; pointers once per row/column per position. Every stored
+  i.e. once per output position of the layer; pointers once per stream per position. Every stored
   bit comes from DRAM once per inference (``batch`` inferences share one DRAM read).
-- One activation is read from SRAM per MAC issued and one written per output value (no reuse credited
-  to any scheme, so the comparison stays like for like).
-- A filler entry is issued as a MAC with a zero weight (EIE): wasted arithmetic, counted apart.
+- MACs are those the stored format performs: the non-zeros of a sparse format, every stored weight of a
+  dense layer, the kept groups' weights of a structured layer (a column-pruned layer, which compaction
+  cannot shrink, computes only its kept columns).
+- One activation is read from SRAM per MAC and one written per output value (no reuse credited to any
+  scheme, so the comparison stays like for like).
+- A filler entry ("M zeros, no value") costs what a decoder spends on it: its index bits read from SRAM,
+  one address add, and the lane cycle it occupies; no MAC and no activation read.
 - Relative-index formats spend one address add per entry (run accumulation); CSR and bitmap one per
   non-zero.
-- Parallel array of ``lanes``: an FC layer's rows are interleaved over the lanes (EIE), each lane
-  encoding its own rows, so its fillers are measured on its sub-matrix; a conv layer's (row, output
-  position) dot products are interleaved. A layer takes as many cycles as its busiest lane; the idle
-  lane-cycles of the others cost ``idle_lane_cycle`` each.
+- Parallel array of ``lanes``: the (stream, output position) items are interleaved over the lanes (for an
+  FC layer, stream i goes to lane i mod lanes, as EIE interleaves rows). A layer takes as many cycles as its
+  busiest lane; the idle lane-cycles of the others cost ``idle_lane_cycle`` each.
 - Arithmetic energy between the published bit widths follows the power law through Horowitz's 8- and
   32-bit integer points (multiply ~ b^2, add ~ b); a b_w x b_a multiply costs as a sqrt(b_w * b_a)-bit
   square one. 32-bit weights are float32 and use the float entries.
@@ -34,8 +40,8 @@ from torch import nn
 from study.core import models
 from study.costs import encoding, storage
 
-COMPONENTS = ("mac", "filler_mac", "idle_lanes", "index_decode", "sram_weights", "sram_index",
-              "sram_activations", "dram_weights", "dram_index")
+COMPONENTS = ("mac", "idle_lanes", "index_decode", "sram_weights", "sram_index", "sram_activations",
+              "dram_weights", "dram_index")
 TABLE_KEYS = ("int8_add", "int32_add", "int8_mult", "int32_mult", "fp32_add", "fp32_mult",
               "sram_32bit_read", "dram_32bit_read", "idle_lane_cycle")
 
@@ -86,72 +92,70 @@ def mac_energy(table: Mapping[str, float], weight_bits: int, config: EnergyConfi
             "add": _power_law(table["int8_add"], table["int32_add"], config.accumulator_bits)}
 
 
-def row_entries(weight: object, fmt: str, index_bits: int | None) -> np.ndarray:
-    """Entries of each GEMM row in its own stream: non-zeros plus the fillers of that row's runs."""
-    matrix, _ = encoding.as_matrix(weight)
-    if fmt in ("dense", "structured"):
-        return np.full(matrix.shape[0], matrix.shape[1], dtype=np.int64)
-    nonzero = np.count_nonzero(matrix, axis=1).astype(np.int64)
-    if fmt not in encoding.RELATIVE_FORMATS:
-        return nonzero
-    _, entries, _ = encoding.relative_runs(matrix, index_bits or 4)
-    return entries
+def stream_entries(weight: object, fmt: str, index_bits: int | None, scheme: str | None = None) -> np.ndarray:
+    """Entries of each stream of the stored format, fillers included (see the module's conventions).
 
-
-def lane_work(weight: object, fmt: str, index_bits: int | None, lanes: int, positions: int) -> np.ndarray:
-    """Entries each lane processes per inference.
-
-    FC layers (one position): rows interleaved over lanes, each lane with its own encoded sub-matrix
-    (EIE), so a lane's fillers are measured on its rows. Conv layers: the (row, position) dot products
-    interleaved over lanes, each reading its row's stream.
+    Their sum is the layer's stored entries: non-zeros plus fillers for the relative formats, non-zeros for
+    CSR and bitmap, every weight for dense, the kept groups' weights for structured (``scheme`` says which).
     """
     matrix, shape = encoding.as_matrix(weight)
-    n_rows = matrix.shape[0]
+    n_rows, n_cols = matrix.shape
+    if fmt == "dense":
+        return np.full(n_rows, n_cols, dtype=np.int64)
+    if fmt == "structured":
+        if scheme == "filter":
+            return np.where(matrix.any(axis=1), n_cols, 0).astype(np.int64)
+        if scheme in ("channel", "column"):
+            per_group = 1 if scheme == "column" or len(shape) == 2 else int(np.prod(shape[2:]))
+            kept = matrix.reshape(n_rows, -1, per_group).any(axis=(0, 2))
+            return np.full(n_rows, int(kept.sum()) * per_group, dtype=np.int64)
+        raise ValueError(f"scheme={scheme!r} for a structured layer; one of filter, channel, column")
+    if fmt == "rel_csr":
+        return encoding.relative_runs(matrix, index_bits or 4)[1]
+    if fmt == "rel_csc":
+        return encoding.relative_runs(np.ascontiguousarray(matrix.T), index_bits or 4)[1]
+    return np.count_nonzero(matrix, axis=1).astype(np.int64)
+
+
+def lane_work(entries: np.ndarray, lanes: int, positions: int) -> np.ndarray:
+    """Entries each lane processes per inference: the (stream, position) items interleaved over the lanes."""
     work = np.zeros(lanes, dtype=np.int64)
-    if positions == 1:
-        for lane in range(min(lanes, n_rows)):
-            rows = matrix[lane::lanes]
-            if fmt in encoding.RELATIVE_FORMATS:
-                fillers = storage.structure_bits(rows, fmt, index_bits or 4)["fillers"] // (index_bits or 4)
-                work[lane] = int(np.count_nonzero(rows)) + fillers
-            else:
-                work[lane] = int(row_entries(rows, fmt, index_bits).sum())
-        return work
-    entries = row_entries(matrix, fmt, index_bits)
     base, extra = divmod(positions, lanes)
-    for row, count in enumerate(entries):
+    for stream, count in enumerate(entries):
         work += base * count
-        first = (row * positions) % lanes  # items row*positions .. +positions-1 go to lanes in turn
-        extra_lanes = (first + np.arange(extra)) % lanes
-        work[extra_lanes] += count
+        first = (stream * positions) % lanes  # items stream*positions .. +positions-1 go to lanes in turn
+        work[(first + np.arange(extra)) % lanes] += count
     return work
 
 
 def layer_counts(weight: object, positions: int, stored: Mapping[str, object], weight_bits: int,
-                 config: EnergyConfig) -> dict[str, float]:
-    """Per-inference counts of one layer from its stored form (a row of ``storage.layer_storage``)."""
+                 config: EnergyConfig, scheme: str | None = None) -> dict[str, float]:
+    """Per-inference counts of one layer from its stored form (a row of ``storage.layer_storage``);
+    ``scheme`` names the groups of a structured layer."""
     activation_bits = 32 if weight_bits == 32 else config.activation_bits  # fp32 models run in float32
-    outputs = encoding.as_matrix(weight)[0].shape[0] * positions
     fmt, index_bits = stored["format"], stored["index_bits"]
+    entries = stream_entries(weight, fmt, index_bits, scheme)
+    matrix, _ = encoding.as_matrix(weight)
+    out_rows = int((entries > 0).sum()) if fmt == "structured" and scheme == "filter" else matrix.shape[0]
     nonzero = int(stored["nonzero"])
     fillers = int(stored["fillers"]) // int(index_bits) if fmt in encoding.RELATIVE_FORMATS and index_bits else 0
     dense_storage = fmt in ("dense", "structured")
-    macs = int(stored["weights"]) if dense_storage else nonzero
-    work = lane_work(weight, fmt, index_bits, config.lanes, positions)
+    macs = int(entries.sum()) if dense_storage else nonzero
+    work = lane_work(entries, config.lanes, positions)
     busiest = int(work.max()) if work.size else 0
     value_bits = int(stored["values"])
     index_bits_stored = int(stored["indices"]) + int(stored["fillers"])
     decode = 0 if dense_storage else (nonzero + fillers if fmt in encoding.RELATIVE_FORMATS else nonzero)
     return {
         "macs": macs * positions,
-        "filler_macs": fillers * positions,
+        "fillers": fillers * positions,
         "idle_lane_cycles": busiest * config.lanes - int(work.sum()),  # lane_work already spans all positions
         "cycles": busiest,
         "index_decodes": decode * positions,
         "sram_weight_bits": value_bits * positions,
         "sram_index_bits": 0 if dense_storage else (index_bits_stored + int(stored["pointers"])) * positions,
-        "sram_activation_bits": ((macs + fillers) * positions + outputs) * activation_bits,
-        "dram_weight_bits": (value_bits + int(stored["codebook"])) / config.batch,
+        "sram_activation_bits": (macs * positions + out_rows * positions) * activation_bits,
+        "dram_weight_bits": (value_bits + int(stored["codebook"]) + int(stored["scale"])) / config.batch,
         "dram_index_bits": (index_bits_stored + int(stored["pointers"]) + int(stored["header"])) / config.batch,
         "load_imbalance": busiest * config.lanes / work.sum() if work.sum() else 1.0,
     }
@@ -166,7 +170,6 @@ def energy_of(counts: Mapping[str, float], table: Mapping[str, float], weight_bi
     index_add = _power_law(table["int8_add"], table["int32_add"], 8)  # address arithmetic in 8-bit adds
     return {
         "mac": counts["macs"] * per_mac,
-        "filler_mac": counts["filler_macs"] * per_mac,
         "idle_lanes": counts["idle_lane_cycles"] * table["idle_lane_cycle"],
         "index_decode": counts["index_decodes"] * index_add,
         "sram_weights": counts["sram_weight_bits"] * sram_bit,
@@ -188,7 +191,7 @@ def model_energy(model: nn.Module, scheme: str, weight_bits: int, input_shape: t
     for name, layer in models.prunable_layers(stored_model).items():
         positions = macs[name] // layer.weight.numel()
         stored = storage.layer_storage(layer.weight, scheme, weight_bits, index_bits, formats)
-        counts = layer_counts(layer.weight, positions, stored, weight_bits, config)
+        counts = layer_counts(layer.weight, positions, stored, weight_bits, config, scheme)
         energy = energy_of(counts, table, weight_bits, config)
         rows.append({"layer": name, "format": stored["format"], "positions": positions, **counts,
                      **{f"{c}_pj": e for c, e in energy.items()}, "total_pj": sum(energy.values())})

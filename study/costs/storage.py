@@ -96,6 +96,7 @@ def stored_layer(weight: object, fmt: str, weight_bits: int, index_bits: int | N
         ideal = index_bound_bits(matrix.size, nnz)
     return {
         "format": fmt,
+        "value_form": "scale" if bits["scale"] else ("codebook" if bits["codebook"] else "float32"),
         "index_bits": index_bits if fmt in encoding.RELATIVE_FORMATS else None,
         "weights": int(matrix.size),
         "nonzero": nnz,

@@ -20,7 +20,8 @@ from study.explore.session import Candidate, Explorer, choose, find_models
 
 PART_HELP = {"values": "b-bit codes of the stored weights", "indices": "where the weights are (runs, columns, flags)",
              "fillers": "run-length escape codes for long zero runs", "pointers": "where each row or column starts",
-             "codebook": "the float32 levels the codes point to", "header": "format, shape and widths"}
+             "scale": "one float32 scale alpha: the codes are its integer multiples",
+             "codebook": "float32 levels the codes point to (non-uniform levels only)", "header": "format, shape and widths"}
 
 
 def open_session(model: str = "auto", params_file: str | Path = "params.yaml", out_root: str | Path = "tmp/explore",

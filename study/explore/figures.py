@@ -11,11 +11,11 @@ import numpy as np
 from study.compression import constraints
 from study.explore.layer import STORAGE_PARTS
 
-ENERGY_LABELS = {"mac": "MACs", "filler_mac": "filler MACs", "idle_lanes": "idle lanes", "index_decode": "index decode",
+ENERGY_LABELS = {"mac": "MACs", "idle_lanes": "idle lanes", "index_decode": "index decode",
                  "sram_weights": "SRAM weights", "sram_index": "SRAM index", "sram_activations": "SRAM activations",
                  "dram_weights": "DRAM weights", "dram_index": "DRAM index"}
 PART_COLORS = {"values": "#4c72b0", "indices": "#dd8452", "fillers": "#c44e52", "pointers": "#8172b3",
-               "codebook": "#937860", "header": "#8c8c8c"}
+               "scale": "#da8bc3", "codebook": "#937860", "header": "#8c8c8c"}
 
 
 def title(view: dict[str, Any]) -> str:

@@ -19,7 +19,7 @@ from study.costs import encoding, energy, storage
 
 INDEX_FORMATS = ("auto", *encoding.SPARSE_FORMATS)  # auto: the cheapest sparse format (or dense), as the pipeline picks
 WEIGHT_BITS = (FULL_PRECISION_BITS, *QUANTIZED_BITS)
-STORAGE_PARTS = ("values", "indices", "fillers", "pointers", "codebook", "header")
+STORAGE_PARTS = ("values", "indices", "fillers", "pointers", "scale", "codebook", "header")
 
 
 @dataclass(frozen=True)
@@ -80,34 +80,14 @@ def stored(weight: torch.Tensor, scheme: str, bits: int, index_format: str = "au
     return storage.stored_layer(weight, index_format, bits, index_bits if index_format in encoding.RELATIVE_FORMATS else None)
 
 
-def kept_part(weight: torch.Tensor, scheme: str) -> torch.Tensor:
-    """The weight a structured layer actually computes with: its kept filters, channels or columns.
-
-    A removed filter also removes the next layer's input channel; one layer alone cannot show that.
-    """
-    if scheme == "irregular":
-        return weight
-    if scheme == "filter":
-        keep = constraints.gemm_view(weight).ne(0).any(dim=1)
-        return weight[keep]
-    if scheme == "channel":
-        keep = weight.ne(0).any(dim=0)
-        while keep.dim() > 1:
-            keep = keep.any(dim=-1)
-        return weight[:, keep]
-    gemm = constraints.gemm_view(weight)
-    return gemm[:, gemm.ne(0).any(dim=0)]
-
-
 def energy_parts(weight: torch.Tensor, scheme: str, positions: int, row: dict[str, Any], bits: int,
                  table: dict[str, float], config: energy.EnergyConfig) -> dict[str, float]:
     """pJ per component of one inference through this layer (``study.costs.energy``), with the counts.
 
-    Structured layers are priced on their kept part only (MACs, lanes and SRAM reads of what is stored).
+    A structured layer computes its kept groups only; a removed filter also removes the next layer's input
+    channel, which one layer alone cannot show.
     """
-    computed = kept_part(weight, scheme)
-    row = {**row, "weights": computed.numel()} if scheme != "irregular" else row
-    counts = energy.layer_counts(computed, positions, row, bits, config)
+    counts = energy.layer_counts(weight, positions, row, bits, config, scheme)
     return {**energy.energy_of(counts, energy.check_table(table), bits, config), "counts": counts}
 
 

@@ -1,7 +1,14 @@
 """The paper's claims beside our results, each with a plain verdict computed from the stage outputs.
 
-Each function returns one row: the claim, the published figure, ours, and whether it holds at our scale.
-A claim whose evidence is missing (a stage not run) says so instead of guessing.
+Each function returns one row: the claim, the published figure, ours, and one of four verdicts:
+
+- *holds*;
+- *does not hold*: compared at equal accuracy (both models within the tolerance) and equal bits;
+- *not reproduced at this budget*: our run falls short, but it trained far less than the published one,
+  so it neither confirms nor refutes the claim (the row states both budgets);
+- *not measured*: the evidence is missing (a stage not run, or no pair of models within tolerance).
+
+Published numbers come only from ``references/published_results.csv``.
 """
 
 from __future__ import annotations
@@ -16,20 +23,56 @@ from study.report.compute import energy_comparison, latency_comparison
 PAPER = "Wang, Ye, He, Ma et al., arXiv 1907.02124"
 
 
-def _row(claim: str, published: str, ours: str, holds: bool | None) -> dict[str, Any]:
-    verdict = {True: "holds", False: "does not hold", None: "not measured"}[holds]
+HOLDS, DOES_NOT_HOLD, NOT_AT_BUDGET, NOT_MEASURED = "holds", "does not hold", "not reproduced at this budget", "not measured"
+VERDICTS = (HOLDS, DOES_NOT_HOLD, NOT_AT_BUDGET, NOT_MEASURED)
+
+
+def _row(claim: str, published: str, ours: str, holds: bool | str | None) -> dict[str, Any]:
+    verdict = holds if isinstance(holds, str) else {True: HOLDS, False: DOES_NOT_HOLD, None: NOT_MEASURED}[holds]
+    if verdict not in VERDICTS:
+        raise ValueError(f"verdict {verdict!r}; one of {list(VERDICTS)}")
     return {"claim": claim, "published": published, "ours": ours, "at our scale": verdict}
 
 
-def irregular_rate_claim(prune_records: Iterable[dict], published_rate: float = 348.0) -> dict[str, Any]:
-    record = next((r for r in prune_records if r["scheme"] == "irregular"), None)
-    if record is None:
-        return _row("ADMM-NN-S prunes LeNet-5 non-structured ~348x without accuracy loss", f"{published_rate:g}x", "-", None)
+def published_entry(published: pd.DataFrame, model: str, dataset: str, method: str) -> pd.Series | None:
+    """The references row of ``method`` on ``model``/``dataset`` (irregular pruning), or None."""
+    rows = published[(published["model"] == model) & (published["dataset"] == dataset)
+                     & (published["method"] == method) & (published["scheme"] == "irregular")]
+    return rows.iloc[0] if not rows.empty else None
+
+
+def published_budget(published: pd.DataFrame, model: str, dataset: str) -> pd.Series | None:
+    """The references row that states a published ADMM training budget (epochs per pruning target), or None."""
+    if "epochs_per_target" not in published:
+        return None
+    rows = published[(published["model"] == model) & (published["dataset"] == dataset) & published["epochs_per_target"].notna()]
+    return rows.iloc[0] if not rows.empty else None
+
+
+def irregular_rate_claim(prune_records: Iterable[dict], published: pd.DataFrame, tolerance_pp: float,
+                         epochs_per_step: int, model: str = "lenet5", dataset: str = "mnist") -> dict[str, Any]:
+    """ADMM-NN-S's irregular rate on LeNet-5/MNIST against our selected irregular model of the same pair.
+
+    Holds when our rate reaches the published one within the accuracy tolerance; when it falls short after
+    far fewer epochs per pruning target than the published code spends, it is not reproduced at this budget."""
+    entry = published_entry(published, model, dataset, "ADMM-NN-S")
+    rate = float(entry["pruning_rate"]) if entry is not None else float("nan")
+    claim = f"ADMM-NN-S prunes LeNet-5 non-structured ~{rate:g}x without accuracy loss"
+    record = next((r for r in prune_records if r["scheme"] == "irregular" and (r["model"], r["dataset"]) == (model, dataset)), None)
+    if record is None or entry is None:
+        return _row(claim, f"{rate:g}x", "-", None)
     loss = 100 * (record["baseline_test_accuracy"] - record["test_accuracy"])
     ours = (f"{record['pruning_rate']:.0f}x at {100 * record['test_accuracy']:.2f}% test "
-            f"({abs(loss):.2f} pp {'below' if loss >= 0 else 'above'} the dense {100 * record['baseline_test_accuracy']:.2f}%)")
-    holds = record["pruning_rate"] >= 0.9 * published_rate and loss <= record["tolerance_pp"]
-    return _row("ADMM-NN-S prunes LeNet-5 non-structured ~348x without accuracy loss", f"{published_rate:g}x", ours, holds)
+            f"({abs(loss):.2f} pp {'below' if loss >= 0 else 'above'} the dense {100 * record['baseline_test_accuracy']:.2f}%; "
+            f"tolerance {tolerance_pp:g} pp)")
+    if record["pruning_rate"] >= rate and loss <= tolerance_pp:
+        return _row(claim, f"{rate:g}x", ours, True)
+    budget = published_budget(published, model, dataset)
+    if budget is not None and epochs_per_step < float(budget["epochs_per_target"]):
+        ours += (f"; {epochs_per_step} epochs per pruning step here against {float(budget['epochs_per_target']):.0f} per target "
+                 f"in the published ADMM code ({budget['budget_source']})")
+        return _row(claim, f"{rate:g}x", ours, NOT_AT_BUDGET)
+    return _row(claim, f"{rate:g}x", ours, False)
 
 
 def binarization_claim(quantize_records: Iterable[dict], baseline_test_accuracy: float, tolerance_pp: float) -> dict[str, Any]:

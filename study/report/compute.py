@@ -15,7 +15,7 @@ from study.contract import STRUCTURED_SCHEMES
 from study.report.common import SCHEME_ORDER, model_columns
 
 COMPONENT_LABELS = {
-    "mac": "MACs", "filler_mac": "filler MACs", "idle_lanes": "idle lanes", "index_decode": "index decode",
+    "mac": "MACs", "idle_lanes": "idle lanes", "index_decode": "index decode",
     "sram_weights": "SRAM weights", "sram_index": "SRAM index", "sram_activations": "SRAM activations",
     "dram_weights": "DRAM weights", "dram_index": "DRAM index",
 }

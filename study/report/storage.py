@@ -29,7 +29,7 @@ def storage_table(models_csv: pd.DataFrame) -> pd.DataFrame:
         "index bits": t["indices"],
         "filler bits": t["fillers"],
         "pointer bits": t["pointers"],
-        "codebook + header bits": t["codebook"] + t["header"],
+        "codebook / scale + header bits": t["codebook"] + t["scale"] + t["header"],
         "ideal index bits": t["ideal_index_bits"].round(0).astype(int),
         "total (KB)": (t["total_bits"] / KB).round(2),
         "compression vs fp32 dense (x)": t["compression_ratio"].round(1),
@@ -57,6 +57,8 @@ def iso_bits_comparison(models_csv: pd.DataFrame) -> pd.DataFrame:
             "structured (KB)": round(best["total_bits"] / KB, 2),
             "structured test accuracy (%)": round(100 * best["test_accuracy"], 2),
             "smaller": "structured" if best["total_bits"] < irr["total_bits"] else "irregular",
+            "irregular within tolerance": bool(irr["within_tolerance"]),
+            "structured within tolerance": bool(best["within_tolerance"]),
             "both within tolerance": bool(irr["within_tolerance"] and best["within_tolerance"]),
             "irregular / structured size": round(irr["total_bits"] / best["total_bits"], 2),
         })
@@ -109,22 +111,38 @@ def plot_break_even(break_even_csv: pd.DataFrame) -> plt.Figure:
     return fig
 
 
-def storage_verdict(iso: pd.DataFrame, ideal: pd.DataFrame) -> str:
-    """Plain sentences: which scheme stores less at each bit width, and whether ideal index coding changes it."""
+def _tolerance(within: bool) -> str:
+    return "within tolerance" if within else "outside tolerance"
+
+
+def storage_verdict(iso: pd.DataFrame, ideal: pd.DataFrame, models: pd.DataFrame | None = None) -> str:
+    """Plain sentences: which scheme stores less at each bit width, at which accuracies (and whether both models
+    are within tolerance, i.e. an equal-accuracy comparison), and whether ideal index coding changes it."""
     if iso.empty:
         return "No irregular and structured models of the same bit width to compare."
     lines = []
     for _, row in iso.iterrows():
+        equal = "an equal-accuracy comparison" if row["both within tolerance"] else "not an equal-accuracy comparison"
         lines.append(
             f"- {row['weight bits']}-bit weights: irregular {row['irregular (KB)']} KB "
-            f"({row['irregular test accuracy (%)']}%) vs {row['smallest structured']} {row['structured (KB)']} KB "
-            f"({row['structured test accuracy (%)']}%): **{row['smaller']}** is smaller.")
+            f"({row['irregular test accuracy (%)']}% test, {_tolerance(row['irregular within tolerance'])}) vs "
+            f"{row['smallest structured']} {row['structured (KB)']} KB ({row['structured test accuracy (%)']}% test, "
+            f"{_tolerance(row['structured within tolerance'])}): **{row['smaller']}** is smaller; {equal}.")
     wins = ideal[ideal["structured_wins"]]["weight_bits"].tolist()
     scheme = ideal["structured_scheme"].iloc[0] if not ideal.empty else "structured"
+    basis = (f"Ideal index coding here means log2 C(n, k) bits per layer on the masks of the fp32 irregular and {scheme} "
+             "models; it is the average cost over all masks with k of n weights kept, not a floor for one particular mask.")
     if wins:
-        bound = (f"Even with ideal index coding (log2 C(n, k) bits per layer), the {scheme}-pruned model stores less "
-                 f"at b_w in {wins}: there no index format can rescue irregular pruning at the rates reached here.")
+        reached = ""
+        if models is not None and not models.empty:
+            quantized = models[(models["scheme"] == scheme) & models["weight_bits"].isin(wins)]
+            reached = "; ".join(f"{int(r.weight_bits)}-bit {100 * r.test_accuracy:.2f}% ({_tolerance(bool(r.within_tolerance))})"
+                                for r in quantized.sort_values("weight_bits").itertuples())
+        bound = (f"With ideal index coding the {scheme}-pruned model would still store less at b_w in {wins}, "
+                 f"keeping the fp32 models' survivors" + (f"; the real {scheme} models at these widths reach {reached} test" if reached
+                                                          else "; no real model was quantized to these widths") + ".")
     else:
-        bound = (f"With ideal index coding (log2 C(n, k) bits per layer), irregular pruning stores less than the "
-                 f"{scheme}-pruned model at every bit width tried: at the rates reached here its higher rate outweighs the index cost.")
-    return "\n".join(lines + ["", bound])
+        bound = (f"With ideal index coding irregular pruning would store less than the {scheme}-pruned model at every "
+                 "bit width tried: at the rates reached here its higher rate outweighs the index cost.")
+    lines += ["", basis + " " + bound]
+    return "\n".join(lines)

@@ -39,7 +39,7 @@ def run(params: Params, layout: paths.Layout, baseline: str) -> StageResult:
                           "pruning_rate": models.count_weights(net) / max(1, models.count_nonzero_weights(net)),
                           **{c: float(layers[c].sum()) for c in components},
                           "total_nj": float(layers["total_pj"].sum()) / 1000,
-                          "macs": int(layers["macs"].sum()), "filler_macs": int(layers["filler_macs"].sum()),
+                          "macs": int(layers["macs"].sum()), "fillers": int(layers["fillers"].sum()),
                           "cycles": int(layers["cycles"].sum())})
     models_table = pd.DataFrame(summaries).sort_values(["weight_bits", "total_nj"], ascending=[False, True])
     tables = {"models": models_table, "layers": pd.concat(layer_tables, ignore_index=True)}
