@@ -127,10 +127,19 @@ def test_latency_claim_without_a_csr_model_is_not_measured() -> None:
 def test_compute_verdict_reads_both_tables_and_says_when_nothing_compares() -> None:
     text = compute.compute_verdict(_energy_models([("irregular", 8, 2900.0, True), ("channel", 8, 3900.0, True)]),
                                    _latency_models(2.2, 0.22))
-    assert "irregular 2900 nJ vs channel 3900 nJ per inference: **irregular** needs least energy" in text
+    assert "both models within tolerance: irregular 2900 nJ vs channel 3900 nJ per inference: **irregular** needs least energy" in text
     assert "CSR runs at 2.20x the dense latency; the fastest structured model (filter (compacted)) at 0.22x" in text
     assert compute.compute_verdict(_energy_models([("irregular", 8, 1.0, False)]), _latency_models(1, 1)[:1]) == \
         "No pruned models within tolerance to compare."
+
+
+def test_compute_verdict_names_the_accuracies_it_compares() -> None:
+    energy = _energy_models([("irregular", 8, 2900.0, True), ("channel", 8, 3900.0, True)]).assign(test_accuracy=[0.9905, 0.9916])
+    latency = _latency_models(2.2, 0.22).assign(test_accuracy=[0.9916, 0.9905, 0.9918, 0.9915])
+    text = compute.compute_verdict(energy, latency)
+    assert ("both models within tolerance: irregular 2900 nJ, 99.05% test vs channel 3900 nJ, 99.16% test per inference"
+            in text)
+    assert "CSR runs at 2.20x the dense latency, 99.05% test; the fastest structured model (filter (compacted)) at 0.22x, 99.18% test" in text
 
 
 def test_tolerance_rule_and_selection() -> None:

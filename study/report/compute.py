@@ -109,9 +109,12 @@ def energy_comparison(energy_csv: pd.DataFrame) -> pd.DataFrame:
         if irregular.empty or structured.empty:
             continue
         rows.append({"weight_bits": bits, "irregular_nj": irregular.iloc[0]["total_nj"],
+                     "irregular_test_accuracy": irregular.iloc[0].get("test_accuracy", float("nan")),
                      "structured_scheme": structured.iloc[0]["scheme"], "structured_nj": structured.iloc[0]["total_nj"],
+                     "structured_test_accuracy": structured.iloc[0].get("test_accuracy", float("nan")),
                      "lowest": within.sort_values("total_nj").iloc[0]["scheme"]})
-    return pd.DataFrame(rows, columns=["weight_bits", "irregular_nj", "structured_scheme", "structured_nj", "lowest"])
+    return pd.DataFrame(rows, columns=["weight_bits", "irregular_nj", "irregular_test_accuracy", "structured_scheme",
+                                       "structured_nj", "structured_test_accuracy", "lowest"])
 
 
 def latency_comparison(latency_csv: pd.DataFrame) -> pd.DataFrame:
@@ -119,19 +122,28 @@ def latency_comparison(latency_csv: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for batch, group in latency_csv.groupby("batch"):
         by_kind = group.set_index("kind")["ratio_to_dense"]
+        accuracy = group.set_index("kind")["test_accuracy"] if "test_accuracy" in group else pd.Series(dtype=float)
         structured = by_kind[[k for k in by_kind.index if "compacted" in k]]
         if "irregular (CSR)" in by_kind and not structured.empty:
             rows.append({"batch": batch, "csr_ratio": by_kind["irregular (CSR)"], "structured_kind": structured.idxmin(),
-                         "structured_ratio": structured.min()})
-    return pd.DataFrame(rows, columns=["batch", "csr_ratio", "structured_kind", "structured_ratio"])
+                         "structured_ratio": structured.min(),
+                         "csr_test_accuracy": accuracy.get("irregular (CSR)", float("nan")),
+                         "structured_test_accuracy": accuracy.get(structured.idxmin(), float("nan"))})
+    return pd.DataFrame(rows, columns=["batch", "csr_ratio", "structured_kind", "structured_ratio", "csr_test_accuracy",
+                                       "structured_test_accuracy"])
+
+
+def _accuracy(value: float) -> str:
+    return "" if pd.isna(value) else f", {100 * value:.2f}% test"
 
 
 def compute_verdict(energy_csv: pd.DataFrame, latency_csv: pd.DataFrame) -> str:
     """Plain sentences: which pruned model needs least energy per bit width, and how CSR latency compares."""
-    lines = [f"- {r.weight_bits}-bit weights, models within tolerance: irregular {r.irregular_nj:.0f} nJ vs "
-             f"{r.structured_scheme} {r.structured_nj:.0f} nJ per inference: **{r.lowest}** needs least energy."
+    lines = [f"- {r.weight_bits}-bit weights, both models within tolerance: irregular {r.irregular_nj:.0f} nJ"
+             f"{_accuracy(r.irregular_test_accuracy)} vs {r.structured_scheme} {r.structured_nj:.0f} nJ"
+             f"{_accuracy(r.structured_test_accuracy)} per inference: **{r.lowest}** needs least energy."
              for r in energy_comparison(energy_csv).itertuples()]
-    lines += [f"- Batch {r.batch}: irregular as CSR runs at {r.csr_ratio:.2f}x the dense latency; "
-              f"the fastest structured model ({r.structured_kind}) at {r.structured_ratio:.2f}x."
+    lines += [f"- Batch {r.batch}: irregular as CSR runs at {r.csr_ratio:.2f}x the dense latency{_accuracy(r.csr_test_accuracy)}; "
+              f"the fastest structured model ({r.structured_kind}) at {r.structured_ratio:.2f}x{_accuracy(r.structured_test_accuracy)}."
               for r in latency_comparison(latency_csv).itertuples()]
     return "\n".join(lines) if lines else "No pruned models within tolerance to compare."
