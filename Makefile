@@ -14,7 +14,7 @@ export PATH := $(BIN):$(PATH)
 
 EXPLORE_PORT ?= 8866
 
-.PHONY: paper test install data validate clean-outputs demo explore
+.PHONY: paper test install lock data validate clean-outputs demo explore
 
 paper: install data validate
 	dvc repro
@@ -25,12 +25,22 @@ test: install
 
 install: $(VENV)/.installed
 
-# Reinstall only when the project's dependency list changes.
-$(VENV)/.installed: pyproject.toml
+# Reinstall only when the dependency list or its lock changes. The lock pins every package (tools/lock.py);
+# the project itself goes in editable, without dependencies, so nothing resolves differently elsewhere.
+$(VENV)/.installed: pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -r requirements.lock
+	$(BIN)/python -m pip install --quiet --no-deps -e '.[dev]'
 	touch $@
+
+# After editing pyproject.toml's dependencies: resolve them afresh in a scratch environment and pin the result.
+lock:
+	rm -rf .venv-lock && $(PYTHON) -m venv .venv-lock
+	.venv-lock/bin/python -m pip install --quiet --upgrade pip
+	.venv-lock/bin/python -m pip install --quiet -e '.[dev]'
+	.venv-lock/bin/python tools/lock.py --python .venv-lock/bin/python
+	rm -rf .venv-lock
 
 # Fetch (or verify) the raw data, then record it in DVC's cache so `dvc status` is clean.
 data: install
