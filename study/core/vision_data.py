@@ -1,0 +1,145 @@
+"""Paper-scale data: CIFAR-10 from its python batches and ImageNet in the ImageFolder layout, as DataLoaders.
+
+The default profile keeps MNIST-sized splits in memory (``study.core.data``); these data sets do not fit
+that way and need augmentation, so they go through torch's ``DataLoader`` with workers. Nothing here is
+downloaded at run time unless asked (``fetch_cifar10``), and a missing file is an error that says what to
+place where. Not yet used by the pipeline's stages: the paper profile will select it by parameter.
+"""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from study.core.data import DataError
+
+CIFAR10_FOLDER = "cifar-10-batches-py"
+CIFAR10_TRAIN = tuple(f"data_batch_{i}" for i in range(1, 6))
+CIFAR10_TEST = "test_batch"
+# Per-channel statistics of the CIFAR-10 training images and of ImageNet (as torchvision's references use).
+CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+CIFAR10_HINT = ("download cifar-10-python.tar.gz (https://www.cs.toronto.edu/~kriz/cifar.html) and extract it so that "
+                "{root}/cifar-10-batches-py/data_batch_1 exists, or call study.core.vision_data.fetch_cifar10 where "
+                "the network allows")
+IMAGENET_HINT = ("place the ILSVRC-2012 images as {root}/train/<class>/<image> and {root}/val/<class>/<image> "
+                 "(one folder per class, e.g. n01440764; torchvision.datasets.ImageFolder's layout)")
+
+
+def _read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """One CIFAR-10 python batch: images [N, 32, 32, 3] uint8 (HWC) and labels [N] int64."""
+    if not path.is_file():
+        raise DataError(f"{path} is missing: {CIFAR10_HINT.format(root=path.parents[1])}")
+    with path.open("rb") as f:
+        try:  # the official format is a pickle; read only files of the data set you placed yourself
+            batch = pickle.load(f, encoding="bytes")
+        except (pickle.UnpicklingError, EOFError) as exc:
+            raise DataError(f"{path} is not a CIFAR-10 python batch ({exc}); {CIFAR10_HINT.format(root=path.parents[1])}") from exc
+    if not isinstance(batch, dict) or b"data" not in batch or b"labels" not in batch:
+        raise DataError(f"{path} lacks the b'data' / b'labels' entries of a CIFAR-10 python batch")
+    data = np.asarray(batch[b"data"], dtype=np.uint8)
+    labels = np.asarray(batch[b"labels"], dtype=np.int64)
+    if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or len(labels) != len(data):
+        raise DataError(f"{path}: expected data [N, 3072] and N labels, got data {data.shape} and {len(labels)} labels")
+    if len(labels) and (labels.min() < 0 or labels.max() > 9):
+        raise DataError(f"{path}: labels outside 0..9")
+    return data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), labels
+
+
+def read_cifar10(root: Path | str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """``train`` (the five training batches) and ``test`` as (images HWC uint8, labels)."""
+    folder = Path(root) / CIFAR10_FOLDER
+    train = [_read_batch(folder / name) for name in CIFAR10_TRAIN]
+    return {"train": (np.concatenate([x for x, _ in train]), np.concatenate([y for _, y in train])),
+            "test": _read_batch(folder / CIFAR10_TEST)}
+
+
+def write_cifar10(root: Path | str, images: dict[str, np.ndarray], labels: dict[str, np.ndarray]) -> None:
+    """Write ``train`` (split over the five batches) and ``test`` in the official python-batch format (tests)."""
+    folder = Path(root) / CIFAR10_FOLDER
+    folder.mkdir(parents=True, exist_ok=True)
+    parts = zip(CIFAR10_TRAIN, np.array_split(np.arange(len(labels["train"])), len(CIFAR10_TRAIN)))
+    for name, index in [*parts, (CIFAR10_TEST, None)]:
+        split = "test" if index is None else "train"
+        x = images[split] if index is None else images[split][index]
+        y = labels[split] if index is None else labels[split][index]
+        batch = {b"batch_label": name.encode(), b"labels": [int(v) for v in y],
+                 b"data": x.transpose(0, 3, 1, 2).reshape(len(x), -1).astype(np.uint8),
+                 b"filenames": [f"{name}_{i}.png".encode() for i in range(len(x))]}
+        with (folder / name).open("wb") as f:
+            pickle.dump(batch, f)
+
+
+def fetch_cifar10(root: Path | str) -> Path:
+    """torchvision's download (where the network allows it); else an error that says what to place where."""
+    from torchvision.datasets import CIFAR10
+
+    try:
+        CIFAR10(str(root), train=True, download=True)
+    except Exception as exc:  # offline machines: urllib errors of several kinds
+        raise DataError(f"CIFAR-10 could not be downloaded ({exc}); {CIFAR10_HINT.format(root=root)}") from exc
+    return Path(root) / CIFAR10_FOLDER
+
+
+class CIFAR10(Dataset):
+    """CIFAR-10 images as normalized [3, 32, 32] tensors; training images padded by 4, randomly cropped back to 32
+    and flipped (the usual augmentation of the CIFAR ResNet and VGG recipes)."""
+
+    def __init__(self, root: Path | str, split: str = "train", augment: bool | None = None) -> None:
+        from torchvision.transforms import v2
+
+        if split not in ("train", "test"):
+            raise ValueError(f"split={split!r}; CIFAR-10 has 'train' and 'test'")
+        self.images, self.labels = read_cifar10(root)[split]
+        steps: list[Any] = [v2.ToImage(), v2.ToDtype(torch.float32, scale=True)]
+        if split == "train" if augment is None else augment:
+            steps += [v2.RandomCrop(32, padding=4), v2.RandomHorizontalFlip()]
+        self.transform = v2.Compose([*steps, v2.Normalize(CIFAR10_MEAN, CIFAR10_STD)])
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        return self.transform(self.images[index]), int(self.labels[index])
+
+
+def imagenet(root: Path | str, split: str = "train", crop: int = 224) -> Dataset:
+    """ImageNet (or any ImageFolder tree) with the standard augmentation: random resized crops and flips for
+    training, resize to crop * 8/7 and a center crop for validation."""
+    from torchvision.datasets import ImageFolder
+    from torchvision.transforms import v2
+
+    folder = Path(root) / split
+    if not folder.is_dir() or not any(p.is_dir() for p in folder.iterdir()):
+        raise DataError(f"{folder} holds no class folders: {IMAGENET_HINT.format(root=root)}")
+    if split == "train":
+        steps = [v2.RandomResizedCrop(crop), v2.RandomHorizontalFlip()]
+    else:
+        steps = [v2.Resize(crop * 8 // 7), v2.CenterCrop(crop)]
+    transform = v2.Compose([v2.ToImage(), *steps, v2.ToDtype(torch.float32, scale=True),
+                            v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+    return ImageFolder(str(folder), transform=transform)
+
+
+def loader(dataset: Dataset, batch_size: int, train: bool, workers: int = 2, seed: int = 0,
+           sampler: Sampler | None = None) -> DataLoader:
+    """A seeded DataLoader: the shuffle order and every worker's augmentation follow ``seed`` (with a
+    ``DistributedSampler``, pass it as ``sampler``: it shuffles, the loader does not)."""
+    generator = torch.Generator().manual_seed(seed)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=train and sampler is None, sampler=sampler,
+                      num_workers=workers, generator=generator, drop_last=train, persistent_workers=workers > 0,
+                      pin_memory=torch.cuda.is_available(), worker_init_fn=_seed_worker)
+
+
+def _seed_worker(worker_id: int) -> None:
+    """Each worker's numpy and random seeds from torch's per-worker seed (itself from the loader's generator)."""
+    import random
+
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+    random.seed(seed)
