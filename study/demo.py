@@ -107,6 +107,9 @@ def run(params_file: str | Path = "params.yaml", out_root: str | Path = DEMO_ROO
     """Write the demo's data sample and params, run every stage, then the report; return the report page."""
     started = time.perf_counter()
     out = paths.from_root(out_root).resolve()
+    if out in (paths.REPO_ROOT, *paths.REPO_ROOT.parents) or (out / "dvc.yaml").exists():
+        raise ValueError(f"--out {out_root} would overwrite the study's own outputs; give the demo a folder of its own "
+                         f"(default: {DEMO_ROOT})")
     study_file = paths.from_root(params_file)
     study = yaml.safe_load(study_file.read_text())
     load_params(study_file)  # the study's own params must be valid before anything is written
@@ -148,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         run(args.params, args.out)
-    except (ParamsError, data.DataError, FileNotFoundError) as exc:
+    except (ParamsError, data.DataError, FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0

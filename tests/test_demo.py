@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+import pytest
 import yaml
 
 from study import demo
@@ -28,6 +29,15 @@ def test_demo_profile_keeps_the_study_keys_and_shrinks_the_run() -> None:
     assert values["compare"]["schemes"] == study["compare"]["schemes"] and len(values["compare"]["weight_bits"]) == 2
     for schedule in values["prune"][values["compare"]["baselines"][0]].values():
         assert len(schedule["rates"]) <= 3 and schedule["admm_epochs"] == schedule["retrain_epochs"] == 1
+
+
+def test_demo_refuses_to_write_over_the_study() -> None:
+    before = _fingerprint()
+    for out in (".", str(REPO)):
+        with pytest.raises(ValueError, match="would overwrite the study's own outputs"):
+            demo.run(out_root=out)
+    assert demo.main(["--out", "."]) == 2
+    assert _fingerprint() == before
 
 
 def test_demo_runs_every_stage_and_labels_every_table_and_the_page(synthetic_root: Path, tmp_path: Path) -> None:
