@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from study.explore.figures import ENERGY_LABELS
-from study.explore.layer import Choice, prune, quantize, stored
+from study.explore.layer import Choice, compress
 from study.explore.session import Explorer
 
 
@@ -26,15 +26,11 @@ class Exercise:
 
 def irregular_bits(weight: torch.Tensor, keep: int, bits: int) -> int:
     """Stored bits of ``weight`` pruned to its ``keep`` largest magnitudes and quantized (cheapest format)."""
-    pruned, mask = prune(weight, "irregular", weight.numel() / keep)
-    quantized, _ = quantize(pruned, mask, bits)
-    return int(stored(quantized, "irregular", bits)["total_bits"])
+    return int(compress(weight, "irregular", weight.numel() / keep, bits)[-1]["total_bits"])
 
 
 def structured_bits(weight: torch.Tensor, scheme: str, rate: float, bits: int) -> int:
-    pruned, mask = prune(weight, scheme, rate)
-    quantized, _ = quantize(pruned, mask, bits)
-    return int(stored(quantized, scheme, bits)["total_bits"])
+    return int(compress(weight, scheme, rate, bits)[-1]["total_bits"])
 
 
 def break_even_rate(weight: torch.Tensor, scheme: str, rate: float, bits: int) -> tuple[float, int, int]:
@@ -46,15 +42,17 @@ def break_even_rate(weight: torch.Tensor, scheme: str, rate: float, bits: int) -
     """
     target = structured_bits(weight, scheme, rate, bits)
     fits, too_many = 1, weight.numel()  # keeping 1 weight always fits; keeping all cannot beat a pruned layer
-    if irregular_bits(weight, fits, bits) > target:
-        return float("inf"), irregular_bits(weight, fits, bits), target
+    fits_bits = irregular_bits(weight, fits, bits)
+    if fits_bits > target:
+        return float("inf"), fits_bits, target
     while too_many - fits > 1:
         middle = (fits + too_many) // 2
-        if irregular_bits(weight, middle, bits) <= target:
-            fits = middle
+        middle_bits = irregular_bits(weight, middle, bits)
+        if middle_bits <= target:
+            fits, fits_bits = middle, middle_bits
         else:
             too_many = middle
-    return weight.numel() / fits, irregular_bits(weight, fits, bits), target
+    return weight.numel() / fits, fits_bits, target
 
 
 def _break_even_answer(session: Explorer) -> str:

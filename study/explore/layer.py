@@ -91,12 +91,19 @@ def energy_parts(weight: torch.Tensor, scheme: str, positions: int, row: dict[st
     return {**energy.energy_of(counts, energy.check_table(table), bits, config), "counts": counts}
 
 
+def compress(weight: torch.Tensor, scheme: str, rate: float, bits: int, index_format: str = "auto",
+             index_bits: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float | None, dict[str, Any]]:
+    """Prune, quantize and store one layer: (pruned, mask, quantized, alpha, stored row)."""
+    pruned, mask = prune(weight, scheme, rate)
+    quantized, alpha = quantize(pruned, mask, bits)
+    return pruned, mask, quantized, alpha, stored(quantized, scheme, bits, index_format, index_bits)
+
+
 def breakdown(weight: torch.Tensor, choice: Choice, positions: int, table: dict[str, float],
               config: energy.EnergyConfig) -> dict[str, Any]:
     """Everything the explorer shows for one choice on one layer's dense weight (no model needed)."""
-    pruned, mask = prune(weight, choice.scheme, choice.rate)
-    quantized, alpha = quantize(pruned, mask, choice.weight_bits)
-    row = stored(quantized, choice.scheme, choice.weight_bits, choice.index_format, choice.index_bits)
+    pruned, mask, quantized, alpha, row = compress(weight, choice.scheme, choice.rate, choice.weight_bits,
+                                                   choice.index_format, choice.index_bits)
     parts = energy_parts(quantized, choice.scheme, positions, row, choice.weight_bits, table, config)
     counts = parts.pop("counts")
     structure = row["pointers"] + row["indices"] + row["fillers"]

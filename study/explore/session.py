@@ -15,11 +15,11 @@ import torch
 from study import paths
 from study.core import data, models, training
 from study.core.params import Params, ParamsError, load_params
+from study.demo import DEMO_ROOT
 from study.explore import layer as layer_view
 from study.progress import phase, quiet
 
-DEMO_ROOT = "demo"  # where `make demo` writes (study.demo)
-DEMO_PARAMS = "demo/params.yaml"
+DEMO_PARAMS = f"{DEMO_ROOT}/params.yaml"  # written by study.demo
 # A checkpoint's kind from its path below models/<baseline>/ (the pipeline's layout, study.paths).
 PATTERNS = {"dense.pt": "dense", "prune-*/selected.pt": "pruned", "quantize-*/model.pt": "quantized"}
 
