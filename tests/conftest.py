@@ -46,11 +46,13 @@ def write_tiny_params(path: Path, data_root: Path | str, weight_bits: list[int] 
     for baseline in params["baselines"].values():
         baseline.update(epochs=1, batch_size=32)
     params["admm"].update(batch_size=32, lr=0.05, retrain_lr=0.05, tolerance_pp=50.0)
-    for scheme, schedule in params["prune"]["lenet5-mnist"].items():
-        schedule.update(rates=schedule["rates"][:2], admm_epochs=1, retrain_epochs=1)
+    for schedules in params["prune"].values():
+        for schedule in schedules.values():
+            schedule.update(rates=schedule["rates"][:2], admm_epochs=1, retrain_epochs=1)
     if weight_bits is not None:
         params["compare"]["weight_bits"] = weight_bits
-    params["quantize"]["lenet5-mnist"].update(admm_epochs=1, mapping_fractions=[0.5, 1.0], mapping_epochs=1, binary_epochs=1)
+    for settings in params["quantize"].values():
+        settings.update(admm_epochs=1, mapping_fractions=[0.5, 1.0], mapping_epochs=1, binary_epochs=1)
     params["latency"].update(batches=[1, 4], min_run_time_s=0.01, sweep_layers={"tiny": [8, 16, 2]}, sweep_sparsities=[0.5, 0.9])
     path.write_text(yaml.safe_dump(params, sort_keys=False))
     return path

@@ -9,9 +9,9 @@ from study.compression import compaction, constraints
 from study.core import models
 
 
-def _prune(scheme: str, keep: dict[str, int], seed: int = 0) -> torch.nn.Module:
+def _prune(scheme: str, keep: dict[str, int], seed: int = 0, model: str = "lenet5") -> torch.nn.Module:
     torch.manual_seed(seed)
-    net = models.build_model("lenet5")
+    net = models.build_model(model)
     with torch.no_grad():
         for layer in models.prunable_layers(net).values():
             layer.bias.uniform_(-0.5, 0.5)  # non-zero biases: removed filters still emit them
@@ -40,6 +40,29 @@ def test_compact_model_matches_masked_model(scheme: str, keep: dict, expected_ou
         assert models.count_weights(compact) < models.count_weights(masked)
         # nothing that computes is added; weights of producers nobody reads are dropped too
         assert models.count_nonzero_weights(compact) <= models.count_nonzero_weights(masked)
+
+
+@pytest.mark.parametrize(
+    ("scheme", "keep", "expected_out"),
+    [
+        ("filter", {"conv1": 5, "conv2": 9, "conv3": 20, "conv4": 11, "conv5": 30},
+         {"conv1": 5, "conv2": 9, "conv3": 20, "conv4": 11, "conv5": 30, "fc1": 10}),
+        ("channel", {"conv2": 6, "conv3": 7, "conv4": 10, "conv5": 12},
+         {"conv1": 6, "conv2": 7, "conv3": 10, "conv4": 12, "conv5": 64, "fc1": 10}),
+        ("column", {"conv2": 30, "conv3": 40, "conv4": 60, "conv5": 50}, None),
+    ],
+)
+def test_compact_vgg6_matches_masked_model(scheme: str, keep: dict, expected_out: dict | None) -> None:
+    """The conv-dominated chain: ReLUs between layers, two pools, a flatten of 2x2 maps into the FC layer."""
+    masked = _prune(scheme, keep, model="vgg6")
+    compact, sizes = compaction.compact(masked, models.INPUT_SHAPES["vgg6"])
+    x = torch.randn(16, *models.INPUT_SHAPES["vgg6"])
+    with torch.no_grad():
+        assert torch.allclose(compact(x), masked(x), atol=1e-5)
+    assert models.count_nonzero_weights(compact) <= models.count_nonzero_weights(masked)
+    if expected_out is not None:
+        assert {n: s["out_after"] for n, s in sizes.items()} == expected_out
+        assert models.count_weights(compact) < models.count_weights(masked)
 
 
 def test_filter_pruning_removes_next_layer_inputs_and_features() -> None:

@@ -27,8 +27,24 @@ def test_macs_match_hand_count() -> None:
     }
 
 
+def test_vgg6_shapes_weights_and_macs_match_hand_count() -> None:
+    net = models.build_model("vgg6")
+    assert list(models.prunable_layers(net)) == ["conv1", "conv2", "conv3", "conv4", "conv5", "fc1"]
+    conv_weights = 16 * 1 * 9 + 16 * 16 * 9 + 32 * 16 * 9 + 32 * 32 * 9 + 64 * 32 * 9  # 34,704
+    assert models.count_weights(net) == conv_weights + 256 * 10 == 37_264
+    assert models.count_parameters(net) == 37_264 + 16 + 16 + 32 + 32 + 64 + 10
+    assert net(torch.zeros(3, *models.INPUT_SHAPES["vgg6"])).shape == (3, 10)
+    macs = models.count_macs(net, models.INPUT_SHAPES["vgg6"])
+    # output positions: 26x26, 24x24, (pool) 10x10, 8x8, (pool) 2x2
+    assert macs == {"conv1": 26 * 26 * 16 * 9, "conv2": 24 * 24 * 16 * 16 * 9, "conv3": 10 * 10 * 32 * 16 * 9,
+                    "conv4": 8 * 8 * 32 * 32 * 9, "conv5": 2 * 2 * 64 * 32 * 9, "fc1": 256 * 10}
+    # conv-dominated: at least 90% of the weights and of the MACs in the convolutions
+    assert conv_weights / models.count_weights(net) >= 0.9
+    assert sum(v for k, v in macs.items() if k.startswith("conv")) / sum(macs.values()) >= 0.9
+
+
 def test_unknown_model_lists_valid_names() -> None:
-    with pytest.raises(ValueError, match=r"unknown model 'vgg99'; valid models: \['lenet5'\]"):
+    with pytest.raises(ValueError, match=r"unknown model 'vgg99'; valid models: \['lenet5', 'vgg6'\]"):
         models.build_model("vgg99")
 
 
@@ -39,3 +55,4 @@ def test_pruning_rate_counts_conv_and_fc_weights_only() -> None:
         net.fc1.weight.zero_()  # 400,000 of 430,500 weights
         net.fc1.bias.zero_()  # biases do not count
     assert models.pruning_rate(net) == pytest.approx(430_500 / 30_500)
+

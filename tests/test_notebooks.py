@@ -86,43 +86,51 @@ def test_dvc_repro_on_tiny_data_then_every_notebook_by_hand(tmp_path: Path, monk
            "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]])}
 
     log = _dvc(project, env, "repro")
-    assert "[train lenet5-mnist] epoch 1/1" in log and "[prune lenet5-mnist irregular / step 1/2 at 15x / ADMM]" in log
+    assert "[train lenet5-mnist] epoch 1/1" in log and "[train vgg6-fashion_mnist] epoch 1/1" in log and "[prune lenet5-mnist irregular / step 1/2 at 15x / ADMM]" in log
     assert "Data and pipelines are up to date" in _dvc(project, env, "status")
     assert not netlog.exists(), f"network use during the pipeline:\n{netlog.read_text()}"
 
     results = project / "results"
-    for scheme in ("irregular", "filter", "channel", "column"):
-        record = json.loads((results / "prune" / f"lenet5-mnist-{scheme}.json").read_text())
-        assert record["scheme"] == scheme and len(record["steps"]) == 2 and "wall_s" not in record
-        assert record["compact_pruning_rate"] >= record["pruning_rate"] * 0.999
-        assert (project / record["selected_checkpoint"]).is_file()
-        metrics = json.loads((project / "metrics" / "prune" / f"lenet5-mnist-{scheme}.json").read_text())
-        assert metrics["wall_s"] > 0 and metrics["test_accuracy"] == record["test_accuracy"] and "provenance" in metrics
-    dense_binary = json.loads((results / "quantize" / "lenet5-mnist-dense-1.json").read_text())
-    assert set(dense_binary["distinct_values"].values()) == {2}  # fully binarized: +-alpha, no zeros
+    networks = ("lenet5-mnist", "vgg6-fashion_mnist")  # the FC-dominated and the conv-dominated network
+    for network in networks:
+        for scheme in ("irregular", "filter", "channel", "column"):
+            record = json.loads((results / "prune" / f"{network}-{scheme}.json").read_text())
+            assert record["scheme"] == scheme and len(record["steps"]) == 2 and "wall_s" not in record
+            assert record["compact_pruning_rate"] >= record["pruning_rate"] * 0.999
+            assert (project / record["selected_checkpoint"]).is_file()
+            metrics = json.loads((project / "metrics" / "prune" / f"{network}-{scheme}.json").read_text())
+            assert metrics["wall_s"] > 0 and metrics["test_accuracy"] == record["test_accuracy"] and "provenance" in metrics
+        dense_binary = json.loads((results / "quantize" / f"{network}-dense-1.json").read_text())
+        assert set(dense_binary["distinct_values"].values()) == {2}  # fully binarized: +-alpha, no zeros
+        storage = json.loads((results / "storage" / f"{network}.json").read_text())
+        assert len(storage["models"]) == 1 + 4 + 5 * 2  # dense fp32, four pruned fp32, five models at two widths
+        for model in storage["models"]:
+            assert model["total_bits"] == sum(model[c] for c in ("header", "pointers", "indices", "fillers", "codebook", "scale", "values"))
     for path in (results / "quantize").glob("*-2.json"):
         assert all(n <= 3 for n in json.loads(path.read_text())["distinct_values"].values()), path.name
-    storage = json.loads((results / "storage" / "lenet5-mnist.json").read_text())
-    assert len(storage["models"]) == 1 + 4 + 5 * 2  # dense fp32, four pruned fp32, five models at two widths
-    for model in storage["models"]:
-        assert model["total_bits"] == sum(model[c] for c in ("header", "pointers", "indices", "fillers", "codebook", "scale", "values"))
+    vgg = json.loads((results / "train" / "vgg6-fashion_mnist.json").read_text())
+    assert vgg["weights"] == 37_264 and vgg["parameters"] == 37_264 + 170
     with np.load(results / "weights" / "lenet5-mnist" / "masks.npz", allow_pickle=False) as masks:
         assert masks["filter/conv2"].shape == (50, 500) and masks["filter/conv2"].dtype == bool
     report = project / "report"
-    for table in ("claims", "T1_baselines", "T2_irregular", "T3_schemes", "T4_quantization", "T5_storage_lenet5-mnist",
-                  "T6_energy_lenet5-mnist", "T7_latency_lenet5-mnist", "provenance"):
+    for table in ("claims", "T1_baselines", "T2_irregular", "T3_schemes", "T4_quantization", "provenance",
+                  *(f"{t}_{n}" for n in networks for t in ("T5_storage", "T6_energy", "T7_latency"))):
         assert "\\begin{tabular}" in (report / "tables" / f"{table}.tex").read_text()
         assert (report / "tables" / f"{table}.md").stat().st_size > 0
     for figure in ("F1_masks", "F2_admm_convergence", "F3_accuracy_vs_rate", "F4_storage_vs_rate", "F5_break_even",
                    "F6_energy_breakdown", "F7_latency_vs_sparsity", "F8_weight_distributions"):
-        name = figure if figure == "F3_accuracy_vs_rate" else f"{figure}_lenet5-mnist"
-        for ext in ("png", "svg"):
-            assert (report / "figures" / ext / f"{name}.{ext}").stat().st_size > 1000
-    claims = pd.read_csv(report / "tables" / "claims.csv")
-    assert len(claims) == 5 and set(claims["at our scale"]) <= set(VERDICTS), claims
-    assert claims["published"].tolist()[0] == "348x"  # read from references/published_results.csv
+        for network in networks:
+            for ext in ("png", "svg"):
+                assert (report / "figures" / ext / f"{figure}_{network}.{ext}").stat().st_size > 1000
+    claims = pd.read_csv(report / "tables" / "claims.csv", keep_default_na=False)
+    assert list(claims.columns) == ["claim", "published", *(c for n in networks for c in (f"{n}: ours", n))]
+    assert len(claims) == 5 and claims["published"].tolist()[0] == "348x"  # read from references/published_results.csv
+    assert set(claims["lenet5-mnist"]) <= set(VERDICTS)
+    # the LeNet-5 rate claim has no verdict for VGG-6; every other claim has one per network
+    assert claims["vgg6-fashion_mnist"].tolist()[0] == "" and set(claims["vgg6-fashion_mnist"][1:]) <= set(VERDICTS)
     summary = json.loads((project / "metrics" / "summary.json").read_text())
-    assert set(summary["lenet5-mnist"]) >= {"dense_test_accuracy", "irregular_rate", "filter_rate", "smallest_within_tolerance_kb"}
+    for network in networks:
+        assert set(summary[network]) >= {"dense_test_accuracy", "irregular_rate", "filter_rate", "smallest_within_tolerance_kb"}
     assert {"series", "pruning rate (x)", "test accuracy (%)"} <= set((report / "plots" / "F3.csv").read_text().splitlines()[0].split(","))
     html = (report / "index.html").read_text()
     assert "T1 Dense baselines" in html and "fashion_mnist" in html

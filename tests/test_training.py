@@ -43,6 +43,32 @@ def test_same_seed_same_weights(splits: dict[str, data.Split]) -> None:
         assert torch.equal(pa, pb), name
 
 
+def test_mirroring_is_seeded_and_sees_mirrored_images(splits: dict[str, data.Split]) -> None:
+    def trained(augment: str) -> torch.nn.Module:
+        training.seed_everything(0)
+        net = models.build_model("vgg6")
+        training.fit(net, splits["train"], splits["val"], TrainConfig(epochs=1, batch_size=32, lr=0.05, augment=augment),
+                     progress=False)
+        return net
+
+    seen: list[torch.Tensor] = []
+    probe = models.build_model("vgg6")
+    probe.register_forward_pre_hook(lambda _m, args: seen.append(args[0].clone()) if probe.training else None)
+    training.seed_everything(0)
+    training.fit(probe, splits["train"], splits["val"], TrainConfig(epochs=1, batch_size=32, lr=0.05, augment="hflip"),
+                 progress=False)
+    order = torch.randperm(len(splits["train"]), generator=torch.Generator().manual_seed(0))
+    first = splits["train"].images[order[:32]]
+    mirrored = [torch.equal(a, b.flip(-1)) and not torch.equal(a, b) for a, b in zip(seen[0], first)]
+    assert 4 <= sum(mirrored) <= 28  # about half of the batch, each image either as it is or mirrored
+    assert all(m or torch.equal(a, b) for m, a, b in zip(mirrored, seen[0], first))
+    a, b, plain = trained("hflip"), trained("hflip"), trained("none")
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    assert not torch.equal(a.conv1.weight, plain.conv1.weight)
+    with pytest.raises(ValueError, match=r"augment='rotate'; valid: \['none', 'hflip'\]"):
+        TrainConfig(epochs=1, augment="rotate")
+
+
 def test_resume_after_kill_gives_the_same_result(splits: dict[str, data.Split], tmp_path: Path) -> None:
     reference, reference_history = _train(splits, epochs=3)
 

@@ -151,3 +151,23 @@ def test_tolerance_rule_and_selection() -> None:
     table = pd.DataFrame({"scheme": ["a", "b", "c"], "kb": [3.0, 1.0, 2.0], "within_tolerance": [True, False, True]})
     assert contract.lowest_within_tolerance(table, "kb")["scheme"] == "c"
     assert contract.lowest_within_tolerance(table.assign(within_tolerance=False), "kb")["scheme"] == "b"
+
+
+def test_claims_table_has_one_verdict_column_per_network_and_a_summary_by_verdict() -> None:
+    rate = claims.irregular_rate_claim([_prune_record(111.0, 0.9909)], PUBLISHED, 0.2, 10)
+    lenet = [rate, claims.latency_claim(_latency_models(2.0, 0.5)),
+             claims.energy_claim(_energy_models([("irregular", 4, 100.0, True), ("channel", 4, 200.0, True)]))]
+    vgg = [claims.latency_claim(_latency_models(0.4, 0.5)),
+           claims.energy_claim(_energy_models([("irregular", 4, 300.0, True), ("channel", 4, 200.0, True)]))]
+    table = claims.claims_table({"lenet5-mnist": lenet, "vgg6-fashion_mnist": vgg})
+    assert list(table.columns) == ["claim", "published", "lenet5-mnist: ours", "lenet5-mnist",
+                                   "vgg6-fashion_mnist: ours", "vgg6-fashion_mnist"]
+    assert table["claim"].tolist() == [r["claim"] for r in lenet]  # one row per claim, in the order first seen
+    assert table["lenet5-mnist"].tolist() == ["not reproduced at this budget", "holds", "does not hold"]
+    # the rate claim is about LeNet-5 only: no verdict for the other network
+    assert table["vgg6-fashion_mnist"].tolist() == ["", "does not hold", "holds"]
+    assert table["vgg6-fashion_mnist: ours"].iloc[1].startswith("batch 1: CSR 0.40x dense")
+    summary = claims.claims_summary(table, ["lenet5-mnist", "vgg6-fashion_mnist"]).splitlines()
+    assert summary[0].endswith("not reproduced at this budget for lenet5-mnist.")
+    assert summary[1].endswith("holds for lenet5-mnist; does not hold for vgg6-fashion_mnist.")
+    assert summary[2].endswith("does not hold for lenet5-mnist; holds for vgg6-fashion_mnist.")

@@ -23,7 +23,7 @@ from study.compression.constraints import group_count
 from study.contract import ALLOCATIONS, PRUNING_SCHEMES, QUANTIZED_BITS, SPARSE_FORMATS, STORABLE_BITS as WEIGHT_BITS
 from study.core.data import dataset_spec
 from study.core.models import MODELS, build_model, prunable_layers
-from study.core.training import LR_SCHEDULES, TrainConfig
+from study.core.training import AUGMENTATIONS, LR_SCHEDULES, TrainConfig
 
 
 class ParamsError(ValueError):
@@ -67,6 +67,13 @@ class CompareParams(_Strict):
         return bits
 
 
+class RuntimeParams(_Strict):
+    """How stages use the machine. Results depend on the thread count (float sums split differently),
+    so it is a parameter of the training stages: the same params give the same metrics on any machine."""
+
+    threads: int = Field(2, ge=1, description="torch intra-op threads of every stage")
+
+
 class ReportParams(_Strict):
     """Which layers the report's figures draw."""
 
@@ -85,6 +92,7 @@ class BaselineParams(_Strict):
     momentum: float = Field(0.9, ge=0, lt=1)
     weight_decay: float = Field(5e-4, ge=0)
     lr_schedule: str = "cosine"
+    augment: Literal[AUGMENTATIONS] = Field("none", description="hflip: random left-right mirroring of training images")
 
     @field_validator("model")
     @classmethod
@@ -115,6 +123,7 @@ class BaselineParams(_Strict):
             weight_decay=self.weight_decay,
             lr_schedule=self.lr_schedule,
             seed=seed,
+            augment=self.augment,
         )
 
 
@@ -302,6 +311,7 @@ class Params(_Strict):
     energy: EnergyParams | None = None
     latency: LatencyParams | None = None
     report: ReportParams = ReportParams()
+    runtime: RuntimeParams = RuntimeParams()
 
     @model_validator(mode="after")
     def _comparison(self) -> "Params":

@@ -22,6 +22,7 @@ from study.core.artifacts import CheckpointError, load_checkpoint, load_state_in
 from study.core.data import Split
 
 LR_SCHEDULES = ("constant", "cosine")
+AUGMENTATIONS = ("none", "hflip")
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,7 @@ class TrainConfig:
     weight_decay: float = 5e-4
     lr_schedule: str = "cosine"
     seed: int = 0
+    augment: str = "none"  # hflip: mirror each training image left-right with probability 1/2
 
     def __post_init__(self) -> None:
         if self.epochs < 0:
@@ -45,6 +47,8 @@ class TrainConfig:
             raise ValueError(f"lr={self.lr} must be > 0")
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"lr_schedule={self.lr_schedule!r}; valid: {list(LR_SCHEDULES)}")
+        if self.augment not in AUGMENTATIONS:
+            raise ValueError(f"augment={self.augment!r}; valid: {list(AUGMENTATIONS)}")
 
 
 def seed_everything(seed: int) -> None:
@@ -127,6 +131,9 @@ def fit(
             group["lr"] = lr
         loss_sum, seen = 0.0, 0
         for x, y in train.batches(config.batch_size, generator):
+            if config.augment == "hflip":  # drawn from the batch-order generator: resumable and seeded
+                flip = torch.rand(len(y), generator=generator) < 0.5
+                x = torch.where(flip[:, None, None, None], x.flip(-1), x)
             optimizer.zero_grad(set_to_none=True)
             loss = F.cross_entropy(model(x), y)
             total = loss + sum((term(model) for term in loss_terms), torch.zeros(()))

@@ -77,7 +77,7 @@ def irregular_rate_claim(prune_records: Iterable[dict], published: pd.DataFrame,
 
 def binarization_claim(quantize_records: Iterable[dict], baseline_test_accuracy: float, tolerance_pp: float) -> dict[str, Any]:
     record = next((r for r in quantize_records if r["scheme"] == "dense" and r["weight_bits"] == 1), None)
-    claim = "A fully binarized LeNet-5 (every layer's weights binary) loses no accuracy"
+    claim = "A fully binarized network (every layer's weights binary) loses no accuracy"
     if record is None:
         return _row(claim, "lossless", "-", None)
     loss = 100 * (baseline_test_accuracy - record["test_accuracy"])
@@ -119,5 +119,26 @@ def latency_claim(latency_models: pd.DataFrame) -> dict[str, Any]:
     return _row(claim, "structured faster", "; ".join(parts), holds)
 
 
-def claims_table(rows: Iterable[dict[str, Any]]) -> pd.DataFrame:
-    return pd.DataFrame(list(rows), columns=["claim", "published", "ours", "at our scale"])
+def claims_table(rows_by_network: dict[str, list[dict[str, Any]]]) -> pd.DataFrame:
+    """One row per claim, and per network two columns: our numbers (``<network>: ours``) and the verdict
+    (``<network>``). A claim about one network only (the LeNet-5 rate) leaves the others' cells empty."""
+    claims: dict[str, dict[str, Any]] = {}
+    for network, rows in rows_by_network.items():
+        for row in rows:
+            entry = claims.setdefault(row["claim"], {"claim": row["claim"], "published": row["published"]})
+            entry[f"{network}: ours"], entry[network] = row["ours"], row["at our scale"]
+    columns = ["claim", "published"] + [c for n in rows_by_network for c in (f"{n}: ours", n)]
+    return pd.DataFrame(list(claims.values()), columns=columns).fillna("")
+
+
+def claims_summary(table: pd.DataFrame, networks: Iterable[str]) -> str:
+    """One Markdown line per claim: the networks for which it holds, does not hold, ... (from the table)."""
+    lines = []
+    for row in table.to_dict("records"):
+        by_verdict: dict[str, list[str]] = {}
+        for network in networks:
+            if row.get(network):
+                by_verdict.setdefault(row[network], []).append(network)
+        parts = [f"{verdict} for {', '.join(nets)}" for verdict, nets in by_verdict.items()]
+        lines.append(f"- *{row['claim']}*: {'; '.join(parts) or 'not measured'}.")
+    return "\n".join(lines)

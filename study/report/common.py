@@ -226,7 +226,7 @@ def plot_accuracy_vs_rate(structured: pd.DataFrame, baseline_test_accuracy: floa
     ax.axhline(100 * baseline_test_accuracy, color="grey", linestyle="--", label="dense baseline")
     ax.axhline(100 * baseline_test_accuracy - tolerance_pp, color="grey", linestyle=":", label=f"baseline - {tolerance_pp} pp")
     ax.set(xscale="log", xlabel="weight pruning rate (total / non-zero weights, log scale)", ylabel="test accuracy (%)",
-           title="F3 accuracy vs pruning rate per scheme")
+           title="F3 accuracy vs pruning rate per scheme: " + ", ".join(sorted(set(data["model"] + "-" + data["dataset"]))))
     ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the axes: no data hidden
     fig.tight_layout()
     return fig

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import torch
 
 from study import paths
 from study.contract import RESULT_KEYS
@@ -37,6 +38,18 @@ class Clock:
 
     def seconds(self) -> float:
         return time.perf_counter() - self.started
+
+
+def use_threads(params: Params) -> None:
+    """Every stage starts here: torch's intra-op threads as ``runtime.threads`` says (not torch's default
+    of one per core), so a stage computes the same on any machine and a rerun repeats it bit for bit."""
+    torch.set_num_threads(params.runtime.threads)
+
+
+def begin(params: Params) -> Clock:
+    """What every stage does first: use its threads, start its clock."""
+    use_threads(params)
+    return Clock()
 
 
 def load_splits(params: Params, dataset: str) -> dict[str, data.Split]:

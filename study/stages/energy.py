@@ -14,11 +14,11 @@ from study.contract import accuracy_threshold, lowest_within_tolerance
 from study.core import catalog, models, training
 from study.core.params import Params
 from study.costs import energy
-from study.stages.common import Clock, StageResult, finish, write_tables
+from study.stages.common import StageResult, begin, finish, write_tables
 
 
 def run(params: Params, layout: paths.Layout, baseline: str) -> StageResult:
-    clock = Clock()
+    clock = begin(params)
     if params.energy is None:
         raise KeyError("params.yaml has no `energy` section (the table in pJ); add one or remove the energy stage")
     settings = params.energy

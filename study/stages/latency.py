@@ -14,7 +14,7 @@ from study.core import catalog, models, training
 from study.core.params import Params
 from study.costs import latency, storage
 from study.progress import line
-from study.stages.common import Clock, StageResult, finish, write_tables
+from study.stages.common import StageResult, begin, finish, write_tables
 
 
 def runnable_models(layout: paths.Layout, baseline: str, model_name: str, schemes: list[str]) -> dict[str, tuple]:
@@ -39,7 +39,7 @@ def runnable_models(layout: paths.Layout, baseline: str, model_name: str, scheme
 
 
 def run(params: Params, layout: paths.Layout, baseline: str) -> StageResult:
-    clock = Clock()
+    clock = begin(params)
     if params.latency is None:
         raise KeyError("params.yaml has no `latency` section; add one or remove the latency stage")
     if "irregular" not in params.compare.schemes:

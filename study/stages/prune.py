@@ -14,11 +14,11 @@ from study.contract import PRUNING_SCHEMES, accuracy_threshold, check_scheme, se
 from study.core import artifacts, data, models, training
 from study.core.params import Params
 from study.progress import line, phase
-from study.stages.common import Clock, StageResult, finish, load_splits, require
+from study.stages.common import StageResult, begin, finish, load_splits, require
 
 
 def run(params: Params, layout: paths.Layout, baseline: str, scheme: str) -> StageResult:
-    clock = Clock()
+    clock = begin(params)
     check_scheme(scheme, PRUNING_SCHEMES)
     base = require(params.baselines, baseline, "baselines", "add the baseline or pick one that is listed")
     schedule = require(require(params.prune, baseline, "prune", "add a schedule per scheme"), scheme,

@@ -15,7 +15,7 @@ from study.contract import QUANTIZED_BITS, SCHEMES, check_scheme
 from study.core import models, training
 from study.core.params import Params
 from study.progress import line, phase
-from study.stages.common import Clock, StageResult, finish, load_splits, require
+from study.stages.common import StageResult, begin, finish, load_splits, require
 
 
 def source_checkpoint(baseline: str, scheme: str) -> str:
@@ -29,7 +29,7 @@ def uses_straight_through(scheme: str, bits: int) -> bool:
 
 
 def run(params: Params, layout: paths.Layout, baseline: str, scheme: str, bits: int) -> StageResult:
-    clock = Clock()
+    clock = begin(params)
     check_scheme(scheme, SCHEMES)
     if bits not in QUANTIZED_BITS:
         raise ValueError(f"bits={bits}: a quantize stage targets one of {list(QUANTIZED_BITS)} (1 = binary)")

@@ -14,7 +14,7 @@ from study.contract import accuracy_threshold, lowest_within_tolerance
 from study.core import catalog, models, training
 from study.core.params import Params
 from study.costs import storage
-from study.stages.common import Clock, StageResult, finish, write_tables
+from study.stages.common import StageResult, begin, finish, write_tables
 
 
 def encode_all(entries: list[catalog.Entry], model_name: str, settings, threshold: float, dense_weights: int):
@@ -34,7 +34,7 @@ def encode_all(entries: list[catalog.Entry], model_name: str, settings, threshol
 
 
 def run(params: Params, layout: paths.Layout, baseline: str) -> StageResult:
-    clock = Clock()
+    clock = begin(params)
     settings = params.storage
     base = params.baselines[baseline]
     dense_record, entries = catalog.baseline_models(layout, baseline, params.compare.schemes, params.compare.weight_bits)

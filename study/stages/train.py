@@ -8,11 +8,11 @@ from study import paths
 from study.core import artifacts, models, training
 from study.core.params import Params
 from study.progress import phase
-from study.stages.common import Clock, StageResult, finish, load_splits, require
+from study.stages.common import StageResult, begin, finish, load_splits, require
 
 
 def run(params: Params, layout: paths.Layout, baseline: str) -> StageResult:
-    clock = Clock()
+    clock = begin(params)
     base = require(params.baselines, baseline, "baselines", "add the baseline or pick one that is listed")
     config = base.train_config(params.seed)
     splits = load_splits(params, base.dataset)

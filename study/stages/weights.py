@@ -16,7 +16,7 @@ from study import paths
 from study.core import artifacts, catalog, models, training
 from study.core.params import Params
 from study.costs import encoding
-from study.stages.common import StageResult
+from study.stages.common import StageResult, use_threads
 
 BINS = 241  # fine enough that each quantization level shows as its own spike
 
@@ -47,6 +47,7 @@ def histograms(loaded: dict[tuple[str, int], object], bins: int = BINS) -> pd.Da
 
 
 def run(params: Params, layout: paths.Layout, baseline: str) -> StageResult:
+    use_threads(params)
     _, entries = catalog.baseline_models(layout, baseline, params.compare.schemes, params.compare.weight_bits)
     loaded = {(e.scheme, e.weight_bits): training.load_model(e.checkpoint)[0] for e in entries}
     out = layout.write(paths.tables("weights", baseline))
