@@ -39,10 +39,10 @@ class ScheduleRun:
     states: list[dict[str, torch.Tensor]] = field(default_factory=list)  # model weights after each step
 
 
-def run_key(schedule: PruneSchedule, settings: ADMMParams, seed: int, dense_sha256: str) -> str:
-    """What a resume file must have been written by: the same schedule, ADMM settings, seed and dense model."""
+def run_key(schedule: PruneSchedule, settings: ADMMParams, seed: int, dense_sha256: str, augment: str = "none") -> str:
+    """What a resume file must have been written by: the same schedule, ADMM settings, seed, augmentation and dense model."""
     return json.dumps({"schedule": schedule.model_dump(), "admm": settings.model_dump(), "seed": seed,
-                       "dense": dense_sha256}, sort_keys=True)
+                       "dense": dense_sha256, "augment": augment}, sort_keys=True)
 
 
 def _load_resume(path: Path, key: str) -> ScheduleRun | None:
@@ -74,6 +74,7 @@ def run_schedule(
     resume_path: Path | str | None = None,
     resume_key: str = "",
     progress: bool = True,
+    augment: str = "none",
 ) -> ScheduleRun:
     """Prune ``net`` in place through the schedule's rates; return every finished step.
 
@@ -82,7 +83,8 @@ def run_schedule(
     constrains all weights (earlier zeros may come back if the loss wants them, as in the original
     ADMM pruning code); without it an earlier step's zeros stay zero. With ``resume_path``, the state
     after each step is saved there and a rerun under the same ``resume_key`` continues after the last
-    finished step (its checkpoints are written again through ``save_step``).
+    finished step (its checkpoints are written again through ``save_step``). ``augment``: the
+    baseline's training augmentation, used by ADMM and retraining too.
     """
     training.seed_everything(seed)  # a resumed run then restores the generator state it had saved
     run = _load_resume(Path(resume_path), resume_key) if resume_path else None
@@ -104,7 +106,7 @@ def run_schedule(
         with phase(f"step {index + 1}/{len(schedule.rates)} at {rate:g}x"):
             result = pruning.prune_step(
                 net, splits["train"], splits["val"], scheme, keep, settings.admm_config(),
-                settings.admm_train(schedule.admm_epochs, seed), settings.retrain(schedule.retrain_epochs, seed),
+                settings.admm_train(schedule.admm_epochs, seed, augment), settings.retrain(schedule.retrain_epochs, seed, augment),
                 None if schedule.regrow else run.masks, progress, schedule.drop_dead,
             )
         run.masks = result.masks

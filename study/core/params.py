@@ -152,11 +152,12 @@ class ADMMParams(_Strict):
 
         return ADMMConfig(self.rho, self.rho_growth, self.rho_max, self.updates_per_epoch)
 
-    def admm_train(self, epochs: int, seed: int) -> TrainConfig:
-        return TrainConfig(epochs, self.batch_size, self.lr, self.momentum, self.weight_decay, "constant", seed)
+    # ``augment``: the baseline's own (BaselineParams.augment): a model is fine-tuned on the images it was trained on
+    def admm_train(self, epochs: int, seed: int, augment: str = "none") -> TrainConfig:
+        return TrainConfig(epochs, self.batch_size, self.lr, self.momentum, self.weight_decay, "constant", seed, augment)
 
-    def retrain(self, epochs: int, seed: int) -> TrainConfig:
-        return TrainConfig(epochs, self.batch_size, self.retrain_lr, self.momentum, self.weight_decay, "cosine", seed)
+    def retrain(self, epochs: int, seed: int, augment: str = "none") -> TrainConfig:
+        return TrainConfig(epochs, self.batch_size, self.retrain_lr, self.momentum, self.weight_decay, "cosine", seed, augment)
 
 
 class PruneSchedule(_Strict):

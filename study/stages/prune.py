@@ -44,7 +44,8 @@ def run(params: Params, layout: paths.Layout, baseline: str, scheme: str) -> Sta
         run_ = progressive.run_schedule(
             net, splits, scheme, schedule, settings, params.seed, threshold, save_step,
             layout.write(paths.resume("prune", f"{baseline}-{scheme}")),
-            progressive.run_key(schedule, settings, params.seed, data.sha256_of(Path(dense_checkpoint))),
+            progressive.run_key(schedule, settings, params.seed, data.sha256_of(Path(dense_checkpoint)), base.augment),
+            augment=base.augment,
         )
     selected = select_step(run_.steps, threshold)
     chosen, _ = training.load_model(layout.write(selected["checkpoint"]), base.model)

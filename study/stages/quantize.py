@@ -51,15 +51,15 @@ def run(params: Params, layout: paths.Layout, baseline: str, scheme: str, bits: 
     with phase(f"quantize {baseline} {scheme} to {bits} bits"):
         if uses_straight_through(scheme, bits):
             binary_history = quantize.binarize_with_ste(
-                net, splits["train"], splits["val"], admm.retrain(settings.binary_epochs, params.seed))
+                net, splits["train"], splits["val"], admm.retrain(settings.binary_epochs, params.seed, base.augment))
             alphas = {n: float(m.weight.abs().max()) for n, m in models.prunable_layers(net).items()}
         else:
             alphas, admm_history = quantize.admm_quantize(
                 net, splits["train"], splits["val"], bits, admm.admm_config(),
-                admm.admm_train(settings.admm_epochs, params.seed), keep_support=keep_support)
+                admm.admm_train(settings.admm_epochs, params.seed, base.augment), keep_support=keep_support)
             mapping_history = quantize.masked_mapping(
                 net, splits["train"], splits["val"], bits, alphas, settings.mapping_fractions,
-                admm.retrain(settings.mapping_epochs, params.seed), keep_support=keep_support)
+                admm.retrain(settings.mapping_epochs, params.seed, base.augment), keep_support=keep_support)
     quantize.check_on_levels(net, bits, alphas)
     test = training.evaluate(net, splits["test"])
     val = training.evaluate(net, splits["val"])
