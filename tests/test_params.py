@@ -22,6 +22,8 @@ def _write(tmp_path: Path, edit) -> Path:
 def test_shipped_params_are_valid() -> None:
     params = load_params(REPO / "params.yaml")
     assert "lenet5-mnist" in params.baselines
+    # one tolerance per compared baseline, or one for all
+    assert [params.admm.tolerance_for(b) for b in params.compare.baselines] == [0.2, 0.5]
 
 
 @pytest.mark.parametrize(
@@ -73,6 +75,11 @@ def test_shipped_params_are_valid() -> None:
         ),
         (lambda p: p["prune"]["lenet5-mnist"]["irregular"].update(allocation="global"), r"allocation: Input should be 'density' or 'magnitude'"),
         (lambda p: p["quantize"]["lenet5-mnist"].update(mapping_fractions=[0.5, 0.9]), r"must increase within \(0, 1\] and end at 1.0"),
+        (lambda p: p["admm"].update(tolerance_pp={"lenet5-mnist": 0.2}),
+         r"admm.tolerance_pp: give one value per compared baseline \(missing \['vgg6-fashion_mnist'\], not a baseline \[\]\)"),
+        (lambda p: p["admm"].update(tolerance_pp={"lenet5-mnist": 0.2, "vgg6-fashion_mnist": -1}), r"tolerance_pp .* must be >= 0"),
+        (lambda p: p["baselines"]["vgg6-fashion_mnist"].update(augment="rotate"),
+         r"baselines\.vgg6-fashion_mnist\.augment: Input should be 'none' or 'hflip'"),
     ],
 )
 def test_bad_params_name_the_key(tmp_path: Path, edit, expected: str) -> None:

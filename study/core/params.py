@@ -139,7 +139,21 @@ class ADMMParams(_Strict):
     batch_size: int = Field(64, ge=1)
     momentum: float = Field(0.9, ge=0, lt=1)
     weight_decay: float = Field(0.0, ge=0)
-    tolerance_pp: float = Field(0.2, ge=0, description="selection: val accuracy >= baseline val - this (points)")
+    tolerance_pp: float | dict[str, float] = Field(
+        0.2, description="selection: val accuracy >= baseline val - this (points); one number, or one per compared "
+        "baseline (a smaller or less accurate validation split is noisier)")
+
+    @field_validator("tolerance_pp")
+    @classmethod
+    def _non_negative(cls, value: float | dict[str, float]) -> float | dict[str, float]:
+        values = value.values() if isinstance(value, dict) else [value]
+        if any(v < 0 for v in values):
+            raise ValueError(f"tolerance_pp {value} must be >= 0")
+        return value
+
+    def tolerance_for(self, baseline: str) -> float:
+        """The accuracy tolerance of one baseline (validated to exist for every compared baseline)."""
+        return self.tolerance_pp[baseline] if isinstance(self.tolerance_pp, dict) else self.tolerance_pp
 
     @model_validator(mode="after")
     def _rho_cap(self) -> "ADMMParams":
@@ -329,6 +343,12 @@ class Params(_Strict):
                 if getattr(self.report, key) not in layers:
                     raise ValueError(f"report.{key}: {baseline}'s model has no layer {getattr(self.report, key)!r}; "
                                      f"its layers: {list(layers)}")
+        if isinstance(self.admm.tolerance_pp, dict):
+            missing = [b for b in self.compare.baselines if b not in self.admm.tolerance_pp]
+            unknown = [b for b in self.admm.tolerance_pp if b not in self.baselines]
+            if missing or unknown:
+                raise ValueError(f"admm.tolerance_pp: give one value per compared baseline (missing {missing}, "
+                                 f"not a baseline {unknown}), or one number for all")
         return self
 
     @model_validator(mode="after")

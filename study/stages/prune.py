@@ -29,7 +29,7 @@ def run(params: Params, layout: paths.Layout, baseline: str, scheme: str) -> Sta
     net, _ = training.load_model(dense_checkpoint, base.model)
     dense_val = training.evaluate(net, splits["val"])["accuracy"]
     dense_test = training.evaluate(net, splits["test"])["accuracy"]
-    threshold = accuracy_threshold(dense_val, settings.tolerance_pp)
+    threshold = accuracy_threshold(dense_val, settings.tolerance_for(baseline))
     line(f"{baseline}: dense val {100 * dense_val:.2f}%, test {100 * dense_test:.2f}%; "
          f"a step qualifies with val >= {100 * threshold:.2f}%")
     out_dir = paths.prune_dir(baseline, scheme)
@@ -68,7 +68,7 @@ def run(params: Params, layout: paths.Layout, baseline: str, scheme: str) -> Sta
         "meets_tolerance": selected["val_accuracy"] >= threshold,
         "baseline_val_accuracy": dense_val,
         "baseline_test_accuracy": dense_test,
-        "tolerance_pp": settings.tolerance_pp,
+        "tolerance_pp": settings.tolerance_for(baseline),
         "selected_step": selected["step"],
         "selected_checkpoint": selected_checkpoint,
         "compact_pruning_rate": compact_rate,

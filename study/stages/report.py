@@ -106,13 +106,13 @@ def run(params: Params, layout: paths.Layout, label: str = "") -> Report:
     stage_records = {stage: {b: catalog.read_record(layout.read(paths.results(stage, b))) for b in compare.baselines}
                      for stage in ("storage", "energy")}
     published = pd.read_csv(paths.from_root(PUBLISHED))
-    tolerance = params.admm.tolerance_pp
     dense_by_name = {f"{r['model']}-{r['dataset']}": r for r in baseline_records}
 
     # The paper's claims beside ours, one column of verdicts per network, each computed from the tables below.
     rows: dict[str, list[dict[str, Any]]] = {}
     for baseline in compare.baselines:
         dense = dense_by_name[baseline]
+        tolerance = params.admm.tolerance_for(baseline)
         rows[baseline] = []
         if (dense["model"], dense["dataset"]) == ("lenet5", "mnist"):
             # the paper's rate claim is about LeNet-5 on MNIST: judged on that baseline only, with its budget
@@ -139,7 +139,8 @@ def run(params: Params, layout: paths.Layout, label: str = "") -> Report:
             dense = dense_by_name[b]
             rows_b = t3[(t3["model"] == dense["model"]) & (t3["dataset"] == dense["dataset"])]
             if not rows_b.empty:
-                figure(f"F3_accuracy_vs_rate_{b}", report.plot_accuracy_vs_rate(rows_b, dense["test_accuracy"], tolerance))
+                figure(f"F3_accuracy_vs_rate_{b}", report.plot_accuracy_vs_rate(rows_b, dense["test_accuracy"],
+                                                                                params.admm.tolerance_for(b)))
         series = t3["model"] + "-" + t3["dataset"] + " " + t3["scheme"].astype(str)
         artifacts.atomic_write_text(plots_dir / "F3.csv", t3.assign(series=series).to_csv(index=False))
     convergence = []
