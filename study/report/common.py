@@ -12,6 +12,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # figures are files; no display needed (CI, papermill)
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import FuncFormatter  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
@@ -227,6 +228,11 @@ def plot_accuracy_vs_rate(structured: pd.DataFrame, baseline_test_accuracy: floa
     ax.axhline(100 * baseline_test_accuracy - tolerance_pp, color="grey", linestyle=":", label=f"baseline - {tolerance_pp} pp")
     ax.set(xscale="log", xlabel="weight pruning rate (total / non-zero weights, log scale)", ylabel="test accuracy (%)",
            title="F3 accuracy vs pruning rate per scheme: " + ", ".join(sorted(set(data["model"] + "-" + data["dataset"]))))
+    # plain rates (2, 3, 100), not 2x10^0: a short log axis (a small network's 1.5-6x) has no power of ten on it;
+    # between powers of ten only 2, 3 and 5 are labelled, so the labels do not run into each other
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _position: f"{value:g}"))
+    ax.xaxis.set_minor_formatter(FuncFormatter(
+        lambda value, _position: f"{value:g}" if f"{value:e}"[0] in "235" else ""))
     ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the axes: no data hidden
     fig.tight_layout()
     return fig
