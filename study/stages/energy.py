@@ -25,7 +25,8 @@ def run(params: Params, layout: paths.Layout, baseline: str) -> StageResult:
     store = params.storage
     base = params.baselines[baseline]
     dense_record, entries = catalog.baseline_models(layout, baseline, params.compare.schemes, params.compare.weight_bits)
-    threshold = accuracy_threshold(dense_record["val_accuracy"], params.admm.tolerance_for(baseline))
+    tolerance = params.admm.tolerance_for(baseline)
+    threshold = accuracy_threshold(dense_record["val_accuracy"], tolerance)
     components = [f"{c}_pj" for c in energy.COMPONENTS]
     summaries, layer_tables = [], []
     for entry in entries:
@@ -58,5 +59,5 @@ def run(params: Params, layout: paths.Layout, baseline: str) -> StageResult:
         "models": models_table.to_dict(orient="records"),
     }
     metrics = finish(layout, "energy", baseline, record, clock, ("total_nj",), params.seed,
-                     {"energy": settings.model_dump(), "storage": store.model_dump(), "tolerance_pp": params.admm.tolerance_for(baseline)})
+                     {"energy": settings.model_dump(), "storage": store.model_dump(), "tolerance_pp": tolerance})
     return StageResult(metrics, tables)

@@ -38,7 +38,8 @@ def run(params: Params, layout: paths.Layout, baseline: str) -> StageResult:
     settings = params.storage
     base = params.baselines[baseline]
     dense_record, entries = catalog.baseline_models(layout, baseline, params.compare.schemes, params.compare.weight_bits)
-    threshold = accuracy_threshold(dense_record["val_accuracy"], params.admm.tolerance_for(baseline))
+    tolerance = params.admm.tolerance_for(baseline)
+    threshold = accuracy_threshold(dense_record["val_accuracy"], tolerance)
     models_table, layers_table = encode_all(entries, base.model, settings, threshold, dense_record["weights"])
 
     # Irregular masks: formats against the bound, break-even grid, ideal index coding against the best structured model.
@@ -71,5 +72,5 @@ def run(params: Params, layout: paths.Layout, baseline: str) -> StageResult:
         "models": models_table.to_dict(orient="records"),
     }
     metrics = finish(layout, "storage", baseline, record, clock, ("total_kb", "compression_ratio"), params.seed,
-                     {"storage": settings.model_dump(), "tolerance_pp": params.admm.tolerance_for(baseline)})
+                     {"storage": settings.model_dump(), "tolerance_pp": tolerance})
     return StageResult(metrics, tables)
