@@ -132,32 +132,6 @@ def test_quantized_projection_is_on_levels_idempotent_and_optimal(values, bits: 
         assert distance <= best + 1e-4
 
 
-@settings(max_examples=60, deadline=None)
-@given(weight=weights(ties=False), bits=st.sampled_from([1, 2, 3, 4, 8]))
-def test_fitted_alpha_is_no_worse_than_nearby_scales(weight: torch.Tensor, bits: int) -> None:
-    if not bool((weight != 0).any()):
-        return
-    alpha = C.fit_alpha(weight, bits)
-    error = lambda a: float((weight - C.project_quantized(weight, a, bits)[0]).pow(2).sum())  # noqa: E731
-    # a fixed point of the alternation: the closed-form scale for its own codes
-    codes = C.quantize_codes(weight, alpha, bits)
-    assert alpha == pytest.approx(float((weight * codes).sum() / (codes * codes).sum()), rel=1e-4)
-    # never worse than the usual scales: largest value on the top level, or the mean magnitude
-    tolerance = 1e-6 * float(weight.pow(2).sum())
-    assert error(alpha) <= error(float(weight.abs().max()) / C.max_level(bits)) + tolerance
-    assert error(alpha) <= error(float(weight.abs().mean())) + tolerance
-    if bits <= 3:  # few levels: the error over alpha has few pieces, so a fine grid is a true brute force
-        grid = [float(weight.abs().max()) * (0.02 + i / 400) for i in range(400)]
-        assert error(alpha) <= min(error(a) for a in grid) * 1.02 + tolerance
-
-
-def test_binary_alpha_is_the_mean_magnitude() -> None:
-    w = torch.tensor([[0.5, -1.5, 2.0, -0.2]])
-    assert C.fit_alpha(w, 1) == pytest.approx(float(w.abs().mean()))
-    projected, _ = C.project_quantized(w, C.fit_alpha(w, 1), 1)
-    assert torch.allclose(projected, torch.sign(w) * w.abs().mean())
-
-
 @pytest.mark.parametrize(
     ("call", "message"),
     [

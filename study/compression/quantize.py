@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from study.compression import constraints
+from study.compression import constraints, scale_fit
 from study.compression.admm import ADMMConfig, MaskedRetraining, admm_phase
 from study.core.data import Split
 from study.progress import line, phase
@@ -35,7 +35,7 @@ def _allowed(support: Mapping[str, torch.Tensor], keep_support: bool) -> dict[st
 
 
 def fit_alphas(model: nn.Module, bits: int, masks: Mapping[str, torch.Tensor | None]) -> dict[str, float]:
-    return {n: constraints.fit_alpha(m.weight, bits, masks[n]) for n, m in prunable_layers(model).items()}
+    return {n: scale_fit.fit_alpha(m.weight, bits, masks[n]) for n, m in prunable_layers(model).items()}
 
 
 def _level_projections(alphas: Mapping[str, float], bits: int, masks: Mapping[str, torch.Tensor | None]) -> dict[str, constraints.Projection]:

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from study.compression import constraints
+from study.compression import constraints, scale_fit
 from study.contract import FULL_PRECISION_BITS, PRUNING_SCHEMES, QUANTIZED_BITS
 from study.costs import encoding, energy, storage
 
@@ -59,7 +59,7 @@ def quantize(weight: torch.Tensor, mask: torch.Tensor, bits: int) -> tuple[torch
     """
     if bits == FULL_PRECISION_BITS:
         return weight.detach() * mask, None
-    alpha = constraints.fit_alpha(weight, bits, mask)
+    alpha = scale_fit.fit_alpha(weight, bits, mask)
     quantized, _ = constraints.project_quantized(weight, alpha, bits, mask)
     return quantized, alpha
 
