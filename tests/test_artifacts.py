@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
+import torch
 
 from study.core import artifacts
 
@@ -42,7 +44,37 @@ def test_metrics_have_common_keys_first_and_provenance(tmp_path: Path) -> None:
     assert list(on_disk)[: len(artifacts.METRICS_KEYS)] == list(artifacts.METRICS_KEYS)
     assert on_disk["extra"] == 3
     assert on_disk["provenance"]["seed"] == 7 and on_disk["provenance"]["params"] == {"lr": 0.1}
-    assert on_disk["provenance"]["torch"]
+    assert on_disk["provenance"]["packages"]["torch"] == torch.__version__
+    assert set(artifacts.RESULT_PACKAGES) <= set(on_disk["provenance"]["packages"])
+    assert on_disk["provenance"]["packages"]["numpy"] and on_disk["provenance"]["packages"]["pandas"]
+    assert len(on_disk["provenance"]["lock_sha256"]) == 64
+
+
+def test_the_dirty_flag_sees_source_changes_only(tmp_path: Path) -> None:
+    def git(*args: str) -> None:
+        subprocess.run(["git", "-C", str(tmp_path), *args], check=True, capture_output=True)
+
+    assert artifacts.source_state(tmp_path) == {"git_commit": None, "git_dirty": None}  # not a checkout
+    git("init", "-q")
+    (tmp_path / "study").mkdir()
+    (tmp_path / "study" / "stage.py").write_text("x = 1\n")
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "r.json").write_text("{}")
+    (tmp_path / "dvc.lock").write_text("a")
+    git("add", "-A")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "start")
+    state = artifacts.source_state(tmp_path)
+    assert len(state["git_commit"]) == 40 and state["git_dirty"] is False
+    # what DVC rewrites while the study runs is not a change of the code
+    (tmp_path / "results" / "r.json").write_text('{"a": 1}')
+    (tmp_path / "dvc.lock").write_text("b")
+    (tmp_path / "results" / "new.json").write_text("{}")
+    assert artifacts.source_state(tmp_path)["git_dirty"] is False
+    (tmp_path / "study" / "new_module.py").write_text("y = 2\n")  # an uncommitted new module is a change
+    assert artifacts.source_state(tmp_path)["git_dirty"] is True
+    (tmp_path / "study" / "new_module.py").unlink()
+    (tmp_path / "study" / "stage.py").write_text("x = 2\n")
+    assert artifacts.source_state(tmp_path)["git_dirty"] is True
 
 
 @pytest.mark.parametrize(

@@ -6,6 +6,7 @@ killed midway leaves the previous output intact instead of half a file.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import math
@@ -98,6 +99,14 @@ def load_state_into(model: torch.nn.Module, state_dict: Mapping[str, torch.Tenso
 # ---------------------------------------------------------------------------------------------
 
 
+# What shapes a result besides the parameters: the code that ran and the libraries it called. Outputs
+# (results/, metrics/, dvc.lock) are left out of the dirty check: DVC rewrites them while the study runs.
+SOURCE_PATHS = ("study", "notebooks", "pyproject.toml", "requirements.lock", "dvc.yaml")
+RESULT_PACKAGES = ("torch", "torchvision", "numpy", "pandas", "matplotlib", "seaborn", "papermill", "nbclient",
+                   "ipykernel", "pydantic", "pyyaml", "dvc")
+REPOSITORY = Path(__file__).resolve().parents[2]
+
+
 def _version(package: str) -> str | None:
     try:
         return metadata.version(package)
@@ -105,24 +114,33 @@ def _version(package: str) -> str | None:
         return None
 
 
-def _git(*args: str) -> str | None:
+def _git(root: Path, *args: str) -> str | None:
     try:
-        out = subprocess.run(["git", *args], capture_output=True, text=True, timeout=10)
+        out = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.TimeoutExpired):
         return None
     return out.stdout.strip() if out.returncode == 0 else None
 
 
+def source_state(root: Path = REPOSITORY) -> dict[str, Any]:
+    """The commit the code ran at, and whether the source (``SOURCE_PATHS``, untracked files included)
+    differed from it; both None outside a git checkout."""
+    commit = _git(root, "rev-parse", "HEAD")
+    status = _git(root, "status", "--porcelain", "--", *SOURCE_PATHS) if commit else None
+    return {"git_commit": commit, "git_dirty": None if status is None else bool(status)}
+
+
+def _sha256(path: Path) -> str | None:
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+
+
 def provenance(seed: int | None = None, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Where a result came from: code version, library versions, seed and the stage's parameters."""
-    status = _git("status", "--porcelain", "--untracked-files=no")
+    """Where a result came from: code version, library versions (and the lock file pinning them), seed, parameters."""
     return {
-        "git_commit": _git("rev-parse", "HEAD"),
-        "git_dirty": None if status is None else bool(status),
+        **source_state(),
         "python": platform.python_version(),
-        "torch": torch.__version__,
-        "torchvision": _version("torchvision"),
-        "dvc": _version("dvc"),
+        "packages": {name: _version(name) for name in RESULT_PACKAGES} | {"torch": torch.__version__},  # with its build tag
+        "lock_sha256": _sha256(REPOSITORY / "requirements.lock"),
         "seed": seed,
         "params": dict(params or {}),
     }

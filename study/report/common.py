@@ -72,15 +72,16 @@ def stamp(fig: plt.Figure, text: str) -> None:
 
 
 def provenance_table(paths: Iterable[Path | str]) -> pd.DataFrame:
-    """Where each metrics file came from: commit, dirty flag, library versions, seed."""
+    """Where each metrics file came from: commit, dirty flag (source only), library versions, lock, seed."""
     rows = []
     for path in paths:
         record = json.loads(Path(path).read_text())
         origin = record.get("provenance", {})
+        packages = origin.get("packages") or {k: origin.get(k) for k in ("torch", "torchvision", "dvc")}  # older records
         rows.append({"metrics": str(path), "git commit": (origin.get("git_commit") or "")[:10] or None,
                      "uncommitted changes": origin.get("git_dirty"), "python": origin.get("python"),
-                     "torch": origin.get("torch"), "torchvision": origin.get("torchvision"), "dvc": origin.get("dvc"),
-                     "seed": origin.get("seed")})
+                     **{name: version for name, version in packages.items()},
+                     "lock": (origin.get("lock_sha256") or "")[:10] or None, "seed": origin.get("seed")})
     return pd.DataFrame(rows)
 
 
