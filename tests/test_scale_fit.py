@@ -61,6 +61,11 @@ def test_slicing_the_alpha_axis_changes_nothing(bits: int) -> None:
     assert _error(a, sliced, bits, True) == pytest.approx(_error(a, whole, bits, True), rel=1e-12)
 
 
+def test_a_tie_larger_than_a_slice_is_taken_whole() -> None:
+    a = np.concatenate([np.full(200, 0.5), np.linspace(0.01, 2, 50)])  # 200 equal values: 200 equal thresholds per level
+    assert S.exact_alpha(a, 4, True, chunk=10) == pytest.approx(S.exact_alpha(a, 4, True), rel=1e-12)
+
+
 def test_the_exact_scale_beats_the_alternation_it_replaced() -> None:
     # Lloyd alternation from 'largest on the top level' stops in a local optimum at 8 bits on Gaussian weights
     a = np.abs(np.random.default_rng(0).normal(size=20000))

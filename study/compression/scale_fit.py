@@ -50,8 +50,8 @@ def _slice_bounds(positive: np.ndarray, levels: np.ndarray, top: float, chunk: i
     total = len(levels) * len(positive)
     bottom = float(positive[0]) / (float(levels[-1]) - 0.5)  # the smallest threshold: count(bottom) = total
     bounds = [top]
-    while _threshold_count(positive, bounds[-1], levels) + chunk < total:
-        target = _threshold_count(positive, bounds[-1], levels) + chunk
+    while (done := _threshold_count(positive, bounds[-1], levels)) + chunk < total:
+        target = done + chunk
         lo, hi = bottom, bounds[-1]  # bisection on log alpha: the count falls as alpha grows
         for _ in range(60):
             mid = math.sqrt(lo * hi)
@@ -59,7 +59,8 @@ def _slice_bounds(positive: np.ndarray, levels: np.ndarray, top: float, chunk: i
                 lo = mid
             else:
                 hi = mid
-        bounds.append(hi if hi < bounds[-1] else lo)  # a tie larger than a chunk: take it whole
+        # count(hi) <= target < count(lo); a tie of more than a chunk leaves count(hi) where it was: take it whole
+        bounds.append(hi if _threshold_count(positive, hi, levels) > done else lo)
     bounds.append(0.0)
     return bounds
 
