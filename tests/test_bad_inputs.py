@@ -119,6 +119,8 @@ CASES = [
     Case("params: unknown energy component", _params_with(lambda p: p["energy"]["table_pj"].update(int4_mult=0.1)),
          ParamsError, r"unknown component.*int4_mult"),
     Case("params: lanes below one", _params_with(lambda p: p["energy"].update(lanes=0)), ParamsError, r"energy\.lanes"),
+    Case("params: negative on-chip memory", _params_with(lambda p: p["energy"].update(on_chip_kb=-1)), ParamsError,
+         r"energy\.on_chip_kb"),
     Case("params: index width out of range", _params_with(lambda p: p["storage"].update(index_bits=0)),
          ParamsError, r"storage\.index_bits"),
     Case("params: unknown sparse format", _params_with(lambda p: p["storage"].update(formats=["coo"])),

@@ -34,6 +34,25 @@ def test_hand_counted_fc_layer_with_fillers() -> None:
     assert wide["cycles"] == 3 and wide["idle_lane_cycles"] == 4 * 3 - 6 and wide["load_imbalance"] == 2.0
 
 
+def test_stored_bits_and_the_on_chip_assumption() -> None:
+    stored = storage.stored_layer(_tiny(), "rel_csr", 8, index_bits=1)
+    counts = energy.layer_counts(_tiny(), 1, stored, 8, EIGHT)
+    assert counts["stored_bits"] == stored["total_bits"]  # every stored bit, nothing more
+    pj = energy.energy_of(counts, TABLE, 8, EIGHT)
+    assert pj["dram_weights"] > 0 and pj["dram_index"] > 0
+    bits = stored["total_bits"]
+    fits = energy.EnergyConfig(on_chip_kb=bits / 8 / 1024)  # exactly the model's size: it fits
+    too_small = energy.EnergyConfig(on_chip_kb=(bits - 1) / 8 / 1024)
+    assert energy.fits_on_chip(bits, fits) and not energy.fits_on_chip(bits, too_small)
+    on_chip = energy.on_chip_components(pj, bits, fits)
+    assert on_chip["dram_weights"] == on_chip["dram_index"] == 0.0
+    assert {c: on_chip[c] for c in pj if c not in energy.DRAM_COMPONENTS} == \
+        {c: pj[c] for c in pj if c not in energy.DRAM_COMPONENTS}  # MACs, decoding, lanes, SRAM unchanged
+    assert energy.on_chip_components(pj, bits, too_small) == pj  # a model that does not fit still streams
+    with pytest.raises(ValueError, match="on_chip_kb=-1"):
+        energy.EnergyConfig(on_chip_kb=-1)
+
+
 def test_fillers_cost_an_index_read_and_an_add_not_a_mac() -> None:
     stored = storage.stored_layer(_tiny(), "rel_csr", 8, index_bits=1)
     pj = energy.energy_of(energy.layer_counts(_tiny(), 1, stored, 8, EIGHT), TABLE, 8, EIGHT)

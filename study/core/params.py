@@ -266,6 +266,8 @@ class EnergyParams(_Strict):
     activation_bits: int = Field(16, ge=1, le=32)
     accumulator_bits: int = Field(32, ge=1, le=64)
     batch: int = Field(1, ge=1, description="inferences sharing one DRAM read of the weights")
+    on_chip_kb: float = Field(256.0, ge=0, allow_inf_nan=False,
+                              description="on-chip weight memory (KB) of the second memory assumption")
 
     @field_validator("table_pj", mode="before")
     @classmethod
@@ -279,7 +281,7 @@ class EnergyParams(_Strict):
     def config(self) -> "EnergyConfig":
         from study.costs.energy import EnergyConfig
 
-        return EnergyConfig(self.lanes, self.activation_bits, self.accumulator_bits, self.batch)
+        return EnergyConfig(self.lanes, self.activation_bits, self.accumulator_bits, self.batch, self.on_chip_kb)
 
 
 class LatencyParams(_Strict):

@@ -9,7 +9,10 @@ user can read and change:
   structured, CSR, bitmap and relative-index CSR; columns for relative-index CSC.
 - A weight *entry* (a value with its run length, or a filler) is read from on-chip SRAM once per use,
   i.e. once per output position of the layer; pointers once per stream per position. Every stored
-  bit comes from DRAM once per inference (``batch`` inferences share one DRAM read).
+  bit comes from DRAM once per inference (``batch`` inferences share one DRAM read): the *DRAM* memory
+  assumption. Under the *on-chip* assumption a model whose stored bits fit ``on_chip_kb`` of SRAM keeps
+  them there (as EIE does), loaded once and amortised over all inferences: its DRAM terms vanish, and
+  MACs, index decoding, idle lanes and SRAM traffic decide. A model too large for it still streams.
 - MACs are those the stored format performs: the non-zeros of a sparse format, every stored weight of a
   dense layer, the kept groups' weights of a structured layer (a column-pruned layer, which compaction
   cannot shrink, computes only its kept columns).
@@ -40,6 +43,11 @@ from torch import nn
 from study.core import models
 from study.costs import encoding, storage
 
+MEMORY_ASSUMPTIONS = {
+    "dram": "weights streamed from DRAM at every inference",
+    "on_chip": "weights kept in on-chip SRAM when the stored model fits",
+}
+DRAM_COMPONENTS = ("dram_weights", "dram_index")
 COMPONENTS = ("mac", "idle_lanes", "index_decode", "sram_weights", "sram_index", "sram_activations",
               "dram_weights", "dram_index")
 TABLE_KEYS = ("int8_add", "int32_add", "int8_mult", "int32_mult", "fp32_add", "fp32_mult",
@@ -54,11 +62,14 @@ class EnergyConfig:
     activation_bits: int = 16
     accumulator_bits: int = 32
     batch: int = 1
+    on_chip_kb: float = 256.0  # on-chip weight memory of the on-chip assumption (KB of 1024 bytes)
 
     def __post_init__(self) -> None:
         for name in ("lanes", "activation_bits", "accumulator_bits", "batch"):
             if getattr(self, name) < 1:
                 raise ValueError(f"energy.{name}={getattr(self, name)} must be >= 1")
+        if not (math.isfinite(self.on_chip_kb) and self.on_chip_kb >= 0):
+            raise ValueError(f"energy.on_chip_kb={self.on_chip_kb} must be a size in KB >= 0")
 
 
 def check_table(table: Mapping[str, float]) -> dict[str, float]:
@@ -157,6 +168,8 @@ def layer_counts(weight: object, positions: int, stored: Mapping[str, object], w
         "sram_activation_bits": (macs * positions + out_rows * positions) * activation_bits,
         "dram_weight_bits": (value_bits + int(stored["codebook"]) + int(stored["scale"])) / config.batch,
         "dram_index_bits": (index_bits_stored + int(stored["pointers"]) + int(stored["header"])) / config.batch,
+        "stored_bits": value_bits + int(stored["codebook"]) + int(stored["scale"]) + index_bits_stored
+                       + int(stored["pointers"]) + int(stored["header"]),
         "load_imbalance": busiest * config.lanes / work.sum() if work.sum() else 1.0,
     }
 
@@ -196,3 +209,14 @@ def model_energy(model: nn.Module, scheme: str, weight_bits: int, input_shape: t
         rows.append({"layer": name, "format": stored["format"], "positions": positions, **counts,
                      **{f"{c}_pj": e for c, e in energy.items()}, "total_pj": sum(energy.values())})
     return pd.DataFrame(rows)
+
+
+def fits_on_chip(stored_bits: float, config: EnergyConfig) -> bool:
+    """Whether a model of ``stored_bits`` (weights, indices, pointers, scales, headers) fits the on-chip memory."""
+    return stored_bits <= config.on_chip_kb * 1024 * 8
+
+
+def on_chip_components(components_pj: Mapping[str, float], stored_bits: float, config: EnergyConfig) -> dict[str, float]:
+    """pJ per component under the on-chip assumption: the DRAM terms vanish for a model that fits."""
+    fits = fits_on_chip(stored_bits, config)
+    return {c: 0.0 if fits and c in DRAM_COMPONENTS else float(e) for c, e in components_pj.items()}
