@@ -27,7 +27,7 @@ from study.report.claims import VERDICTS
 from tests.conftest import REPO, write_tiny_params
 
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
-STAGE_ORDER = ["train", "prune", "quantize", "weights", "storage", "energy", "latency", "report"]
+STAGE_ORDER = ["train", "prune", "magnitude", "quantize", "evaluate", "weights", "storage", "energy", "latency", "report"]
 DISPLAY = re.compile(r"^\s*(display\(|show_figure\(|for b in result\.baselines|result\.(tables|headline)|def show_figure|"
                      r"for name, png in|if name\.startswith|from IPython|from study\.report\.common import styled)")
 
@@ -106,6 +106,17 @@ def test_dvc_repro_on_tiny_data_then_every_notebook_by_hand(tmp_path: Path, monk
         assert len(storage["models"]) == 1 + 4 + 5 * 2  # dense fp32, four pruned fp32, five models at two widths
         for model in storage["models"]:
             assert model["total_bits"] == sum(model[c] for c in ("header", "pointers", "indices", "fillers", "codebook", "scale", "values"))
+        baseline = json.loads((results / "magnitude" / f"{network}.json").read_text())
+        admm = json.loads((results / "prune" / f"{network}-irregular.json").read_text())
+        assert [s["target_rate"] for s in baseline["steps"]] == [s["target_rate"] for s in admm["steps"]]
+        assert (project / baseline["selected_checkpoint"]).is_file() and baseline["scheme"] == "irregular"
+        evaluated = json.loads((results / "evaluate" / f"{network}.json").read_text())
+        assert len(evaluated["models"]) == len(storage["models"]) and evaluated["test_size"] == 64
+        for model in evaluated["models"]:  # the per-image evaluation reproduces every recorded accuracy
+            assert model["test_accuracy"] == pytest.approx(model["recorded_test_accuracy"], abs=1e-9)
+            assert model["ci95_low"] <= model["test_accuracy"] <= model["ci95_high"]
+            assert model["only_dense_right"] + model["only_model_right"] <= 64
+        assert [m["mcnemar_p"] for m in evaluated["models"] if (m["scheme"], m["weight_bits"]) == ("dense", 32)] == [1.0]
     for path in (results / "quantize").glob("*-2.json"):
         assert all(n <= 3 for n in json.loads(path.read_text())["distinct_values"].values()), path.name
     vgg = json.loads((results / "train" / "vgg6-fashion_mnist.json").read_text())
@@ -124,7 +135,17 @@ def test_dvc_repro_on_tiny_data_then_every_notebook_by_hand(tmp_path: Path, monk
                 assert (report / "figures" / ext / f"{figure}_{network}.{ext}").stat().st_size > 1000
     claims = pd.read_csv(report / "tables" / "claims.csv", keep_default_na=False)
     assert list(claims.columns) == ["claim", "published", *(c for n in networks for c in (f"{n}: ours", n))]
-    assert len(claims) == 5 and claims["published"].tolist()[0] == "348x"  # read from references/published_results.csv
+    assert len(claims) == 6 and claims["published"].tolist()[0] == "348x"  # read from references/published_results.csv
+    # the energy claim once per memory assumption; accuracy claims carry their interval and McNemar's p
+    assert sum("needs less energy" in c for c in claims["claim"]) == 2
+    assert "95% CI [" in claims["lenet5-mnist: ours"][0] and "McNemar p = " in claims["lenet5-mnist: ours"][0]
+    t4 = pd.read_csv(report / "tables" / "T4_quantization.csv")
+    assert t4["test 95% CI (%)"].str.match(r"\[\d+\.\d\d, \d+\.\d\d\]").all() and t4["McNemar p vs dense"].between(0, 1).all()
+    t2 = pd.read_csv(report / "tables" / "T2_irregular.csv")
+    assert t2["method"].str.startswith("iterative global magnitude pruning").sum() == 2  # one per network
+    assert set(pd.read_csv(report / "tables" / "T3_schemes.csv")["method"]) == {"ADMM", "magnitude"}
+    t6 = pd.read_csv(report / "tables" / "T6_energy_lenet5-mnist.csv")
+    assert (t6["total, weights on chip (nJ)"] <= t6["total (nJ)"]).all()
     assert set(claims["lenet5-mnist"]) <= set(VERDICTS)
     # the LeNet-5 rate claim has no verdict for VGG-6; every other claim has one per network
     assert claims["vgg6-fashion_mnist"].tolist()[0] == "" and set(claims["vgg6-fashion_mnist"][1:]) <= set(VERDICTS)

@@ -20,8 +20,10 @@ def _storage_models(rows: list[tuple[str, int, float, bool, float]]) -> pd.DataF
                          for s, b, kb, ok, acc in rows])
 
 
-def _energy_models(rows: list[tuple[str, int, float, bool]]) -> pd.DataFrame:
-    return pd.DataFrame([{"scheme": s, "weight_bits": b, "total_nj": nj, "within_tolerance": ok} for s, b, nj, ok in rows])
+def _energy_models(rows: list[tuple], ) -> pd.DataFrame:
+    """(scheme, bits, nJ, within tolerance[, nJ with the weights on chip]); on chip defaults to the DRAM figure."""
+    return pd.DataFrame([{"scheme": r[0], "weight_bits": r[1], "total_nj": r[2], "within_tolerance": r[3],
+                          "total_nj_on_chip": r[4] if len(r) > 4 else r[2]} for r in rows])
 
 
 def _latency_models(csr: float, structured: float) -> pd.DataFrame:
@@ -111,7 +113,21 @@ def test_storage_verdict_says_when_the_accuracies_differ() -> None:
     ([("irregular", 8, 2.0, True), ("channel", 8, 1.0, False)], "not measured"),
 ])
 def test_energy_claim(rows, verdict) -> None:
-    assert claims.energy_claim(_energy_models(rows))["at our scale"] == verdict
+    dram, on_chip = claims.energy_claims(_energy_models(rows), 256)
+    assert dram["at our scale"] == verdict == on_chip["at our scale"]  # no model changes with the assumption here
+    assert "(weights read from DRAM at every inference)" in dram["claim"]
+    assert "(weights on chip when they fit 256 KB)" in on_chip["claim"]
+
+
+def test_the_memory_assumption_can_flip_the_energy_verdict() -> None:
+    # irregular wins while DRAM reads dominate; on chip its index decoding and idle lanes cost more
+    models = _energy_models([("irregular", 8, 2.0, True, 0.6), ("channel", 8, 3.0, True, 0.4)])
+    dram, on_chip = claims.energy_claims(models, 64)
+    assert (dram["at our scale"], on_chip["at our scale"]) == ("does not hold", "holds")
+    text = compute.compute_verdict(models, _latency_models(2.2, 0.22), 64)
+    assert "8-bit weights, weights on chip when they fit 64 KB, both models within tolerance: irregular 1 nJ" in text
+    assert ("At 8 bits the memory assumption decides: irregular needs least energy with the weights read from DRAM, "
+            "channel with them kept on chip.") in text
 
 
 @pytest.mark.parametrize("csr, structured, verdict", [(2.2, 0.5, "holds"), (0.4, 0.5, "does not hold")])
@@ -126,17 +142,18 @@ def test_latency_claim_without_a_csr_model_is_not_measured() -> None:
 
 def test_compute_verdict_reads_both_tables_and_says_when_nothing_compares() -> None:
     text = compute.compute_verdict(_energy_models([("irregular", 8, 2900.0, True), ("channel", 8, 3900.0, True)]),
-                                   _latency_models(2.2, 0.22))
+                                   _latency_models(2.2, 0.22), 256)
+    assert "decides" not in text
     assert "both models within tolerance: irregular 2900 nJ vs channel 3900 nJ per inference: **irregular** needs least energy" in text
     assert "CSR runs at 2.20x the dense latency; the fastest structured model (filter (compacted)) at 0.22x" in text
-    assert compute.compute_verdict(_energy_models([("irregular", 8, 1.0, False)]), _latency_models(1, 1)[:1]) == \
+    assert compute.compute_verdict(_energy_models([("irregular", 8, 1.0, False)]), _latency_models(1, 1)[:1], 256) == \
         "No pruned models within tolerance to compare."
 
 
 def test_compute_verdict_names_the_accuracies_it_compares() -> None:
     energy = _energy_models([("irregular", 8, 2900.0, True), ("channel", 8, 3900.0, True)]).assign(test_accuracy=[0.9905, 0.9916])
     latency = _latency_models(2.2, 0.22).assign(test_accuracy=[0.9916, 0.9905, 0.9918, 0.9915])
-    text = compute.compute_verdict(energy, latency)
+    text = compute.compute_verdict(energy, latency, 256)
     assert ("both models within tolerance: irregular 2900 nJ, 99.05% test vs channel 3900 nJ, 99.16% test per inference"
             in text)
     assert "CSR runs at 2.20x the dense latency, 99.05% test; the fastest structured model (filter (compacted)) at 0.22x, 99.18% test" in text
@@ -156,18 +173,19 @@ def test_tolerance_rule_and_selection() -> None:
 def test_claims_table_has_one_verdict_column_per_network_and_a_summary_by_verdict() -> None:
     rate = claims.irregular_rate_claim([_prune_record(111.0, 0.9909)], PUBLISHED, 0.2, 10)
     lenet = [rate, claims.latency_claim(_latency_models(2.0, 0.5)),
-             claims.energy_claim(_energy_models([("irregular", 4, 100.0, True), ("channel", 4, 200.0, True)]))]
+             *claims.energy_claims(_energy_models([("irregular", 4, 100.0, True), ("channel", 4, 200.0, True)]), 256)]
     vgg = [claims.latency_claim(_latency_models(0.4, 0.5)),
-           claims.energy_claim(_energy_models([("irregular", 4, 300.0, True), ("channel", 4, 200.0, True)]))]
+           *claims.energy_claims(_energy_models([("irregular", 4, 300.0, True), ("channel", 4, 200.0, True, 50.0)]), 256)]
     table = claims.claims_table({"lenet5-mnist": lenet, "vgg6-fashion_mnist": vgg})
     assert list(table.columns) == ["claim", "published", "lenet5-mnist: ours", "lenet5-mnist",
                                    "vgg6-fashion_mnist: ours", "vgg6-fashion_mnist"]
     assert table["claim"].tolist() == [r["claim"] for r in lenet]  # one row per claim, in the order first seen
-    assert table["lenet5-mnist"].tolist() == ["not reproduced at this budget", "holds", "does not hold"]
+    assert table["lenet5-mnist"].tolist() == ["not reproduced at this budget", "holds", "does not hold", "does not hold"]
     # the rate claim is about LeNet-5 only: no verdict for the other network
-    assert table["vgg6-fashion_mnist"].tolist() == ["", "does not hold", "holds"]
+    assert table["vgg6-fashion_mnist"].tolist() == ["", "does not hold", "holds", "holds"]
     assert table["vgg6-fashion_mnist: ours"].iloc[1].startswith("batch 1: CSR 0.40x dense")
     summary = claims.claims_summary(table, ["lenet5-mnist", "vgg6-fashion_mnist"]).splitlines()
     assert summary[0].endswith("not reproduced at this budget for lenet5-mnist.")
     assert summary[1].endswith("holds for lenet5-mnist; does not hold for vgg6-fashion_mnist.")
     assert summary[2].endswith("does not hold for lenet5-mnist; holds for vgg6-fashion_mnist.")
+    assert summary[3] == summary[2].replace("read from DRAM at every inference", "on chip when they fit 256 KB")

@@ -18,6 +18,7 @@ import seaborn as sns  # noqa: E402
 
 from study.contract import SCHEMES, accuracy_threshold  # noqa: E402
 from study.core.artifacts import atomic_write_bytes, atomic_write_text  # noqa: E402
+from study.report.uncertainty import Evidence  # noqa: E402
 
 SCHEME_ORDER = list(SCHEMES)  # table and legend order
 
@@ -85,31 +86,52 @@ def provenance_table(paths: Iterable[Path | str]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def model_columns(models_csv: pd.DataFrame) -> dict[str, pd.Series]:
-    """The leading columns of every per-model table (T5, T6): scheme, bits, accuracy, tolerance."""
-    return {
-        "scheme": pd.Categorical(models_csv["scheme"], SCHEME_ORDER, ordered=True),
-        "weight bits": models_csv["weight_bits"],
-        "test accuracy (%)": (100 * models_csv["test_accuracy"]).round(2),
-        "within tolerance (val)": models_csv["within_tolerance"],
+CI_COLUMN, P_COLUMN = "test 95% CI (%)", "McNemar p vs dense"
+
+
+def model_columns(models_csv: pd.DataFrame, evidence: Evidence | None = None, baseline: str = "") -> dict[str, pd.Series]:
+    """The leading columns of every per-model table (T5, T6): scheme, bits, accuracy (with its 95% interval
+    and McNemar's p against the dense model when the evaluate stage's ``evidence`` is given), tolerance."""
+    t = models_csv
+    columns = {
+        "scheme": pd.Categorical(t["scheme"], SCHEME_ORDER, ordered=True),
+        "weight bits": t["weight_bits"],
+        "test accuracy (%)": (100 * t["test_accuracy"]).round(2),
     }
+    if evidence is not None:
+        columns[CI_COLUMN] = pd.Series([evidence.interval(baseline, a) for a in t["test_accuracy"]], index=t.index)
+        columns[P_COLUMN] = pd.Series([evidence.p_value(baseline, s, b) for s, b in zip(t["scheme"], t["weight_bits"])],
+                                      index=t.index)
+    columns["within tolerance (val)"] = t["within_tolerance"]
+    return columns
 
 
 def _pct(fraction: float | None) -> float | None:
     return None if fraction is None else round(100 * fraction, 2)
 
 
-def irregular_table(records: Iterable[dict[str, Any]], published: pd.DataFrame) -> pd.DataFrame:
-    """Table T2: our non-structured results (rate, accuracy, per-layer kept %) beside published ones."""
+def network_of(record: dict[str, Any]) -> str:
+    """The baseline a record belongs to: baselines are named ``<model>-<dataset>`` (params.yaml enforces it)."""
+    return f"{record['model']}-{record['dataset']}"
+
+
+def irregular_table(records: Iterable[dict[str, Any]], published: pd.DataFrame,
+                    evidence: Evidence | None = None) -> pd.DataFrame:
+    """Table T2: our non-structured results (rate, accuracy with its 95% interval and McNemar's p against
+    the dense model, per-layer kept %) beside published ones. Records with a ``method`` (the magnitude
+    baseline's) are rows of their own, named by it."""
+    evidence = evidence or Evidence()
     rows = []
     for r in records:
         if r["scheme"] != "irregular":
             continue
         row = {
-            "model": r["model"], "dataset": r["dataset"], "method": "ours (ADMM-NN-S, this suite)",
+            "model": r["model"], "dataset": r["dataset"], "method": r.get("method", "ours (ADMM-NN-S, this suite)"),
             "pruning rate (x)": round(r["pruning_rate"], 1),
-            "rate after compaction (x)": round(r["compact_pruning_rate"], 1),
+            "rate after compaction (x)": round(r["compact_pruning_rate"], 1) if "compact_pruning_rate" in r else None,
             "test accuracy (%)": _pct(r["test_accuracy"]),
+            CI_COLUMN: evidence.interval(network_of(r), r["test_accuracy"]),
+            P_COLUMN: None if "method" in r else evidence.p_value(network_of(r), "irregular", 32),
             "baseline test accuracy (%)": _pct(r["baseline_test_accuracy"]),
         }
         row.update({f"{layer} kept (%)": round(100 * f, 2) for layer, f in r["per_layer"].items()})
@@ -125,36 +147,64 @@ def irregular_table(records: Iterable[dict[str, Any]], published: pd.DataFrame) 
     return pd.DataFrame(rows)
 
 
-def structured_table(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
-    """Table T3: every progressive step of every scheme: target and reached rate, accuracies, selection."""
+def structured_table(records: Iterable[dict[str, Any]], evidence: Evidence | None = None) -> pd.DataFrame:
+    """Table T3: every progressive step of every scheme: target and reached rate, accuracies (test with its
+    95% interval; McNemar's p against the dense model for the selected step), selection."""
+    evidence = evidence or Evidence()
     rows = []
     for r in records:
         if r["scheme"] == "dense" or "steps" not in r:
             continue
+        admm = "method" not in r  # the magnitude baseline's record names its method
         threshold = accuracy_threshold(r["baseline_val_accuracy"], r["tolerance_pp"])
         for step in r["steps"]:
             rows.append({
-                "model": r["model"], "dataset": r["dataset"], "scheme": r["scheme"], "step": step["step"],
+                "model": r["model"], "dataset": r["dataset"], "scheme": r["scheme"],
+                "method": "ADMM" if admm else "magnitude", "step": step["step"],
                 "target rate (x)": step["target_rate"], "pruning rate (x)": round(step["pruning_rate"], 1),
                 "val accuracy (%)": _pct(step["val_accuracy"]), "test accuracy (%)": _pct(step["test_accuracy"]),
+                CI_COLUMN: evidence.interval(network_of(r), step["test_accuracy"]),
+                P_COLUMN: evidence.p_value(network_of(r), r["scheme"], 32) if admm and step["step"] == r["selected_step"] else None,
                 "within tolerance": step["val_accuracy"] >= threshold,
                 "selected": step["step"] == r["selected_step"],
                 # dead units removed (same outputs): known for the selected step, whose compact model is built
-                "rate after compaction (x)": round(r["compact_pruning_rate"], 1) if step["step"] == r["selected_step"] else None,
+                "rate after compaction (x)": round(r["compact_pruning_rate"], 1)
+                if admm and step["step"] == r["selected_step"] else None,
             })
     table = pd.DataFrame(rows)
     if not table.empty:
         table["scheme"] = pd.Categorical(table["scheme"], SCHEME_ORDER, ordered=True)
-        table = table.sort_values(["model", "dataset", "scheme", "step"]).reset_index(drop=True)
+        table = table.sort_values(["model", "dataset", "scheme", "method", "step"]).reset_index(drop=True)
     return table
 
 
-def quantization_table(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
-    """Table T4: accuracy of dense and pruned models at each weight bit width (1 = binary)."""
+def admm_against_magnitude(prune_records: Iterable[dict[str, Any]], magnitude_records: Iterable[dict[str, Any]]) -> str:
+    """One sentence per network: the selected irregular rate of ADMM against the magnitude baseline's, at
+    the same rates, epochs and tolerance (what ADMM adds over the simplest method)."""
+    admm = {network_of(r): r for r in prune_records if r["scheme"] == "irregular"}
+    lines = []
+    for m in magnitude_records:
+        a = admm.get(network_of(m))
+        if a is None:
+            continue
+        ratio = a["pruning_rate"] / m["pruning_rate"]
+        lines.append(f"- {network_of(m)}: ADMM {a['pruning_rate']:.1f}x at {100 * a['test_accuracy']:.2f}% test, magnitude "
+                     f"pruning {m['pruning_rate']:.1f}x at {100 * m['test_accuracy']:.2f}% test, both selected on validation "
+                     f"with {m['epochs_per_step']} epochs per step: ADMM prunes {ratio:.2f}x as far"
+                     + ("" if a["meets_tolerance"] and m["meets_tolerance"] else " (not both within tolerance)") + ".")
+    return "\n".join(lines)
+
+
+def quantization_table(records: Iterable[dict[str, Any]], evidence: Evidence | None = None) -> pd.DataFrame:
+    """Table T4: accuracy of dense and pruned models at each weight bit width (1 = binary), with the 95%
+    interval and McNemar's p against the dense fp32 model."""
+    evidence = evidence or Evidence()
     rows = [
         {
             "model": r["model"], "dataset": r["dataset"], "scheme": r["scheme"], "weight bits": r["weight_bits"],
             "pruning rate (x)": round(r["pruning_rate"], 1), "test accuracy (%)": _pct(r["test_accuracy"]),
+            CI_COLUMN: evidence.interval(network_of(r), r["test_accuracy"]),
+            P_COLUMN: evidence.p_value(network_of(r), r["scheme"], r["weight_bits"]),
             "val accuracy (%)": _pct(r["val_accuracy"]),
             "before quantization, test (%)": _pct(r.get("source_test_accuracy")),
         }
@@ -213,7 +263,9 @@ def plot_admm_convergence(record: dict[str, Any]) -> plt.Figure:
 def plot_accuracy_vs_rate(structured: pd.DataFrame, baseline_test_accuracy: float, tolerance_pp: float) -> plt.Figure:
     """Figure F3: test accuracy against weight pruning rate per scheme; selected points ringed, with their compacted rate."""
     fig, ax = plt.subplots(figsize=(10, 5))
-    data = structured.assign(scheme=structured["scheme"].astype(str))
+    method = structured["method"] if "method" in structured else pd.Series("ADMM", index=structured.index)
+    data = structured.assign(scheme=structured["scheme"].astype(str)
+                             + method.map(lambda m: "" if m == "ADMM" else f" ({m} baseline)"))
     sns.lineplot(data=data, x="pruning rate (x)", y="test accuracy (%)", hue="scheme", marker="o", ax=ax)
     chosen = data[data["selected"]]
     ax.scatter(chosen["pruning rate (x)"], chosen["test accuracy (%)"], s=180, facecolors="none", edgecolors="black",
@@ -221,7 +273,7 @@ def plot_accuracy_vs_rate(structured: pd.DataFrame, baseline_test_accuracy: floa
     # The same selected models counted after compaction (dead units removed, identical outputs): the fair rate.
     ax.scatter(chosen["rate after compaction (x)"], chosen["test accuracy (%)"], s=90, marker="D", facecolors="none",
                edgecolors="black", linestyle="--", label="selected, after compaction")
-    for _, row in chosen.iterrows():
+    for _, row in chosen.dropna(subset=["rate after compaction (x)"]).iterrows():
         ax.annotate("", xy=(row["rate after compaction (x)"], row["test accuracy (%)"]),
                     xytext=(row["pruning rate (x)"], row["test accuracy (%)"]),
                     arrowprops={"arrowstyle": "->", "color": "black", "alpha": 0.5})

@@ -10,9 +10,10 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from study.costs.energy import COMPONENTS
+from study.costs.energy import COMPONENTS, DRAM_COMPONENTS
 from study.contract import STRUCTURED_SCHEMES
 from study.report.common import SCHEME_ORDER, model_columns
+from study.report.uncertainty import Evidence
 
 COMPONENT_LABELS = {
     "mac": "MACs", "idle_lanes": "idle lanes", "index_decode": "index decode",
@@ -21,36 +22,46 @@ COMPONENT_LABELS = {
 }
 
 
-def energy_table(models_csv: pd.DataFrame) -> pd.DataFrame:
+def energy_table(models_csv: pd.DataFrame, evidence: Evidence | None = None, baseline: str = "") -> pd.DataFrame:
     """Table T6: energy per inference by component (nJ) for every model, with accuracy and cycles."""
     t = models_csv
     table = pd.DataFrame({
-        **model_columns(t),
+        **model_columns(t, evidence, baseline),
         **{f"{COMPONENT_LABELS[c]} (nJ)": (t[f"{c}_pj"] / 1000).round(1) for c in COMPONENTS},
         "total (nJ)": t["total_nj"].round(1),
+        "stored (KB)": t["stored_kb"].round(2),
+        "fits on chip": t["fits_on_chip"],
+        "total, weights on chip (nJ)": t["total_nj_on_chip"].round(1),
         "MACs": t["macs"],
         "cycles": t["cycles"],
     })
     return table.sort_values(["weight bits", "scheme"], ascending=[False, True]).reset_index(drop=True)
 
 
-def plot_energy_breakdown(models_csv: pd.DataFrame, weight_bits: tuple[int, ...] = (32, 8, 4)) -> plt.Figure:
-    """Figure F6: stacked energy components per pruned scheme, one panel per weight bit width."""
+def plot_energy_breakdown(models_csv: pd.DataFrame, on_chip_kb: float, weight_bits: tuple[int, ...] = (32, 8, 4)) -> plt.Figure:
+    """Figure F6: stacked energy components per pruned scheme, one panel per weight bit width; top row with
+    the weights streamed from DRAM at every inference, bottom row with them on chip where they fit."""
     data = models_csv[(models_csv["scheme"] != "dense") & models_csv["weight_bits"].isin(weight_bits)]
-    fig, axes = plt.subplots(1, len(weight_bits), figsize=(5 * len(weight_bits), 5), squeeze=False)
+    fig, axes = plt.subplots(2, len(weight_bits), figsize=(5 * len(weight_bits), 9.5), squeeze=False)
     colours = dict(zip(COMPONENTS, sns.color_palette("tab10", len(COMPONENTS))))
-    for ax, bits in zip(axes[0], weight_bits):
-        panel = data[data["weight_bits"] == bits].copy()
-        panel["scheme"] = pd.Categorical(panel["scheme"], SCHEME_ORDER, ordered=True)
-        panel = panel.sort_values("scheme")
-        bottom = np.zeros(len(panel))
-        for component in COMPONENTS:
-            values = panel[f"{component}_pj"].to_numpy() / 1000
-            ax.bar(panel["scheme"].astype(str), values, bottom=bottom, color=colours[component], label=COMPONENT_LABELS[component])
-            bottom += values
-        for x, (total, ok) in enumerate(zip(bottom, panel["within_tolerance"])):
-            ax.annotate("" if ok else "below tolerance", (x, total), ha="center", va="bottom", fontsize="x-small")
-        ax.set(title=f"{bits}-bit weights", xlabel="pruning scheme", ylabel="energy per inference (nJ)")
+    rows = {"weights streamed from DRAM": False, f"weights on chip when they fit {on_chip_kb:g} KB": True}
+    for row_axes, (assumption, on_chip) in zip(axes, rows.items()):
+        for ax, bits in zip(row_axes, weight_bits):
+            panel = data[data["weight_bits"] == bits].copy()
+            panel["scheme"] = pd.Categorical(panel["scheme"], SCHEME_ORDER, ordered=True)
+            panel = panel.sort_values("scheme")
+            bottom = np.zeros(len(panel))
+            for component in COMPONENTS:
+                values = panel[f"{component}_pj"].to_numpy() / 1000
+                if on_chip and component in DRAM_COMPONENTS:
+                    values = np.where(panel["fits_on_chip"].to_numpy(dtype=bool), 0.0, values)
+                ax.bar(panel["scheme"].astype(str), values, bottom=bottom, color=colours[component],
+                       label=COMPONENT_LABELS[component])
+                bottom += values
+            for x, (total, ok) in enumerate(zip(bottom, panel["within_tolerance"])):
+                ax.annotate("" if ok else "below tolerance", (x, total), ha="center", va="bottom", fontsize="x-small")
+            ax.set(title=f"{bits}-bit weights, {assumption}", xlabel="pruning scheme", ylabel="energy per inference (nJ)")
+            ax.title.set_fontsize("medium")
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize="small", title="component")
     fig.suptitle("F6 energy per inference by component (dense baselines in T6: far larger, left out of scale)")
@@ -98,21 +109,22 @@ def plot_latency_sweep(sweep_csv: pd.DataFrame, crossover_csv: pd.DataFrame) -> 
     return fig
 
 
-def energy_comparison(energy_csv: pd.DataFrame) -> pd.DataFrame:
+def energy_comparison(energy_csv: pd.DataFrame, total: str = "total_nj") -> pd.DataFrame:
     """Per weight bit width, among pruned models within tolerance: irregular against the structured model
-    needing least energy, and which of all needs least (bit widths lacking either side are left out)."""
+    needing least energy, and which of all needs least (bit widths lacking either side are left out).
+    ``total``: ``total_nj`` (weights streamed from DRAM) or ``total_nj_on_chip`` (kept on chip if they fit)."""
     rows = []
     for bits, group in energy_csv.groupby("weight_bits", sort=False):
         within = group[group["within_tolerance"] & (group["scheme"] != "dense")]
         irregular = within[within["scheme"] == "irregular"]
-        structured = within[within["scheme"].isin(STRUCTURED_SCHEMES)].sort_values("total_nj")
+        structured = within[within["scheme"].isin(STRUCTURED_SCHEMES)].sort_values(total)
         if irregular.empty or structured.empty:
             continue
-        rows.append({"weight_bits": bits, "irregular_nj": irregular.iloc[0]["total_nj"],
+        rows.append({"weight_bits": bits, "irregular_nj": irregular.iloc[0][total],
                      "irregular_test_accuracy": irregular.iloc[0].get("test_accuracy", float("nan")),
-                     "structured_scheme": structured.iloc[0]["scheme"], "structured_nj": structured.iloc[0]["total_nj"],
+                     "structured_scheme": structured.iloc[0]["scheme"], "structured_nj": structured.iloc[0][total],
                      "structured_test_accuracy": structured.iloc[0].get("test_accuracy", float("nan")),
-                     "lowest": within.sort_values("total_nj").iloc[0]["scheme"]})
+                     "lowest": within.sort_values(total).iloc[0]["scheme"]})
     return pd.DataFrame(rows, columns=["weight_bits", "irregular_nj", "irregular_test_accuracy", "structured_scheme",
                                        "structured_nj", "structured_test_accuracy", "lowest"])
 
@@ -137,12 +149,19 @@ def _accuracy(value: float) -> str:
     return "" if pd.isna(value) else f", {100 * value:.2f}% test"
 
 
-def compute_verdict(energy_csv: pd.DataFrame, latency_csv: pd.DataFrame) -> str:
-    """Plain sentences: which pruned model needs least energy per bit width, and how CSR latency compares."""
-    lines = [f"- {r.weight_bits}-bit weights, both models within tolerance: irregular {r.irregular_nj:.0f} nJ"
+def compute_verdict(energy_csv: pd.DataFrame, latency_csv: pd.DataFrame, on_chip_kb: float) -> str:
+    """Plain sentences: which pruned model needs least energy per bit width under each memory assumption
+    (and where keeping the weights on chip changes the answer), and how CSR latency compares."""
+    assumptions = {"total_nj": "weights from DRAM", "total_nj_on_chip": f"weights on chip when they fit {on_chip_kb:g} KB"}
+    lines = [f"- {r.weight_bits}-bit weights, {label}, both models within tolerance: irregular {r.irregular_nj:.0f} nJ"
              f"{_accuracy(r.irregular_test_accuracy)} vs {r.structured_scheme} {r.structured_nj:.0f} nJ"
              f"{_accuracy(r.structured_test_accuracy)} per inference: **{r.lowest}** needs least energy."
-             for r in energy_comparison(energy_csv).itertuples()]
+             for total, label in assumptions.items() for r in energy_comparison(energy_csv, total).itertuples()]
+    dram, on_chip = (energy_comparison(energy_csv, t).set_index("weight_bits")["lowest"] for t in assumptions)
+    for bits in dram.index.intersection(on_chip.index):
+        if (dram[bits] == "irregular") != (on_chip[bits] == "irregular"):
+            lines.append(f"- At {bits} bits the memory assumption decides: {dram[bits]} needs least energy with the weights "
+                         f"read from DRAM, {on_chip[bits]} with them kept on chip.")
     lines += [f"- Batch {r.batch}: irregular as CSR runs at {r.csr_ratio:.2f}x the dense latency{_accuracy(r.csr_test_accuracy)}; "
               f"the fastest structured model ({r.structured_kind}) at {r.structured_ratio:.2f}x{_accuracy(r.structured_test_accuracy)}."
               for r in latency_comparison(latency_csv).itertuples()]

@@ -14,15 +14,16 @@ import seaborn as sns
 
 from study.contract import STRUCTURED_SCHEMES
 from study.report.common import model_columns
+from study.report.uncertainty import Evidence
 
 KB = 8 * 1024  # bits per kilobyte (1 KB = 1024 bytes)
 
 
-def storage_table(models_csv: pd.DataFrame) -> pd.DataFrame:
+def storage_table(models_csv: pd.DataFrame, evidence: Evidence | None = None, baseline: str = "") -> pd.DataFrame:
     """Table T5: every encoded model, its bits by category, total KB and compression against fp32 dense."""
     t = models_csv
     table = pd.DataFrame({
-        **model_columns(t),
+        **model_columns(t, evidence, baseline),
         "stored rate (x)": t["pruning_rate"].round(1),
         "format": t["formats"],
         "value bits": t["values"],

@@ -23,7 +23,7 @@ from study import paths
 from study.core.params import Params, ParamsError, load_params
 
 NOTEBOOKS = {"train": "train", "prune": "prune", "quantize": "quantize", "quantize_dense": "quantize",
-             "weights": "weights", "storage": "storage", "energy": "energy", "latency": "latency", "report": "report"}
+             "magnitude": "magnitude", "evaluate": "evaluate", "weights": "weights", "storage": "storage", "energy": "energy", "latency": "latency", "report": "report"}
 
 
 def stage_items(params: Params) -> dict[str, tuple[str, str, dict[str, Any]]]:
@@ -39,7 +39,7 @@ def stage_items(params: Params) -> dict[str, tuple[str, str, dict[str, Any]]]:
                 items[f"quantize@{b}-{s}-{bits}"] = ("quantize", f"{b}-{s}-{bits}", {"baseline": b, "scheme": s, "bits": bits})
         for bits in compare.weight_bits:
             items[f"quantize_dense@{b}-{bits}"] = ("quantize", f"{b}-dense-{bits}", {"baseline": b, "scheme": "dense", "bits": bits})
-        for kind in ("weights", "storage", "energy", "latency"):
+        for kind in ("magnitude", "evaluate", "weights", "storage", "energy", "latency"):
             items[f"{kind}@{b}"] = (kind, b, {"baseline": b})
     items["report"] = ("report", "report", {})
     return items

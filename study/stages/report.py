@@ -25,10 +25,11 @@ from study.report import common as report
 from study.report import compute as report_compute
 from study.report import storage as report_storage
 from study.report import weights as report_weights
+from study.report.uncertainty import Evidence
 
 PUBLISHED = "references/published_results.csv"
 STAGE_TABLES = {"storage": ("models", "ideal", "break-even", "formats"), "energy": ("models",),
-                "latency": ("models", "sweep", "crossover")}
+                "latency": ("models", "sweep", "crossover"), "evaluate": ("models",)}
 
 
 @dataclass
@@ -62,7 +63,7 @@ def summary(baseline_records: list[dict], prune_records: list[dict], storage: di
     ``<scheme>_rate`` is the stored rate (after compaction: the fair size of a structured model)."""
     out: dict[str, Any] = {}
     for dense in baseline_records:
-        name = f"{dense['model']}-{dense['dataset']}"
+        name = report.network_of(dense)
         entry: dict[str, Any] = {"dense_test_accuracy": round(dense["test_accuracy"], 4)}
         for r in prune_records:
             if (r["model"], r["dataset"]) == (dense["model"], dense["dataset"]):
@@ -72,6 +73,7 @@ def summary(baseline_records: list[dict], prune_records: list[dict], storage: di
             entry["smallest_within_tolerance_kb"] = round(storage[name]["total_kb"], 2)
         if name in energy:
             entry["lowest_energy_within_tolerance_nj"] = round(energy[name]["total_nj"], 1)
+            entry["lowest_energy_on_chip_nj"] = round(energy[name]["lowest_on_chip"]["total_nj"], 1)
         out[name] = entry
     return out
 
@@ -102,11 +104,14 @@ def run(params: Params, layout: paths.Layout, label: str = "") -> Report:
         names = catalog.record_names(baseline, compare.schemes, compare.weight_bits)
         prune_records += catalog.records(layout, "prune", names["prune"])
         quantize_records += catalog.records(layout, "quantize", names["quantize"])
+    magnitude_records = [catalog.read_record(layout.read(paths.results("magnitude", b))) for b in compare.baselines]
     stage_tables = {stage: {b: _stage_tables(layout, stage, b) for b in compare.baselines} for stage in STAGE_TABLES}
     stage_records = {stage: {b: catalog.read_record(layout.read(paths.results(stage, b))) for b in compare.baselines}
                      for stage in ("storage", "energy")}
     published = pd.read_csv(paths.from_root(PUBLISHED))
-    dense_by_name = {f"{r['model']}-{r['dataset']}": r for r in baseline_records}
+    # per-image test evidence: 95% intervals and McNemar's p against the dense model, in T2-T6 and the claims
+    evidence = Evidence({b: stage_tables["evaluate"][b]["models"] for b in compare.baselines})
+    dense_by_name = {report.network_of(r): r for r in baseline_records}
 
     # The paper's claims beside ours, one column of verdicts per network, each computed from the tables below.
     rows: dict[str, list[dict[str, Any]]] = {}
@@ -118,38 +123,40 @@ def run(params: Params, layout: paths.Layout, label: str = "") -> Report:
             # the paper's rate claim is about LeNet-5 on MNIST: judged on that baseline only, with its budget
             irregular = params.prune[baseline]["irregular"]
             rows[baseline].append(report_claims.irregular_rate_claim(
-                [r for r in prune_records if f"{r['model']}-{r['dataset']}" == baseline], published, tolerance,
-                irregular.admm_epochs + irregular.retrain_epochs))
+                [r for r in prune_records if report.network_of(r) == baseline], published, tolerance,
+                irregular.admm_epochs + irregular.retrain_epochs, evidence=evidence))
         rows[baseline].append(report_claims.binarization_claim(
-            [r for r in quantize_records if f"{r['model']}-{r['dataset']}" == baseline], dense["test_accuracy"], tolerance))
+            [r for r in quantize_records if report.network_of(r) == baseline], dense["test_accuracy"], tolerance,
+            evidence))
         rows[baseline].append(report_claims.storage_claim(report_storage.iso_bits_comparison(stage_tables["storage"][baseline]["models"])))
-        rows[baseline].append(report_claims.energy_claim(stage_tables["energy"][baseline]["models"]))
+        rows[baseline] += report_claims.energy_claims(stage_tables["energy"][baseline]["models"], params.energy.on_chip_kb)
         rows[baseline].append(report_claims.latency_claim(stage_tables["latency"][baseline]["models"]))
     claims = report_claims.claims_table(rows)
     table("claims", claims)
     out.texts["claims_summary"] = report_claims.claims_summary(claims, compare.baselines)
 
     table("T1_baselines", report.baseline_table(baseline_records))
-    table("T2_irregular", report.irregular_table(prune_records, published))
-    t3 = report.structured_table(prune_records)
+    table("T2_irregular", report.irregular_table(prune_records + magnitude_records, published, evidence))
+    out.texts["admm_vs_magnitude"] = report.admm_against_magnitude(prune_records, magnitude_records)
+    t3 = report.structured_table(prune_records + magnitude_records, evidence)
     table("T3_schemes", t3)
-    table("T4_quantization", report.quantization_table(quantize_records))
+    table("T4_quantization", report.quantization_table(quantize_records, evidence))
     if not t3.empty:
         for b in compare.baselines:
             dense = dense_by_name[b]
-            rows_b = t3[(t3["model"] == dense["model"]) & (t3["dataset"] == dense["dataset"])]
+            rows_b = t3[t3["model"] + "-" + t3["dataset"] == b]
             if not rows_b.empty:
                 figure(f"F3_accuracy_vs_rate_{b}", report.plot_accuracy_vs_rate(rows_b, dense["test_accuracy"],
                                                                                 params.admm.tolerance_for(b)))
-        series = t3["model"] + "-" + t3["dataset"] + " " + t3["scheme"].astype(str)
+        series = t3["model"] + "-" + t3["dataset"] + " " + t3["scheme"].astype(str) + " " + t3["method"]
         artifacts.atomic_write_text(plots_dir / "F3.csv", t3.assign(series=series).to_csv(index=False))
     convergence = []
     for record in prune_records:
         if record["scheme"] == "irregular" and record["admm_history"]:
-            figure(f"F2_admm_convergence_{record['model']}-{record['dataset']}", report.plot_admm_convergence(record))
+            figure(f"F2_admm_convergence_{report.network_of(record)}", report.plot_admm_convergence(record))
             history = pd.DataFrame(record["admm_history"])
             convergence.append(history.assign(**{"update (all steps)": range(1, len(history) + 1),
-                                                 "series": f"{record['model']}-{record['dataset']}"}))
+                                                 "series": report.network_of(record)}))
     if convergence:
         artifacts.atomic_write_text(plots_dir / "F2.csv", pd.concat(convergence).to_csv(index=False))
     sweeps = []
@@ -161,7 +168,7 @@ def run(params: Params, layout: paths.Layout, label: str = "") -> Report:
         figure(f"F8_weight_distributions_{b}", report_weights.plot_weight_distributions(
             pd.read_csv(weights_dir / "histograms.csv"), params.report.histogram_layer))
         storage_t, energy_t, latency_t = (stage_tables[s][b] for s in ("storage", "energy", "latency"))
-        table(f"T5_storage_{b}", report_storage.storage_table(storage_t["models"]))
+        table(f"T5_storage_{b}", report_storage.storage_table(storage_t["models"], evidence, b))
         iso = report_storage.iso_bits_comparison(storage_t["models"])
         table(f"T5_iso_bits_{b}", iso)
         out.texts[f"storage_verdict_{b}"] = report_storage.storage_verdict(iso, storage_t["ideal"], storage_t["models"])
@@ -169,12 +176,13 @@ def run(params: Params, layout: paths.Layout, label: str = "") -> Report:
         dense_weights = int(storage_t["models"].query("scheme == 'dense'")["nonzero"].max())
         figure(f"F4_storage_vs_rate_{b}", report_storage.plot_storage_vs_rate(storage_t["models"], dense_weights))
         figure(f"F5_break_even_{b}", report_storage.plot_break_even(storage_t["break-even"]))
-        table(f"T6_energy_{b}", report_compute.energy_table(energy_t["models"]))
-        figure(f"F6_energy_breakdown_{b}", report_compute.plot_energy_breakdown(energy_t["models"]))
+        table(f"T6_energy_{b}", report_compute.energy_table(energy_t["models"], evidence, b))
+        figure(f"F6_energy_breakdown_{b}", report_compute.plot_energy_breakdown(energy_t["models"], params.energy.on_chip_kb))
         table(f"T7_latency_{b}", report_compute.latency_table(latency_t["models"]))
         figure(f"F7_latency_vs_sparsity_{b}", report_compute.plot_latency_sweep(latency_t["sweep"], latency_t["crossover"]))
         out.tables[f"F7_crossover_{b}"] = latency_t["crossover"]
-        out.texts[f"compute_verdict_{b}"] = report_compute.compute_verdict(energy_t["models"], latency_t["models"])
+        out.texts[f"compute_verdict_{b}"] = report_compute.compute_verdict(energy_t["models"], latency_t["models"],
+                                                                               params.energy.on_chip_kb)
         sweeps.append(latency_t["sweep"].assign(median_us=lambda d: 1e6 * d["median_s"],
                                                 series=lambda d: d["layer"] + " " + d["kind"]))
     artifacts.atomic_write_text(plots_dir / "F7.csv", pd.concat(sweeps).drop_duplicates(["series", "sparsity"]).to_csv(index=False))
@@ -183,7 +191,7 @@ def run(params: Params, layout: paths.Layout, label: str = "") -> Report:
     for b in compare.baselines:
         names = catalog.record_names(b, compare.schemes, compare.weight_bits)
         metric_files += [layout.read(paths.metrics(s, n)) for s in ("prune", "quantize") for n in names[s]]
-        metric_files += [layout.read(paths.metrics(s, b)) for s in ("storage", "energy", "latency")]
+        metric_files += [layout.read(paths.metrics(s, b)) for s in ("magnitude", "evaluate", "storage", "energy", "latency")]
     table("provenance", report.provenance_table(metric_files))
     artifacts.write_json(layout.write("metrics/summary.json"),
                          summary(baseline_records, prune_records, stage_records["storage"], stage_records["energy"]))

@@ -1,0 +1,82 @@
+"""A baseline nobody here wrote: iterative global magnitude pruning with masked retraining (Han et al.,
+"Learning both weights and connections", NeurIPS 2015), done with PyTorch's own ``torch.nn.utils.prune``.
+
+It runs at the rates and with the epoch budget of the irregular ADMM schedule (each step retrains as many
+epochs as ADMM and its retraining spend together), so the report can show what ADMM adds over the
+simplest method at equal cost. The masks live in ``torch.nn.utils.prune``'s parametrization (``weight =
+weight_orig * weight_mask``) while the steps run; a checkpoint holds the plain pruned weights.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.utils import prune
+
+from study.core import models, training
+from study.core.data import Split
+from study.core.training import TrainConfig
+from study.progress import line, phase
+
+
+def prune_globally_to_rate(model: nn.Module, rate: float) -> int:
+    """Prune the smallest-magnitude weights over all conv and FC layers together until the model keeps
+    ``total / rate`` of them (never un-pruning one); return how many it keeps. Masks compose with earlier steps."""
+    if not rate >= 1:
+        raise ValueError(f"pruning rate {rate} must be >= 1 (total / kept weights)")
+    layers = list(models.prunable_layers(model).values())
+    total = sum(m.weight.numel() for m in layers)
+    kept_now = sum(int(torch.count_nonzero(getattr(m, "weight_mask", torch.ones_like(m.weight)))) for m in layers)
+    target = max(1, min(kept_now, round(total / rate)))
+    if kept_now > target:
+        # amount counts among the weights still unpruned: PyTorch composes the new mask with the old one
+        prune.global_unstructured([(m, "weight") for m in layers], pruning_method=prune.L1Unstructured,
+                                  amount=kept_now - target)
+    return target
+
+
+def plain_copy(model: nn.Module) -> nn.Module:
+    """A copy with the masks folded into the weights (``prune.remove``), as every stage stores models."""
+    plain = copy.deepcopy(model)
+    for layer in models.prunable_layers(plain).values():
+        if prune.is_pruned(layer):
+            prune.remove(layer, "weight")
+    return plain
+
+
+@dataclass
+class MagnitudeRun:
+    steps: list[dict[str, Any]] = field(default_factory=list)
+
+
+def run_schedule(model: nn.Module, splits: Mapping[str, Split], rates: list[float], retrain: TrainConfig,
+                 threshold: float, stop_after_misses: int, save_step: Callable[[int, float, nn.Module], str],
+                 progress: bool = True) -> MagnitudeRun:
+    """Prune ``model`` (in place) to each rate in turn, retraining with the masks fixed; stop after
+    ``stop_after_misses`` steps in a row below ``threshold`` (validation accuracy), as the ADMM schedule does."""
+    training.seed_everything(retrain.seed)
+    run, misses = MagnitudeRun(), 0
+    for index, rate in enumerate(rates):
+        with phase(f"step {index + 1}/{len(rates)} at {rate:g}x"):
+            prune_globally_to_rate(model, rate)
+            training.fit(model, splits["train"], splits["val"], retrain, progress=progress)
+        plain = plain_copy(model)
+        val = training.evaluate(plain, splits["val"])["accuracy"]
+        step = {"step": index + 1, "target_rate": rate, "pruning_rate": models.pruning_rate(plain),
+                "val_accuracy": val, "test_accuracy": training.evaluate(plain, splits["test"])["accuracy"],
+                "per_layer": {n: float(torch.count_nonzero(m.weight)) / m.weight.numel()
+                              for n, m in models.prunable_layers(plain).items()},
+                "checkpoint": save_step(index + 1, rate, plain)}
+        run.steps.append(step)
+        misses = misses + 1 if val < threshold else 0
+        line(f"step {index + 1} done", rate=round(step["pruning_rate"], 1), val_accuracy=val,
+             test_accuracy=step["test_accuracy"], within_tolerance=misses == 0)
+        if misses >= stop_after_misses:
+            line(f"stopping: {misses} step(s) in a row below the tolerance")
+            break
+    return run
