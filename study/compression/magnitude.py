@@ -42,7 +42,15 @@ def prune_globally_to_rate(model: nn.Module, rate: float) -> int:
 
 def plain_copy(model: nn.Module) -> nn.Module:
     """A copy with the masks folded into the weights (``prune.remove``), as every stage stores models."""
-    plain = copy.deepcopy(model)
+    # The masked ``weight`` is a computed tensor that deepcopy refuses; it is recomputed from weight_orig
+    # and weight_mask, so it is set aside during the copy (prune.remove does not need it).
+    pruned = [layer for layer in models.prunable_layers(model).values() if prune.is_pruned(layer)]
+    computed = {layer: layer.__dict__.pop("weight") for layer in pruned if "weight" in layer.__dict__}
+    try:
+        plain = copy.deepcopy(model)
+    finally:
+        for layer, weight in computed.items():
+            layer.weight = weight
     for layer in models.prunable_layers(plain).values():
         if prune.is_pruned(layer):
             prune.remove(layer, "weight")

@@ -87,7 +87,7 @@ def binarization_claim(quantize_records: Iterable[dict], baseline_test_accuracy:
     if record is None:
         return _row(claim, "lossless", "-", None)
     loss = 100 * (baseline_test_accuracy - record["test_accuracy"])
-    measured = (evidence or Evidence()).describe(network_of(record), "dense", 1, record["test_accuracy"])
+    measured = evidence.describe(network_of(record), "dense", 1, record["test_accuracy"]) if evidence else ""
     return _row(claim, "lossless", f"{100 * record['test_accuracy']:.2f}% test ({abs(loss):.2f} pp "
                                    f"{'below' if loss >= 0 else 'above'} dense fp32{'; ' + measured if measured else ''})",
                 loss <= tolerance_pp)
