@@ -164,7 +164,8 @@ def structured_table(records: Iterable[dict[str, Any]], evidence: Evidence | Non
                 "target rate (x)": step["target_rate"], "pruning rate (x)": round(step["pruning_rate"], 1),
                 "val accuracy (%)": _pct(step["val_accuracy"]), "test accuracy (%)": _pct(step["test_accuracy"]),
                 CI_COLUMN: evidence.interval(network_of(r), step["test_accuracy"]),
-                P_COLUMN: evidence.p_value(network_of(r), r["scheme"], 32) if admm and step["step"] == r["selected_step"] else None,
+                P_COLUMN: evidence.p_value(network_of(r), r["scheme"], 32)
+                if admm and step["step"] == r["selected_step"] else None,
                 "within tolerance": step["val_accuracy"] >= threshold,
                 "selected": step["step"] == r["selected_step"],
                 # dead units removed (same outputs): known for the selected step, whose compact model is built

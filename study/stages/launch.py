@@ -22,8 +22,9 @@ from typing import Any
 from study import paths
 from study.core.params import Params, ParamsError, load_params
 
-NOTEBOOKS = {"train": "train", "prune": "prune", "quantize": "quantize", "quantize_dense": "quantize",
-             "magnitude": "magnitude", "evaluate": "evaluate", "weights": "weights", "storage": "storage", "energy": "energy", "latency": "latency", "report": "report"}
+NOTEBOOKS = {"train": "train", "prune": "prune", "magnitude": "magnitude", "quantize": "quantize",
+             "quantize_dense": "quantize", "evaluate": "evaluate", "weights": "weights", "storage": "storage",
+             "energy": "energy", "latency": "latency", "report": "report"}
 
 
 def stage_items(params: Params) -> dict[str, tuple[str, str, dict[str, Any]]]:
