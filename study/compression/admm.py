@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from study.core import execution
 from study.core.data import Split
 from study.core.models import prunable_layers
 from study.core.training import StepHook, TrainConfig, evaluate, fit
@@ -75,6 +76,7 @@ class ADMM:
         with torch.no_grad():
             self.Z = {n: self.projections[n](w.detach())[0].clone() for n, w in weights.items()}
             self.U = {n: torch.zeros_like(w) for n, w in weights.items()}
+        execution.current().broadcast_(list(self.Z.values()))
 
     def penalty(self, model: nn.Module) -> torch.Tensor:
         """``sum_i rho/2 ||W_i - Z_i + U_i||^2``: added to the loss during the W-step."""
@@ -93,9 +95,14 @@ class ADMM:
         weights = _weights(model, self.projections)
         row: dict[str, float] = {"update": len(self.history) + 1, "epoch": self.steps / self.steps_per_epoch, "rho": self.rho}
         distance_sq, norm_sq = 0.0, 0.0
+        run = execution.current()
         for name, w in weights.items():
-            self.Z[name] = self.projections[name](w + self.U[name])[0]
-            self.U[name] += w - self.Z[name]
+            # rank 0 computes Z and U, the others receive them: one state even if a projection broke ties
+            # differently elsewhere (with one process this is the plain update)
+            if run.is_main:
+                self.Z[name] = self.projections[name](w + self.U[name])[0]
+                self.U[name] += w - self.Z[name]
+            run.broadcast_([self.Z[name], self.U[name]])
             d = float((w - self.Z[name]).pow(2).sum())
             row[f"w_minus_z/{name}"] = d**0.5
             distance_sq += d
@@ -115,10 +122,13 @@ class ADMM:
     def hard_project(self, model: nn.Module) -> dict[str, torch.Tensor]:
         """Put every constrained weight onto its set; return the masks for masked retraining."""
         masks = {}
+        run = execution.current()
         for name, w in _weights(model, self.projections).items():
             projected, mask = self.projections[name](w)
+            mask = mask.to(w.dtype)
+            run.broadcast_([projected, mask])  # rank 0's projection on every rank
             w.copy_(projected)
-            masks[name] = mask.to(w.dtype)
+            masks[name] = mask
         return masks
 
 

@@ -124,7 +124,7 @@ def fit_alpha(weight: torch.Tensor, bits: int, mask: torch.Tensor | None = None)
     w = weight.detach().flatten() if mask is None else weight.detach()[mask.bool()]
     if w.numel() == 0 or not bool((w != 0).any()):
         return 1.0
-    magnitudes = w.abs().double().numpy()
+    magnitudes = w.abs().double().cpu().numpy()
     if bits == 32:
         return float(magnitudes.mean())
     return exact_alpha(magnitudes, bits, allow_zero=mask is None)

@@ -24,7 +24,6 @@ import torch
 from study.contract import METRICS_KEYS, RESULT_KEYS
 
 
-
 class CheckpointError(RuntimeError):
     """A checkpoint is missing, unreadable, tampered with, or belongs to a different model."""
 
@@ -36,8 +35,23 @@ def _umask() -> int:
 
 
 def atomic_write_bytes(path: Path | str, data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``path``, then rename it into place (all or nothing)."""
-    path = Path(path)
+    """Write ``data`` to a temporary file beside ``path``, then rename it into place (all or nothing).
+
+    In a distributed run only rank 0 writes, and every rank waits until it has: all ranks run the same
+    code, so a file one of them reads back next (a checkpoint of the previous step) is there for all.
+    """
+    from study.core import execution
+
+    run = execution.current()
+    if run.distributed:
+        if run.is_main:
+            _write_atomically(Path(path), data)
+        execution.barrier()
+        return
+    _write_atomically(Path(path), data)
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:

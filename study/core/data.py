@@ -308,6 +308,12 @@ class Split:
                 idx = order[start : start + batch_size]
                 yield self.images[idx], self.labels[idx]
 
+    def shard(self, rank: int, world_size: int) -> "Split":
+        """The ``rank``-th of ``world_size`` contiguous parts (near-equal sizes): one process's share."""
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} outside 0..{world_size - 1}")
+        return Split(torch.tensor_split(self.images, world_size)[rank], torch.tensor_split(self.labels, world_size)[rank])
+
     def subset(self, limit: int | None) -> "Split":
         """The first ``limit`` examples (all when ``limit`` is None): tiny configs for smoke tests."""
         if limit is None or limit >= len(self):

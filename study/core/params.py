@@ -72,6 +72,12 @@ class RuntimeParams(_Strict):
     so it is a parameter of the training stages: the same params give the same metrics on any machine."""
 
     threads: int = Field(2, ge=1, description="torch intra-op threads of every stage")
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="where training, ADMM and retraining compute: auto = CUDA when torch sees a GPU, else CPU")
+    amp: bool = Field(False, description="bfloat16 mixed precision of forward passes on CUDA (ignored on the CPU)")
+    processes: int = Field(
+        1, ge=1, description="processes per machine for the training stages; > 1 starts them with torchrun "
+                             "(DistributedDataParallel: one per GPU, or gloo on CPUs)")
 
 
 class ReportParams(_Strict):

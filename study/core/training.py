@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from study.core import execution
 from study.progress import line
 from study.core.artifacts import CheckpointError, load_checkpoint, load_state_into, save_checkpoint
 from study.core.data import Split
@@ -62,15 +63,25 @@ def seed_everything(seed: int) -> None:
 
 @torch.no_grad()
 def evaluate(model: nn.Module, split: Split, batch_size: int = 1000) -> dict[str, float]:
-    """Accuracy (fraction) and mean cross-entropy on a whole split."""
+    """Accuracy (fraction) and mean cross-entropy on a whole split (shared out over the ranks of a
+    distributed run, each evaluating its contiguous part)."""
+    run = execution.current()
+    device = execution.model_device(model)
+    part = split.shard(run.rank, run.world_size) if run.distributed else split
     was_training = model.training
     model.eval()
     correct, loss_sum = 0, 0.0
-    for x, y in split.batches(batch_size):
-        logits = model(x)
+    for x, y in part.batches(batch_size):
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        with run.autocast():
+            logits = model(x)
+        logits = logits.float()  # the same tensor in float32 runs
         loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
         correct += int((logits.argmax(dim=1) == y).sum())
     model.train(was_training)
+    if run.distributed:
+        total_correct, loss_sum = run.sum_over_ranks([correct, loss_sum])
+        correct = round(total_correct)
     n = max(len(split), 1)
     return {"accuracy": correct / n, "loss": loss_sum / n}
 
@@ -100,7 +111,14 @@ def fit(
     With ``resume_path``, the full training state (weights, optimizer, RNG, history) is saved there
     atomically after every epoch, and a rerun with the same config continues after the last finished
     epoch instead of starting over.
+
+    Batches go to the model's device. In a distributed run every rank draws the same global batch
+    (same seeded generator) and trains on its part through DistributedDataParallel; the loss is scaled
+    so that the averaged gradient is the one-process gradient of the whole batch, so ``batch_size``
+    means the same with any number of processes.
     """
+    run = execution.current()
+    device = execution.model_device(model)
     generator = torch.Generator()
     generator.manual_seed(config.seed)
     optimizer = torch.optim.SGD(
@@ -130,19 +148,34 @@ def fit(
         for group in optimizer.param_groups:
             group["lr"] = lr
         loss_sum, seen = 0.0, 0
+        net = run.wrap(model)  # DistributedDataParallel in a distributed run, else the model itself
         for x, y in train.batches(config.batch_size, generator):
             if config.augment == "hflip":  # drawn from the batch-order generator: resumable and seeded
                 flip = torch.rand(len(y), generator=generator) < 0.5
                 x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+            batch_size = len(y)
+            x = run.shard(x).to(device, non_blocking=True)
+            y = run.shard(y).to(device, non_blocking=True)
             optimizer.zero_grad(set_to_none=True)
-            loss = F.cross_entropy(model(x), y)
-            total = loss + sum((term(model) for term in loss_terms), torch.zeros(()))
+            with run.autocast():
+                logits = net(x)
+            if run.distributed:
+                # DDP averages the ranks' gradients: each rank's sum over the whole batch's size, times the
+                # number of ranks, averages to the gradient of the mean over the whole batch
+                loss = F.cross_entropy(logits.float(), y, reduction="sum") * (run.world_size / batch_size)
+                batch_loss_sum = loss.item() * batch_size / run.world_size
+            else:
+                loss = F.cross_entropy(logits.float(), y)
+                batch_loss_sum = loss.item() * len(y)
+            total = loss + sum((term(model) for term in loss_terms), torch.zeros((), device=device))
             total.backward()
             optimizer.step()
             for hook in step_hooks:
                 hook(model)
-            loss_sum += loss.item() * len(y)
+            loss_sum += batch_loss_sum
             seen += len(y)
+        del net  # a DistributedDataParallel wrapper holds gradient hooks: the next phase makes its own
+        loss_sum, seen = run.sum_over_ranks([loss_sum, seen])
         val_metrics = evaluate(model, val)
         record = {
             "epoch": epoch + 1,

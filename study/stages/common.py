@@ -13,7 +13,7 @@ import torch
 
 from study import paths
 from study.contract import RESULT_KEYS
-from study.core import artifacts, data
+from study.core import artifacts, data, execution
 from study.core.params import Params
 
 
@@ -47,8 +47,10 @@ def use_threads(params: Params) -> None:
 
 
 def begin(params: Params) -> Clock:
-    """What every stage does first: use its threads, start its clock."""
+    """What every stage does first: use its threads, its device and (under torchrun) its process group,
+    start its clock."""
     use_threads(params)
+    execution.configure(params.runtime.device, params.runtime.amp)
     return Clock()
 
 

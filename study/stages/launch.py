@@ -8,6 +8,11 @@ scheme, bits) as papermill parameters. So no parameter value is ever pasted into
 
 By hand: ``python -m study.stages.launch prune --stage prune@lenet5-mnist-irregular`` (writes the
 pipeline's outputs, like ``dvc repro``; to explore without touching them, run the notebook itself).
+
+Distributed: with ``runtime.processes`` > 1 a training stage (train, prune, magnitude, quantize) starts
+itself again under ``torchrun --standalone --nproc_per_node=N``; every process runs the notebook (the
+kernel inherits torchrun's environment and joins the process group), rank 0's executed notebook is the
+one kept. Across machines, start the same command under torchrun on every node yourself (README).
 """
 
 from __future__ import annotations
@@ -15,13 +20,17 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
 from study import paths
 from study.core.params import Params, ParamsError, load_params
 
+# Stages that train, and so may run on several processes; the others read checkpoints and count.
+DISTRIBUTED_KINDS = frozenset({"train", "prune", "magnitude", "quantize", "quantize_dense"})
 NOTEBOOKS = {"train": "train", "prune": "prune", "magnitude": "magnitude", "quantize": "quantize",
              "quantize_dense": "quantize", "evaluate": "evaluate", "weights": "weights", "storage": "storage",
              "energy": "energy", "latency": "latency", "report": "report"}
@@ -71,6 +80,9 @@ def execute(kind: str, stage: str, params_file: str = "params.yaml") -> Path:
     notebook = paths.REPO_ROOT / "notebooks" / f"{NOTEBOOKS[kind]}.ipynb"
     folder = "runs" if kind == "report" else f"runs/{NOTEBOOKS[kind]}"
     executed = paths.REPO_ROOT / folder / f"{name}.ipynb"
+    rank = int(os.environ.get("RANK", "0"))
+    if rank != 0:  # every rank runs the notebook; rank 0's record is the one kept
+        executed = Path(tempfile.mkdtemp(prefix=f"rank{rank}-")) / executed.name
     executed.parent.mkdir(parents=True, exist_ok=True)
     handler = logging.StreamHandler(sys.stdout)
     handler.addFilter(_CellOutput())
@@ -101,6 +113,20 @@ def export_html(executed: Path, target: Path) -> None:
     atomic_write_text(target, body)
 
 
+def torchrun_command(kind: str, stage: str, params_file: str, processes: int) -> list[str]:
+    """This launch again, under torchrun on this machine (``--standalone``: its own rendezvous)."""
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
+            "-m", "study.stages.launch", kind, "--stage", stage, "--params", params_file]
+
+
+def _needs_torchrun(kind: str, params_file: str) -> int:
+    """The processes to start for this stage when torchrun has not started us yet; 0 to run here."""
+    if kind not in DISTRIBUTED_KINDS or "LOCAL_RANK" in os.environ:
+        return 0
+    processes = load_params(paths.from_root(params_file)).runtime.processes
+    return processes if processes > 1 else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m study.stages.launch", description=__doc__.split("\n\n")[0])
     parser.add_argument("kind", choices=sorted(NOTEBOOKS), help="the stage kind (dvc.yaml's stage name before '@')")
@@ -112,6 +138,9 @@ def main(argv: list[str] | None = None) -> int:
     if not stage:
         parser.error("no stage name: pass --stage <kind>@<item> (DVC sets $DVC_STAGE)")
     try:
+        processes = _needs_torchrun(args.kind, args.params)
+        if processes:
+            return subprocess.call(torchrun_command(args.kind, stage, args.params, processes))
         execute(args.kind, stage, args.params)
     except ParamsError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -14,7 +14,7 @@ import torch
 from study import paths
 from study.compression import magnitude
 from study.contract import accuracy_threshold, select_step
-from study.core import training
+from study.core import execution, training
 from study.core.params import Params
 from study.progress import line, phase
 from study.stages.common import StageResult, begin, finish, load_splits, require
@@ -30,6 +30,7 @@ def run(params: Params, layout: paths.Layout, baseline: str) -> StageResult:
     settings = params.admm
     splits = load_splits(params, base.dataset)
     net, _ = training.load_model(layout.read(paths.dense_checkpoint(baseline)), base.model)
+    net = execution.place(net)
     dense_val = training.evaluate(net, splits["val"])["accuracy"]
     dense_test = training.evaluate(net, splits["test"])["accuracy"]
     tolerance = settings.tolerance_for(baseline)

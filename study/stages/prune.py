@@ -11,7 +11,7 @@ from study import paths
 from study.compression import compaction, pruning
 from study.compression import schedule as progressive
 from study.contract import PRUNING_SCHEMES, accuracy_threshold, check_scheme, select_step
-from study.core import artifacts, data, models, training
+from study.core import artifacts, data, execution, models, training
 from study.core.params import Params
 from study.progress import line, phase
 from study.stages.common import StageResult, begin, finish, load_splits, require
@@ -27,6 +27,7 @@ def run(params: Params, layout: paths.Layout, baseline: str, scheme: str) -> Sta
     splits = load_splits(params, base.dataset)
     dense_checkpoint = layout.read(paths.dense_checkpoint(baseline))
     net, _ = training.load_model(dense_checkpoint, base.model)
+    net = execution.place(net)
     dense_val = training.evaluate(net, splits["val"])["accuracy"]
     dense_test = training.evaluate(net, splits["test"])["accuracy"]
     threshold = accuracy_threshold(dense_val, settings.tolerance_for(baseline))

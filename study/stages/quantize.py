@@ -12,7 +12,7 @@ import pandas as pd
 from study import paths
 from study.compression import pruning, quantize
 from study.contract import QUANTIZED_BITS, SCHEMES, check_scheme
-from study.core import models, training
+from study.core import execution, models, training
 from study.core.params import Params
 from study.progress import line, phase
 from study.stages.common import StageResult, begin, finish, load_splits, require
@@ -39,6 +39,7 @@ def run(params: Params, layout: paths.Layout, baseline: str, scheme: str, bits: 
     splits = load_splits(params, base.dataset)
     source = source_checkpoint(baseline, scheme)
     net, meta = training.load_model(layout.read(source), base.model)
+    net = execution.place(net)
     if meta.get("scheme", "dense") != scheme:
         raise ValueError(f"{source} holds a {meta.get('scheme', 'dense')!r} model, not {scheme!r}")
     source_test = training.evaluate(net, splits["test"])["accuracy"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 
 from study import paths
-from study.core import artifacts, models, training
+from study.core import artifacts, execution, models, training
 from study.core.params import Params
 from study.progress import phase
 from study.stages.common import StageResult, begin, finish, load_splits, require
@@ -17,7 +17,7 @@ def run(params: Params, layout: paths.Layout, baseline: str) -> StageResult:
     config = base.train_config(params.seed)
     splits = load_splits(params, base.dataset)
     training.seed_everything(params.seed)
-    net = models.build_model(base.model)
+    net = execution.place(models.build_model(base.model))
     macs = models.count_macs(net, models.INPUT_SHAPES[base.model])
     resume = layout.write(paths.resume("train", baseline))
     with phase(f"train {baseline}"):
