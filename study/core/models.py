@@ -12,6 +12,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from study.core.paper_models import PAPER_CLASSES, PAPER_INPUT_SHAPES, PAPER_MODELS
+
 ModelFactory = Callable[[int, int], nn.Module]  # (in_channels, num_classes) -> model
 
 
@@ -60,19 +62,20 @@ def vgg6(in_channels: int = 1, num_classes: int = 10) -> nn.Module:
     return nn.Sequential(layers)
 
 
-MODELS: dict[str, ModelFactory] = {"lenet5": lenet5, "vgg6": vgg6}
+MODELS: dict[str, ModelFactory] = {"lenet5": lenet5, "vgg6": vgg6, **PAPER_MODELS}
 
 # Input shape each model expects (channels, height, width): used to count MACs and to check datasets.
-INPUT_SHAPES: dict[str, tuple[int, int, int]] = {"lenet5": (1, 28, 28), "vgg6": (1, 28, 28)}
+INPUT_SHAPES: dict[str, tuple[int, int, int]] = {"lenet5": (1, 28, 28), "vgg6": (1, 28, 28), **PAPER_INPUT_SHAPES}
+NUM_CLASSES: dict[str, int] = {"lenet5": 10, "vgg6": 10, **PAPER_CLASSES}
 
 
-def build_model(name: str, num_classes: int = 10) -> nn.Module:
-    """Instantiate a registered model; an unknown name lists the valid ones."""
+def build_model(name: str, num_classes: int | None = None) -> nn.Module:
+    """Instantiate a registered model (with its data set's classes unless told); an unknown name lists the valid ones."""
     try:
         factory = MODELS[name]
     except KeyError:
         raise ValueError(f"unknown model {name!r}; valid models: {sorted(MODELS)}") from None
-    return factory(INPUT_SHAPES[name][0], num_classes)
+    return factory(INPUT_SHAPES[name][0], NUM_CLASSES[name] if num_classes is None else num_classes)
 
 
 def prunable_layers(model: nn.Module) -> dict[str, nn.Module]:
