@@ -44,7 +44,7 @@ def test_vgg6_shapes_weights_and_macs_match_hand_count() -> None:
 
 
 def test_unknown_model_lists_valid_names() -> None:
-    with pytest.raises(ValueError, match=r"unknown model 'vgg99'; valid models: \['lenet5', 'vgg6'\]"):
+    with pytest.raises(ValueError, match=r"unknown model 'vgg99'; valid models: \['alexnet', 'lenet5', 'resnet18_cifar', 'resnet50', 'vgg16_cifar', 'vgg6'\]"):
         models.build_model("vgg99")
 
 

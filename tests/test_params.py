@@ -31,7 +31,7 @@ def test_shipped_params_are_valid() -> None:
     [
         (
             lambda p: p["baselines"]["lenet5-mnist"].update(model="lenet6"),
-            r"baselines\.lenet5-mnist\.model: unknown model 'lenet6'; valid models: \['lenet5', 'vgg6'\]",
+            r"baselines\.lenet5-mnist\.model: unknown model 'lenet6'; valid models: \['alexnet', 'lenet5', 'resnet18_cifar'",
         ),
         (
             lambda p: p["baselines"]["lenet5-mnist"].update(dataset="mnsit"),
