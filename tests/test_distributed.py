@@ -72,9 +72,12 @@ def test_a_shard_per_rank_covers_a_split_once() -> None:
     assert torch.equal(torch.cat([p.labels for p in parts]), split.labels)
     with pytest.raises(ValueError, match="rank 3"):
         split.shard(3, 3)
-    batch = torch.arange(7)
-    assert [Execution(rank=r, world_size=2).shard(batch).tolist() for r in (0, 1)] == [[0, 1, 2, 3], [4, 5, 6]]
-    assert Execution().shard(batch) is batch
+    # training batches: every rank draws the same global batch and keeps its contiguous part
+    whole = list(split.training_batches(7, torch.Generator().manual_seed(5)))
+    for rank in (0, 1):
+        parts = list(split.training_batches(7, torch.Generator().manual_seed(5), rank=rank, world_size=2))
+        assert [size for _, _, size in parts] == [7, 3] == [size for _, _, size in whole]
+        assert [y.tolist() for _, y, _ in parts] == [torch.tensor_split(y, 2)[rank].tolist() for _, y, _ in whole]
 
 
 def test_one_cpu_process_changes_nothing() -> None:

@@ -65,7 +65,7 @@ def test_mirroring_is_seeded_and_sees_mirrored_images(splits: dict[str, data.Spl
     a, b, plain = trained("hflip"), trained("hflip"), trained("none")
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
     assert not torch.equal(a.conv1.weight, plain.conv1.weight)
-    with pytest.raises(ValueError, match=r"augment='rotate'; valid: \['none', 'hflip'\]"):
+    with pytest.raises(ValueError, match=r"augment='rotate'; valid: \['none', 'hflip', 'crop_flip'\]"):
         TrainConfig(epochs=1, augment="rotate")
 
 

@@ -27,6 +27,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from study.core import augment
+
 SPLITS = ("train", "val", "test")
 
 
@@ -307,6 +309,16 @@ class Split:
             else:
                 idx = order[start : start + batch_size]
                 yield self.images[idx], self.labels[idx]
+
+    def training_batches(self, batch_size: int, generator: torch.Generator, augmentation: str = "none", rank: int = 0,
+                         world_size: int = 1) -> Iterator[tuple[torch.Tensor, torch.Tensor, int]]:
+        """Shuffled, augmented training batches as (images, labels, size of the whole batch): every rank draws
+        the same global batch (same generator) and keeps its contiguous part of it."""
+        for x, y in self.batches(batch_size, generator):
+            x, size = augment.apply(augmentation, x, generator), len(y)
+            if world_size > 1:
+                x, y = torch.tensor_split(x, world_size)[rank], torch.tensor_split(y, world_size)[rank]
+            yield x, y, size
 
     def shard(self, rank: int, world_size: int) -> "Split":
         """The ``rank``-th of ``world_size`` contiguous parts (near-equal sizes): one process's share."""

@@ -55,12 +55,6 @@ class Execution:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=torch.bfloat16)
 
-    def shard(self, batch: torch.Tensor) -> torch.Tensor:
-        """This rank's contiguous part of a global batch (all of it with one process)."""
-        if not self.distributed:
-            return batch
-        return torch.tensor_split(batch, self.world_size)[self.rank]
-
     def wrap(self, model: nn.Module) -> nn.Module:
         """The model as training calls it: DistributedDataParallel across the processes, else itself."""
         if not self.distributed:

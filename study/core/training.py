@@ -8,22 +8,23 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from study.core import execution
+from study.core import augment, execution
+from study.core.augment import AUGMENTATIONS
 from study.progress import line
 from study.core.artifacts import CheckpointError, load_checkpoint, load_state_into, save_checkpoint
 from study.core.data import Split
 
 LR_SCHEDULES = ("constant", "cosine")
-AUGMENTATIONS = ("none", "hflip")
 
 
 @dataclass(frozen=True)
@@ -37,7 +38,7 @@ class TrainConfig:
     weight_decay: float = 5e-4
     lr_schedule: str = "cosine"
     seed: int = 0
-    augment: str = "none"  # hflip: mirror each training image left-right with probability 1/2
+    augment: str = "none"  # hflip: mirror left-right with probability 1/2; crop_flip: pad-and-crop, then hflip
 
     def __post_init__(self) -> None:
         if self.epochs < 0:
@@ -48,8 +49,7 @@ class TrainConfig:
             raise ValueError(f"lr={self.lr} must be > 0")
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"lr_schedule={self.lr_schedule!r}; valid: {list(LR_SCHEDULES)}")
-        if self.augment not in AUGMENTATIONS:
-            raise ValueError(f"augment={self.augment!r}; valid: {list(AUGMENTATIONS)}")
+        augment.check(self.augment)
 
 
 def seed_everything(seed: int) -> None:
@@ -61,21 +61,27 @@ def seed_everything(seed: int) -> None:
     torch.use_deterministic_algorithms(True)
 
 
+def _scored_batches(model: nn.Module, split: Split, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """(float32 logits, labels) of a split's batches in order, on the model's device, in eval mode."""
+    run = execution.current()
+    device = execution.model_device(model)
+    for x, y in split.batches(batch_size):
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        with run.autocast():
+            logits = model(x)
+        yield logits.float(), y  # the same tensor in float32 runs
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, split: Split, batch_size: int = 1000) -> dict[str, float]:
     """Accuracy (fraction) and mean cross-entropy on a whole split (shared out over the ranks of a
     distributed run, each evaluating its contiguous part)."""
     run = execution.current()
-    device = execution.model_device(model)
     part = split.shard(run.rank, run.world_size) if run.distributed else split
     was_training = model.training
     model.eval()
     correct, loss_sum = 0, 0.0
-    for x, y in part.batches(batch_size):
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        with run.autocast():
-            logits = model(x)
-        logits = logits.float()  # the same tensor in float32 runs
+    for logits, y in _scored_batches(model, part, batch_size):
         loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
         correct += int((logits.argmax(dim=1) == y).sum())
     model.train(was_training)
@@ -84,6 +90,17 @@ def evaluate(model: nn.Module, split: Split, batch_size: int = 1000) -> dict[str
         correct = round(total_correct)
     n = max(len(split), 1)
     return {"accuracy": correct / n, "loss": loss_sum / n}
+
+
+@torch.no_grad()
+def correct_predictions(model: nn.Module, split: Split, batch_size: int = 1000) -> np.ndarray:
+    """Per example (one process): is the top class the label? The batches of :func:`evaluate`, so the
+    accuracy equals the one it reports."""
+    was_training = model.training
+    model.eval()
+    hits = [(logits.argmax(dim=1) == y).cpu().numpy() for logits, y in _scored_batches(model, split, batch_size)]
+    model.train(was_training)
+    return np.concatenate(hits) if hits else np.zeros(0, dtype=bool)
 
 
 def _lr_at(config: TrainConfig, epoch: int) -> float:
@@ -149,13 +166,8 @@ def fit(
             group["lr"] = lr
         loss_sum, seen = 0.0, 0
         net = run.wrap(model)  # DistributedDataParallel in a distributed run, else the model itself
-        for x, y in train.batches(config.batch_size, generator):
-            if config.augment == "hflip":  # drawn from the batch-order generator: resumable and seeded
-                flip = torch.rand(len(y), generator=generator) < 0.5
-                x = torch.where(flip[:, None, None, None], x.flip(-1), x)
-            batch_size = len(y)
-            x = run.shard(x).to(device, non_blocking=True)
-            y = run.shard(y).to(device, non_blocking=True)
+        for x, y, batch_size in train.training_batches(config.batch_size, generator, config.augment, run.rank, run.world_size):
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             optimizer.zero_grad(set_to_none=True)
             with run.autocast():
                 logits = net(x)

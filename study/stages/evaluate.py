@@ -15,23 +15,12 @@ import io
 
 import numpy as np
 import pandas as pd
-import torch
-from torch import nn
 
 from study import paths
 from study.core import artifacts, catalog, training
-from study.core.data import Split
 from study.core.params import Params
 from study.report import uncertainty
 from study.stages.common import StageResult, begin, finish, load_splits, write_tables
-
-
-@torch.no_grad()
-def correct_predictions(model: nn.Module, split: Split, batch_size: int = 1000) -> np.ndarray:
-    """Per example: is the model's top class the label? (The batches of ``training.evaluate``, so the
-    accuracy equals the one the stages recorded.)"""
-    model.eval()
-    return np.concatenate([(model(x).argmax(dim=1) == y).numpy() for x, y in split.batches(batch_size)])
 
 
 def model_key(scheme: str, weight_bits: int) -> str:
@@ -59,7 +48,7 @@ def run(params: Params, layout: paths.Layout, baseline: str) -> StageResult:
     correct, recorded = {}, {}
     for entry in entries:
         net, _ = training.load_model(entry.checkpoint, base.model)
-        hits = correct_predictions(net, test)
+        hits = training.correct_predictions(net, test)
         if abs(hits.mean() - entry.test_accuracy) > 0.5 / len(hits):
             raise ValueError(f"{entry.checkpoint}: test accuracy {hits.mean():.4f} here, {entry.test_accuracy:.4f} in its "
                              f"record; the checkpoint and the record come from different runs: rerun the stage that wrote "
