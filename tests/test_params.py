@@ -35,7 +35,11 @@ def test_shipped_params_are_valid() -> None:
         ),
         (
             lambda p: p["baselines"]["lenet5-mnist"].update(dataset="mnsit"),
-            r"baselines\.lenet5-mnist\.dataset: unknown dataset 'mnsit'; valid datasets: \['fashion_mnist', 'mnist'\]",
+            r"baselines\.lenet5-mnist\.dataset: unknown dataset 'mnsit'; valid datasets: \['cifar10', 'fashion_mnist', 'imagenet', 'mnist'\]",
+        ),
+        (
+            lambda p: p["baselines"]["lenet5-mnist"].update(model="vgg16_cifar"),
+            r"baselines\.lenet5-mnist: .*'vgg16_cifar' reads images of shape \(3, 32, 32\), but mnist has \(1, 28, 28\)",
         ),
         (lambda p: p["baselines"]["lenet5-mnist"].update(epoch=3), r"baselines\.lenet5-mnist\.epoch: unknown key"),
         (lambda p: p["baselines"]["lenet5-mnist"].update(epochs="many"), r"baselines\.lenet5-mnist\.epochs: .*integer.*'many'"),
@@ -79,7 +83,7 @@ def test_shipped_params_are_valid() -> None:
          r"admm.tolerance_pp: give one value per compared baseline \(missing \['vgg6-fashion_mnist'\], not a baseline \[\]\)"),
         (lambda p: p["admm"].update(tolerance_pp={"lenet5-mnist": 0.2, "vgg6-fashion_mnist": -1}), r"tolerance_pp .* must be >= 0"),
         (lambda p: p["baselines"]["vgg6-fashion_mnist"].update(augment="rotate"),
-         r"baselines\.vgg6-fashion_mnist\.augment: Input should be 'none' or 'hflip'"),
+         r"baselines\.vgg6-fashion_mnist\.augment: Input should be 'none', 'hflip' or 'crop_flip'"),
     ],
 )
 def test_bad_params_name_the_key(tmp_path: Path, edit, expected: str) -> None:

@@ -82,3 +82,52 @@ def test_image_folder_gives_crops_of_the_requested_size(tmp_path: Path) -> None:
     assert x.shape == (6, 3, 24, 24) and y.tolist() == [0, 0, 0, 1, 1, 1]
     x, _ = next(iter(vision_data.loader(train, 2, train=True, workers=2, seed=3)))
     assert x.shape == (2, 3, 24, 24)
+
+
+def test_cifar10_splits_hold_out_validation_and_normalize_like_the_dataset(tmp_path: Path) -> None:
+    written = _tiny_cifar(tmp_path, n_train=30)
+    splits = vision_data.cifar10_splits(tmp_path, val_size=8, split_seed=0, check=False)
+    assert [len(splits[s]) for s in ("train", "val", "test")] == [22, 8, 6]
+    assert splits["train"].images.shape == (22, 3, 32, 32) and splits["train"].images.dtype == torch.float32
+    torch.testing.assert_close(splits["test"].images[0], vision_data.CIFAR10(tmp_path, "test")[0][0])
+    # validation and training are a partition of the training batches (labels as a multiset check)
+    labels = sorted(splits["train"].labels.tolist() + splits["val"].labels.tolist())
+    assert labels == sorted(written["train_labels"].tolist())
+    with pytest.raises(DataError, match="does not match torchvision's MD5"):
+        vision_data.cifar10_splits(tmp_path, val_size=8, check=True)
+
+
+def _tiny_imagenet(root: Path) -> None:
+    from PIL import Image
+
+    rng = np.random.default_rng(2)
+    for split, count in (("train", 5), ("val", 2)):
+        for wnid in ("n01440764", "n01443537"):
+            (root / "imagenet" / split / wnid).mkdir(parents=True)
+            for i in range(count):
+                image = rng.integers(0, 256, size=(36, 40, 3), dtype=np.uint8)
+                Image.fromarray(image).save(root / "imagenet" / split / wnid / f"{i}.JPEG", "JPEG")
+
+
+def test_streamed_imagenet_splits_serve_the_stages(tmp_path: Path) -> None:
+    _tiny_imagenet(tmp_path)
+    splits = vision_data.load_splits("imagenet", tmp_path, val_size=3, split_seed=0, workers=0)
+    assert [len(splits[s]) for s in ("train", "val", "test")] == [7, 3, 4]
+    x, y = next(iter(splits["test"].batches(4)))
+    assert x.shape == (4, 3, 224, 224) and y.tolist() == [0, 0, 1, 1]
+    # every rank loads only its part of each global batch: together they are the one-process batch
+    whole = [(y.tolist(), size) for _, y, size in splits["train"].training_batches(4, torch.Generator().manual_seed(1))]
+    parts = [[(y.tolist(), size) for _, y, size in splits["train"].training_batches(4, torch.Generator().manual_seed(1), rank=r, world_size=2)]
+             for r in (0, 1)]
+    assert [size for _, size in whole] == [4, 3]
+    assert [a + b for (a, _), (b, _) in zip(*parts)] == [labels for labels, _ in whole]
+    with pytest.raises(ValueError, match="augmented by its transforms"):
+        next(splits["train"].training_batches(4, torch.Generator(), augmentation="hflip"))
+    assert len(splits["val"].shard(1, 2)) == 1 and len(splits["train"].subset(2)) == 2
+
+
+def test_streamed_training_batches_repeat_with_their_seed(tmp_path: Path) -> None:
+    _tiny_imagenet(tmp_path)
+    train = vision_data.load_splits("imagenet", tmp_path, val_size=3, workers=2)["train"]
+    first, second = (torch.cat([x for x, _, _ in train.training_batches(4, torch.Generator().manual_seed(9))]) for _ in range(2))
+    assert torch.equal(first, second)  # order and every worker's random crops follow the generator

@@ -21,8 +21,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from study.compression.constraints import group_count
 from study.contract import ALLOCATIONS, PRUNING_SCHEMES, QUANTIZED_BITS, SPARSE_FORMATS, STORABLE_BITS as WEIGHT_BITS
-from study.core.data import dataset_spec
-from study.core.models import MODELS, build_model, prunable_layers
+from study.core.data import DATASETS, dataset_spec
+from study.core.models import INPUT_SHAPES, MODELS, NUM_CLASSES, build_model, prunable_layers
+from study.core.vision_data import VISION_DATASETS
 from study.core.training import AUGMENTATIONS, LR_SCHEDULES, TrainConfig
 
 
@@ -35,10 +36,20 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def dataset_shape(name: str) -> tuple[int, int, int]:
+    """(channels, height, width) of a data set's images: the MNIST family is 1x28x28."""
+    return VISION_DATASETS[name].input_shape if name in VISION_DATASETS else (1, 28, 28)
+
+
+def training_images(name: str) -> int:
+    return VISION_DATASETS[name].train_images if name in VISION_DATASETS else dataset_spec(name).train_images
+
+
 class DataParams(_Strict):
     root: str = Field("data", description="data root, relative to the repository root unless absolute")
     val_size: int = Field(5000, ge=1, description="training images held out for model selection")
     check_sha256: bool = Field(True, description="verify the raw files' checksums (tests use tiny synthetic files)")
+    workers: int = Field(2, ge=0, description="DataLoader worker processes of data sets streamed from disk (ImageNet)")
 
 
 class CompareParams(_Strict):
@@ -110,8 +121,23 @@ class BaselineParams(_Strict):
     @field_validator("dataset")
     @classmethod
     def _known_dataset(cls, value: str) -> str:
-        dataset_spec(value)  # raises "unknown dataset ...; valid datasets: [...]"
+        if value not in VISION_DATASETS:
+            try:
+                dataset_spec(value)
+            except ValueError:
+                raise ValueError(f"unknown dataset {value!r}; valid datasets: {sorted([*DATASETS, *VISION_DATASETS])}") from None
         return value
+
+    @model_validator(mode="after")
+    def _model_reads_the_data(self) -> "BaselineParams":
+        expected = dataset_shape(self.dataset)
+        if INPUT_SHAPES[self.model] != expected:
+            raise ValueError(f"model {self.model!r} reads images of shape {INPUT_SHAPES[self.model]}, but {self.dataset} "
+                             f"has {expected}; pick a model for this data set")
+        if self.dataset in VISION_DATASETS and NUM_CLASSES[self.model] != VISION_DATASETS[self.dataset].num_classes:
+            raise ValueError(f"model {self.model!r} has {NUM_CLASSES[self.model]} classes, {self.dataset} "
+                             f"{VISION_DATASETS[self.dataset].num_classes}")
+        return self
 
     @field_validator("lr_schedule")
     @classmethod
@@ -362,7 +388,7 @@ class Params(_Strict):
     @model_validator(mode="after")
     def _validation_split(self) -> "Params":
         for name, baseline in self.baselines.items():
-            images = dataset_spec(baseline.dataset).train_images
+            images = training_images(baseline.dataset)
             if self.data.val_size >= images:
                 raise ValueError(f"data.val_size: {self.data.val_size} holds out every training image of {name}'s "
                                  f"{baseline.dataset} ({images}); use fewer (the study uses 5000)")

@@ -3,12 +3,18 @@
 The default profile keeps MNIST-sized splits in memory (``study.core.data``); these data sets do not fit
 that way and need augmentation, so they go through torch's ``DataLoader`` with workers. Nothing here is
 downloaded at run time unless asked (``fetch_cifar10``), and a missing file is an error that says what to
-place where. Not yet used by the pipeline's stages: the paper profile will select it by parameter.
+place where.
+
+The stages see both through the interface of ``data.Split`` (:func:`load_splits`): CIFAR-10 (600 MB as
+float32) is held in memory like MNIST and augmented by batch (``augment: crop_flip``); ImageNet streams from
+disk (:class:`StreamedSplit`), augmented by its dataset's transforms in the loader's workers.
 """
 
 from __future__ import annotations
 
 import pickle
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +22,24 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from study.core.data import DataError
+from study.core.data import DataError, Split
+
+
+@dataclass(frozen=True)
+class VisionSpec:
+    """What params validation needs to know of a paper-scale data set before any file is read."""
+
+    name: str
+    train_images: int
+    num_classes: int
+    input_shape: tuple[int, int, int]
+
+
+VISION_DATASETS = {
+    "cifar10": VisionSpec("cifar10", 50_000, 10, (3, 32, 32)),
+    "imagenet": VisionSpec("imagenet", 1_281_167, 1000, (3, 224, 224)),  # ILSVRC-2012
+}
+IMAGENET_FOLDER = "imagenet"  # <data.root>/imagenet/{train,val}/<class>/<image>
 
 CIFAR10_FOLDER = "cifar-10-batches-py"
 CIFAR10_TRAIN = tuple(f"data_batch_{i}" for i in range(1, 6))
@@ -108,16 +131,17 @@ class CIFAR10(Dataset):
         return self.transform(self.images[index]), int(self.labels[index])
 
 
-def imagenet(root: Path | str, split: str = "train", crop: int = 224) -> Dataset:
+def imagenet(root: Path | str, split: str = "train", crop: int = 224, augment: bool | None = None) -> Dataset:
     """ImageNet (or any ImageFolder tree) with the standard augmentation: random resized crops and flips for
-    training, resize to crop * 8/7 and a center crop for validation."""
+    training, resize to crop * 8/7 and a center crop for validation (``augment`` overrides: images held out
+    of the training folder for validation are read without augmentation)."""
     from torchvision.datasets import ImageFolder
     from torchvision.transforms import v2
 
     folder = Path(root) / split
     if not folder.is_dir() or not any(p.is_dir() for p in folder.iterdir()):
         raise DataError(f"{folder} holds no class folders: {IMAGENET_HINT.format(root=root)}")
-    if split == "train":
+    if split == "train" if augment is None else augment:
         steps = [v2.RandomResizedCrop(crop), v2.RandomHorizontalFlip()]
     else:
         steps = [v2.Resize(crop * 8 // 7), v2.CenterCrop(crop)]
@@ -143,3 +167,112 @@ def _seed_worker(worker_id: int) -> None:
     seed = torch.initial_seed() % 2**32
     np.random.seed(seed)
     random.seed(seed)
+
+
+# ---------------------------------------------------------------------------------------------
+# Splits for the stages
+# ---------------------------------------------------------------------------------------------
+
+
+def verify_cifar10(root: Path | str) -> None:
+    """Each python batch against the MD5 that torchvision publishes for it (``CIFAR10.train_list``)."""
+    from torchvision.datasets import CIFAR10 as TorchvisionCIFAR10
+    from torchvision.datasets.utils import check_integrity
+
+    folder = Path(root) / CIFAR10_FOLDER
+    for name, md5 in [*TorchvisionCIFAR10.train_list, *TorchvisionCIFAR10.test_list]:
+        if not (folder / name).is_file():
+            raise DataError(f"{folder / name} is missing: {CIFAR10_HINT.format(root=root)}")
+        if not check_integrity(str(folder / name), md5):
+            raise DataError(f"{folder / name} does not match torchvision's MD5 {md5}: a damaged or different file; "
+                            f"{CIFAR10_HINT.format(root=root)}")
+
+
+def _held_out(n: int, val_size: int, seed: int, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """(validation, training) indices: a fixed seeded draw of ``val_size`` training images, as for MNIST."""
+    if not 0 <= val_size < n:
+        raise ValueError(f"val_size={val_size} must be in [0, {n}) for {name}")
+    order = np.random.default_rng(seed).permutation(n)
+    return np.sort(order[:val_size]), np.sort(order[val_size:])
+
+
+def cifar10_splits(root: Path | str, val_size: int, split_seed: int = 0, check: bool = True) -> dict[str, Split]:
+    """``train``, ``val`` (held out of the training batches) and ``test`` in memory, per-channel normalized."""
+    if check:
+        verify_cifar10(root)
+    parts = read_cifar10(root)
+    mean, std = torch.tensor(CIFAR10_MEAN)[:, None, None], torch.tensor(CIFAR10_STD)[:, None, None]
+
+    def split(images: np.ndarray, labels: np.ndarray) -> Split:
+        x = torch.from_numpy(images).permute(0, 3, 1, 2).float().div_(255.0)
+        return Split(((x - mean) / std).contiguous(), torch.from_numpy(labels))
+
+    val_idx, train_idx = _held_out(len(parts["train"][1]), val_size, split_seed, "cifar10")
+    images, labels = parts["train"]
+    return {"train": split(images[train_idx], labels[train_idx]), "val": split(images[val_idx], labels[val_idx]),
+            "test": split(*parts["test"])}
+
+
+class StreamedSplit:
+    """A split read from disk batch by batch, with the interface of ``data.Split`` (what training, evaluation
+    and the stages call). Augmentation is the dataset's own transform, in the loader's workers; their seeds
+    follow the batch-order generator, so a run repeats itself."""
+
+    def __init__(self, dataset: Dataset, workers: int = 2, indices: torch.Tensor | None = None) -> None:
+        self.dataset, self.workers = dataset, workers
+        self.indices = torch.arange(len(dataset)) if indices is None else indices
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def _load(self, batches: list[list[int]], seed: int) -> DataLoader:
+        generator = torch.Generator().manual_seed(seed)
+        return DataLoader(self.dataset, batch_sampler=batches, num_workers=self.workers, generator=generator,
+                          worker_init_fn=_seed_worker, pin_memory=torch.cuda.is_available())
+
+    def _chunks(self, order: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
+        return [self.indices[order[i:i + batch_size]] for i in range(0, len(order), batch_size)]
+
+    def batches(self, batch_size: int, generator: torch.Generator | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        order = torch.randperm(len(self), generator=generator) if generator is not None else torch.arange(len(self))
+        seed = int(torch.randint(2**31, (1,), generator=generator)) if generator is not None else 0
+        yield from self._load([c.tolist() for c in self._chunks(order, batch_size)], seed)
+
+    def training_batches(self, batch_size: int, generator: torch.Generator, augmentation: str = "none", rank: int = 0,
+                         world_size: int = 1) -> Iterator[tuple[torch.Tensor, torch.Tensor, int]]:
+        """Like ``Split.training_batches``, but each rank loads only its part of every global batch."""
+        if augmentation != "none":
+            raise ValueError(f"augment={augmentation!r}: a streamed data set is augmented by its transforms; "
+                             "set the baseline's augment to 'none'")
+        chunks = self._chunks(torch.randperm(len(self), generator=generator), batch_size)
+        seed = int(torch.randint(2**31, (1,), generator=generator))
+        parts = [torch.tensor_split(c, world_size)[rank].tolist() for c in chunks]
+        for (x, y), chunk in zip(self._load(parts, seed), chunks):
+            yield x, y, len(chunk)
+
+    def shard(self, rank: int, world_size: int) -> "StreamedSplit":
+        return StreamedSplit(self.dataset, self.workers, torch.tensor_split(self.indices, world_size)[rank])
+
+    def subset(self, limit: int | None) -> "StreamedSplit":
+        return self if limit is None or limit >= len(self) else StreamedSplit(self.dataset, self.workers, self.indices[:limit])
+
+
+def imagenet_splits(root: Path | str, val_size: int, split_seed: int = 0, workers: int = 2) -> dict[str, StreamedSplit]:
+    """``train`` and ``val`` (held out, without augmentation) from ``<root>/imagenet/train``; ``test`` is the
+    official validation folder (``<root>/imagenet/val``), which the pruning papers report."""
+    folder = Path(root) / IMAGENET_FOLDER
+    train = imagenet(folder, "train")
+    val_idx, train_idx = _held_out(len(train), val_size, split_seed, "imagenet")
+    return {"train": StreamedSplit(train, workers, torch.from_numpy(train_idx)),
+            "val": StreamedSplit(imagenet(folder, "train", augment=False), workers, torch.from_numpy(val_idx)),
+            "test": StreamedSplit(imagenet(folder, "val"), workers)}
+
+
+def load_splits(name: str, root: Path | str, val_size: int, split_seed: int = 0, check: bool = True,
+                workers: int = 2) -> dict[str, Split | StreamedSplit]:
+    """The splits of a paper-scale data set by name (``VISION_DATASETS``)."""
+    if name == "cifar10":
+        return cifar10_splits(root, val_size, split_seed, check)
+    if name == "imagenet":
+        return imagenet_splits(root, val_size, split_seed, workers)
+    raise ValueError(f"unknown paper-scale dataset {name!r}; valid: {sorted(VISION_DATASETS)}")

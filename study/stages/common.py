@@ -13,7 +13,7 @@ import torch
 
 from study import paths
 from study.contract import RESULT_KEYS
-from study.core import artifacts, data, execution
+from study.core import artifacts, data, execution, vision_data
 from study.core.params import Params
 
 
@@ -55,8 +55,13 @@ def begin(params: Params) -> Clock:
 
 
 def load_splits(params: Params, dataset: str) -> dict[str, data.Split]:
-    return data.load_dataset(dataset, paths.from_root(params.data.root), params.data.val_size,
-                             split_seed=params.seed, check_sha256=params.data.check_sha256)
+    """The train/val/test splits of a baseline's data set: in memory, or streamed from disk (ImageNet)."""
+    root = paths.from_root(params.data.root)
+    if dataset in vision_data.VISION_DATASETS:
+        return vision_data.load_splits(dataset, root, params.data.val_size, params.seed, params.data.check_sha256,
+                                       params.data.workers)
+    return data.load_dataset(dataset, root, params.data.val_size, split_seed=params.seed,
+                             check_sha256=params.data.check_sha256)
 
 
 def require(mapping: Mapping[str, Any], key: str, where: str, hint: str) -> Any:
