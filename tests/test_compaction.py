@@ -71,13 +71,27 @@ def test_filter_pruning_removes_next_layer_inputs_and_features() -> None:
     assert sizes["fc1"]["in_before"] == 800 and sizes["fc1"]["in_after"] == 10 * 16  # 4x4 features per channel
 
 
-def test_non_chain_models_are_refused() -> None:
-    class Residual(torch.nn.Module):
-        def forward(self, x):
-            return x
+def test_residual_networks_compact_by_channel_space_and_dead_weights_need_a_chain() -> None:
+    """compact hands a network with a residual sum to the channel-space compaction (exact there, see
+    test_coupling); zero_dead_weights folds biases along a chain and refuses anything else."""
+    from study.core.paper_models import ResNetCIFAR
 
+    torch.manual_seed(0)
+    net = ResNetCIFAR((1, 1, 1, 1), widths=(4, 8, 8, 8)).eval()
+    with torch.no_grad():
+        net.layer3[0].conv2.weight[:2] = 0  # two filters of the layer3 sum go, with their batch norm entries,
+        net.layer3[0].bn2.weight[:2] = 0  # in every producer of that sum
+        net.layer3[0].bn2.bias[:2] = 0
+        net.layer3[0].shortcut.conv.weight[:2] = 0
+        net.layer3[0].shortcut.bn.weight[:2] = 0
+        net.layer3[0].shortcut.bn.bias[:2] = 0
+    smaller, sizes = compaction.compact(net, (3, 16, 16))
+    assert sizes["layer3.0.conv2"]["out_after"] == 6 and sizes["layer4.0.conv1"]["in_after"] == 6
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(smaller.eval()(x), net(x), rtol=1e-4, atol=1e-5)
     with pytest.raises(TypeError, match="nn.Sequential chains only"):
-        compaction.compact(Residual(), (1, 28, 28))
+        compaction.zero_dead_weights(net, (3, 16, 16))
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

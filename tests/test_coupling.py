@@ -106,7 +106,7 @@ def test_compaction_of_coupled_channels_computes_what_the_masked_model_computes(
     for space in spaces:
         coupling.apply_channel_mask(model, space, coupling.project_space(model, space, max(1, space.channels // 2)))
     model.eval()
-    smaller = coupling.compact(model, (3, 32, 32)).eval()
+    smaller = coupling.compact(model, (3, 32, 32))[0].eval()
     x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         torch.testing.assert_close(smaller(x), model(x), rtol=1e-4, atol=1e-5)
@@ -124,7 +124,7 @@ def test_a_channel_one_summand_still_carries_is_kept() -> None:
     coupling.apply_channel_mask(model, partial, torch.arange(stem.channels) != 3)
     assert not bool(coupling.removed_channels(model, stem).any())
     model.eval()
-    smaller = coupling.compact(model, (3, 32, 32)).eval()
+    smaller = coupling.compact(model, (3, 32, 32))[0].eval()
     assert models.count_parameters(smaller) == models.count_parameters(model)
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
@@ -146,3 +146,112 @@ def test_paper_models_have_the_published_sizes() -> None:
     assert models.count_parameters(models.build_model("resnet50")) == 25_557_032
     with pytest.raises(ValueError, match="RGB"):
         models.MODELS["alexnet"](1, 10)
+
+
+@pytest.mark.parametrize("scheme", ["filter", "channel"])
+def test_joint_projection_is_the_closest_point_with_that_many_channels(scheme: str) -> None:
+    """Brute force over every set of kept channels: the joint projection is the nearest feasible point of all
+    members together (producers' filters, or consumers' inputs), and it is feasible and idempotent."""
+    model = _small_resnet()
+    space = next(s for s in coupling.prunable_spaces(model, (3, 32, 32)) if "layer2.0.shortcut.conv" in s.producers)
+    small = coupling.ChannelSpace(5, producers=space.producers, consumers=space.consumers)
+    names = coupling.members(small, scheme)
+    assert len(names) >= 2  # a coupled space: the members decide together
+    layers, per_channel = dict(model.named_modules()), dict(space.consumers)
+    generator = torch.Generator().manual_seed(3)
+
+    def shape(name: str) -> tuple[int, ...]:  # the member's weight with 5 channels in the space
+        w = layers[name].weight
+        if scheme == "filter":
+            return (5, *w.shape[1:])
+        return (w.shape[0], 5, *w.shape[2:]) if w.dim() == 4 else (w.shape[0], 5 * per_channel[name])
+
+    weights = {n: torch.randn(shape(n), generator=generator) for n in names}
+    projected = coupling.space_projection(small, scheme, 2)(weights)
+    distance = sum(float((projected[n][0] - weights[n]).pow(2).sum()) for n in names)
+    views = {n: coupling._channel_view(weights[n], 5, scheme) for n in names}  # [channel, everything it touches]
+    best = min(sum(float(views[n][[c for c in range(5) if c not in kept]].pow(2).sum()) for n in names)
+               for kept in itertools.combinations(range(5), 2))
+    assert distance == pytest.approx(best)
+    again = coupling.space_projection(small, scheme, 2)({n: projected[n][0] for n in names})
+    for n in names:
+        assert torch.equal(again[n][0], projected[n][0])
+        assert int(coupling._channel_view(projected[n][1], 5, scheme).ne(0).any(dim=1).sum()) == 2
+
+
+def test_channels_no_consumer_reads_leave_the_network_too() -> None:
+    """Channel pruning: when every consumer of a space drops an input, its producers' filters go as well."""
+    model = _small_resnet()
+    _randomize_norms(model)
+    space = next(s for s in coupling.prunable_spaces(model, (3, 32, 32)) if "layer3.0.shortcut.conv" in s.producers)
+    layers = dict(model.named_modules())
+    weights = {n: layers[n].weight.detach() for n in coupling.members(space, "channel")}
+    projected = coupling.space_projection(space, "channel", space.channels // 4)(weights)
+    with torch.no_grad():
+        for name, (weight, _) in projected.items():
+            layers[name].weight.copy_(weight)
+    assert int(coupling.removed_channels(model, space).sum()) == space.channels - space.channels // 4
+    model.eval()
+    smaller, sizes = coupling.compact(model, (3, 32, 32))
+    smaller.eval()
+    assert sizes["layer3.0.shortcut.conv"]["out_after"] == space.channels // 4
+    assert sizes["layer4.0.conv1"]["in_after"] == space.channels // 4
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(smaller(x), model(x), rtol=1e-4, atol=1e-5)
+
+
+def _tiny_images(n: int, seed: int) -> "Split":
+    from study.core.data import Split
+
+    generator = torch.Generator().manual_seed(seed)
+    labels = torch.randint(0, 10, (n,), generator=generator)
+    return Split(torch.randn(n, 3, 16, 16, generator=generator) + labels[:, None, None, None] * 0.1, labels)
+
+
+@pytest.mark.parametrize("scheme", ["filter", "channel"])
+def test_a_pruning_step_removes_whole_channel_spaces_of_a_residual_network(scheme: str) -> None:
+    """ADMM + masked retraining on a ResNet: every member of a space drops the same channels, a removed filter's
+    batch norm stays at zero through retraining, and compaction gives the masked model's outputs."""
+    from study.compression import pruning
+    from study.compression.admm import ADMMConfig
+    from study.core.training import TrainConfig
+
+    model = _small_resnet()
+    train, val = _tiny_images(40, 1), _tiny_images(20, 2)
+    lead = "layer2.0.conv1" if scheme == "filter" else "layer2.0.conv2"
+    spaces = {s.producers[0]: s for s in coupling.prunable_spaces(model, (3, 16, 16))}
+    sum_space = next(s for s in spaces.values() if "layer2.0.shortcut.conv" in s.producers)
+    sum_lead = coupling.members(sum_space, scheme)[0]
+    weights = {lead: 1.0, sum_lead: 1.0}
+    keep = pruning.step_keep(model, 1.01, "density", weights, scheme=scheme, input_shape=(3, 16, 16))
+    sum_members = coupling.members(sum_space, scheme)
+    assert len({keep[n] for n in sum_members}) == 1 and keep[sum_lead] < 1  # one fraction for the whole space
+    config = TrainConfig(epochs=1, batch_size=20, lr=0.05, lr_schedule="constant", weight_decay=0.0)
+    result = pruning.prune_step(model, train, val, scheme, keep, ADMMConfig(), config, config, input_shape=(3, 16, 16))
+    removed = coupling.removed_channels(model, sum_space)
+    assert 0 < int(removed.sum()) < sum_space.channels
+    if scheme == "filter":
+        layers = dict(model.named_modules())
+        for name in sum_space.norms:
+            assert torch.equal(layers[name].weight.detach()[removed], torch.zeros(int(removed.sum())))
+        assert all(f"{n}.weight" in result.masks for n in sum_space.norms)
+    model.eval()
+    smaller, sizes = coupling.compact(model, (3, 16, 16))
+    smaller.eval()
+    # the space leaves its producers either way: filters zeroed (filter) or read by no consumer (channel)
+    assert sizes["layer2.0.shortcut.conv"]["out_after"] == sum_space.channels - int(removed.sum())
+    assert sizes["layer3.0.conv1"]["in_after"] == sum_space.channels - int(removed.sum())
+    x = torch.randn(3, 3, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(smaller(x), model(x), rtol=1e-4, atol=1e-5)
+
+
+def test_density_weights_name_a_space_by_its_first_member() -> None:
+    from study.compression import pruning
+
+    model = _small_resnet()
+    with pytest.raises(ValueError, match=r"share their channels .* give the density weight to 'conv1' only"):
+        pruning.step_keep(model, 2, "density", {"layer1.0.conv2": 1.0}, scheme="filter", input_shape=(3, 16, 16))
+    with pytest.raises(ValueError, match=r"cannot remove the channels of \['fc'\]"):
+        pruning.step_keep(model, 2, "density", {"fc": 1.0}, scheme="filter", input_shape=(3, 16, 16))

@@ -13,7 +13,7 @@ scaled dual, changing rho must rescale U by old/new rho to keep the unscaled dua
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,12 +45,18 @@ class ADMMConfig:
             raise ValueError(f"updates_per_epoch={self.updates_per_epoch} must be >= 1")
 
 
-def _weights(model: nn.Module, names: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+def _weights(model: nn.Module, names: Iterable[str]) -> dict[str, torch.Tensor]:
+    """The weight of each named prunable layer; a name that is no layer may name any parameter (a batch
+    norm's scale held at zero with the channel it belongs to)."""
     layers = prunable_layers(model)
-    missing = sorted(set(names) - set(layers))
+    parameters = dict(model.named_parameters())
+    missing = sorted(n for n in names if n not in layers and n not in parameters)
     if missing:
-        raise ValueError(f"model has no prunable layer(s) {missing}; its layers: {list(layers)}")
-    return {name: layers[name].weight for name in names}
+        raise ValueError(f"model has no prunable layer(s) or parameter(s) {missing}; its layers: {list(layers)}")
+    return {name: layers[name].weight if name in layers else parameters[name] for name in names}
+
+
+JointProjection = Callable[[Mapping[str, torch.Tensor]], dict[str, tuple[torch.Tensor, torch.Tensor]]]
 
 
 class ADMM:
@@ -63,8 +69,14 @@ class ADMM:
         config: ADMMConfig,
         steps_per_epoch: int,
         monitor: Callable[[], dict[str, float]] | None = None,
+        joint: Sequence[tuple[Sequence[str], JointProjection]] = (),
     ) -> None:
         self.projections = dict(projections)
+        # constraints over several layers at once (channels a residual sum joins): one projection for all
+        self.joint = [(tuple(names), project) for names, project in joint]
+        self.names = [*self.projections, *(n for names, _ in self.joint for n in names)]
+        if len(set(self.names)) != len(self.names):
+            raise ValueError(f"a layer is constrained twice: {self.names}")
         self.config = config
         self.rho = config.rho
         self.update_every = max(1, steps_per_epoch // config.updates_per_epoch)
@@ -72,15 +84,23 @@ class ADMM:
         self.monitor = monitor
         self.steps = 0
         self.history: list[dict[str, float]] = []
-        weights = _weights(model, self.projections)
+        weights = _weights(model, self.names)
         with torch.no_grad():
-            self.Z = {n: self.projections[n](w.detach())[0].clone() for n, w in weights.items()}
+            projected = self.project({n: w.detach() for n, w in weights.items()})
+            self.Z = {n: projected[n][0].clone() for n in weights}
             self.U = {n: torch.zeros_like(w) for n, w in weights.items()}
         execution.current().broadcast_(list(self.Z.values()))
 
+    def project(self, tensors: Mapping[str, torch.Tensor]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """Every constrained tensor onto its set: (projected, 0/1 mask of the support) by name."""
+        result = {name: self.projections[name](tensors[name]) for name in self.projections}
+        for names, project in self.joint:
+            result.update(project({name: tensors[name] for name in names}))
+        return result
+
     def penalty(self, model: nn.Module) -> torch.Tensor:
         """``sum_i rho/2 ||W_i - Z_i + U_i||^2``: added to the loss during the W-step."""
-        weights = _weights(model, self.projections)
+        weights = _weights(model, self.names)
         total = sum(((w - self.Z[n] + self.U[n]).pow(2).sum() for n, w in weights.items()), torch.zeros(()))
         return 0.5 * self.rho * total
 
@@ -92,15 +112,16 @@ class ADMM:
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> dict[str, float]:
-        weights = _weights(model, self.projections)
+        weights = _weights(model, self.names)
         row: dict[str, float] = {"update": len(self.history) + 1, "epoch": self.steps / self.steps_per_epoch, "rho": self.rho}
         distance_sq, norm_sq = 0.0, 0.0
         run = execution.current()
+        # rank 0 computes Z and U, the others receive them: one state even if a projection broke ties
+        # differently elsewhere (with one process this is the plain update)
+        projected = self.project({n: w + self.U[n] for n, w in weights.items()}) if run.is_main else {}
         for name, w in weights.items():
-            # rank 0 computes Z and U, the others receive them: one state even if a projection broke ties
-            # differently elsewhere (with one process this is the plain update)
             if run.is_main:
-                self.Z[name] = self.projections[name](w + self.U[name])[0]
+                self.Z[name] = projected[name][0]
                 self.U[name] += w - self.Z[name]
             run.broadcast_([self.Z[name], self.U[name]])
             d = float((w - self.Z[name]).pow(2).sum())
@@ -123,11 +144,13 @@ class ADMM:
         """Put every constrained weight onto its set; return the masks for masked retraining."""
         masks = {}
         run = execution.current()
-        for name, w in _weights(model, self.projections).items():
-            projected, mask = self.projections[name](w)
+        weights = _weights(model, self.names)
+        projected = self.project(weights)
+        for name, w in weights.items():
+            result, mask = projected[name]
             mask = mask.to(w.dtype)
-            run.broadcast_([projected, mask])  # rank 0's projection on every rank
-            w.copy_(projected)
+            run.broadcast_([result, mask])  # rank 0's projection on every rank
+            w.copy_(result)
             masks[name] = mask
         return masks
 
@@ -168,6 +191,7 @@ def admm_phase(
     train_config: TrainConfig,
     step_hooks: tuple[StepHook, ...] = (),
     progress: bool = True,
+    joint: Sequence[tuple[Sequence[str], JointProjection]] = (),
 ) -> ADMM:
     """The W-step epochs of ADMM (loss + penalty) with periodic Z/U updates, in place.
 
@@ -176,7 +200,7 @@ def admm_phase(
     """
     steps_per_epoch = -(-len(train) // train_config.batch_size)
     admm = ADMM(model, projections, config, steps_per_epoch,
-                monitor=lambda: {f"val_{k}": v for k, v in evaluate(model, val).items()})
+                monitor=lambda: {f"val_{k}": v for k, v in evaluate(model, val).items()}, joint=joint)
     fit(model, train, val, train_config, step_hooks=[*step_hooks, admm.step_hook], loss_terms=[admm.penalty],
         progress=progress)
     return admm

@@ -8,8 +8,8 @@ modules between A and B (pooling, ReLU, flatten) and folded into B's bias, so th
 computes exactly what the masked one does. Valid (unpadded) convolutions keep the folded term
 uniform over positions; a padded one would not, which is checked.
 
-Residual networks need a dependency graph (e.g. torch-pruning); only ``nn.Sequential`` chains are
-handled here.
+Networks with residual sums or batch norm go to ``coupling.compact``, which removes whole channel spaces
+(a removed channel is exactly zero there, batch norm included, so there is nothing to fold).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from study.compression import coupling
 from study.core.models import prunable_layers
 
 
@@ -114,7 +115,9 @@ def _dead_units(a: str, b: str, weights: dict[str, torch.Tensor], biases: dict[s
 
 @torch.no_grad()
 def compact(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[nn.Module, dict[str, dict[str, int]]]:
-    """A smaller dense copy of a structured-pruned chain, and per-layer (in, out) sizes before/after."""
+    """A smaller dense copy of a structured-pruned model, and per-layer (in, out) sizes before/after."""
+    if not coupling.is_plain_chain(model):
+        return coupling.compact(model, input_shape)
     names, between = _chain(model)
     shapes = _output_shapes(model, input_shape)
     layers = prunable_layers(model)

@@ -16,12 +16,15 @@ from __future__ import annotations
 
 import copy
 import operator
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import torch
 import torch.fx
 from torch import nn
 from torch.fx.passes.shape_prop import ShapeProp
+
+from study.core.models import prunable_layers
 
 PASS_THROUGH = (nn.ReLU, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.Dropout, nn.Identity)
 ADD_FUNCTIONS = (operator.add, operator.iadd, torch.add)
@@ -136,8 +139,15 @@ def channel_spaces(model: nn.Module, input_shape: tuple[int, ...]) -> list[Chann
             flat[node] = (channel[arg], int(torch.tensor(shape(arg)[2:]).prod()))
         elif node.op in ("call_function", "call_method", "output"):
             freeze_inputs(node)  # the network's outputs (class scores), and anything not understood
+    order = {node.target: i for i, node in enumerate(graph_module.graph.nodes) if node.op == "call_module"}
     roots = sorted({spaces.find(i) for i in range(len(spaces.parent))})
-    return [spaces.info[r] for r in roots if spaces.info[r].producers]
+    result = []
+    for space in (spaces.info[r] for r in roots if spaces.info[r].producers):
+        space.producers.sort(key=order.__getitem__)  # graph order: a space's first member is the one it starts at
+        space.norms.sort(key=order.__getitem__)
+        space.consumers.sort(key=lambda consumer: order[consumer[0]])
+        result.append(space)
+    return sorted(result, key=lambda space: order[space.producers[0]])
 
 
 def _both_spaces(node: torch.fx.Node, channel: dict) -> bool:
@@ -150,6 +160,18 @@ def _start_dim(node: torch.fx.Node) -> int:
 
 def prunable_spaces(model: nn.Module, input_shape: tuple[int, ...]) -> list[ChannelSpace]:
     return [s for s in channel_spaces(model, input_shape) if s.prunable]
+
+
+def is_plain_chain(model: nn.Module) -> bool:
+    """An ``nn.Sequential`` without batch norm (LeNet-5, VGG-6): every channel belongs to one layer, and the
+    per-layer projections and chain compaction (with bias folding) apply as they are."""
+    return isinstance(model, nn.Sequential) and not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+
+
+def uses_spaces(model: nn.Module, scheme: str) -> bool:
+    """Whether ``scheme`` must prune this model's channels space by space (filter and channel pruning of a
+    network with residual sums or batch norm); irregular and column pruning never remove a channel."""
+    return scheme in ("filter", "channel") and not is_plain_chain(model)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -195,8 +217,15 @@ def apply_channel_mask(model: nn.Module, space: ChannelSpace, mask: torch.Tensor
         norm.bias[drop.to(norm.bias.device)] = 0
 
 
+def _input_blocks(weight: torch.Tensor, channels: int) -> torch.Tensor:
+    """A consumer's weights as [out, channel, rest]: everything that reads each channel of the space
+    (a conv's kernel taps of that input, or an FC layer's block of inputs after a flatten). A view."""
+    return weight.reshape(weight.shape[0], channels, -1)
+
+
 def removed_channels(model: nn.Module, space: ChannelSpace) -> torch.Tensor:
-    """Channels that are exactly zero at every producer, batch norm included (the mask compaction uses)."""
+    """Channels that can leave the network: zero at every producer and batch norm (they carry nothing), or
+    read by no consumer (what they carry is never used)."""
     layers = dict(model.named_modules())
     dead = torch.ones(space.channels, dtype=torch.bool)
     for name in space.producers:
@@ -208,7 +237,63 @@ def removed_channels(model: nn.Module, space: ChannelSpace) -> torch.Tensor:
     for name in space.norms:
         norm = layers[name]
         dead &= norm.weight.detach().eq(0).cpu() & norm.bias.detach().eq(0).cpu()
-    return dead
+    unread = torch.ones(space.channels, dtype=torch.bool)
+    for name, _ in space.consumers:
+        unread &= ~_input_blocks(layers[name].weight.detach(), space.channels).ne(0).any(dim=2).any(dim=0).cpu()
+    return dead | (unread if space.consumers else torch.zeros_like(unread))
+
+
+# ---------------------------------------------------------------------------------------------
+# Joint projections for ADMM
+# ---------------------------------------------------------------------------------------------
+
+JointProjection = Callable[[Mapping[str, torch.Tensor]], dict[str, tuple[torch.Tensor, torch.Tensor]]]
+
+
+def members(space: ChannelSpace, scheme: str) -> list[str]:
+    """The layers whose weights a scheme's constraint on this space involves: producers' filters (filter
+    pruning) or consumers' inputs (channel pruning)."""
+    if scheme == "filter":
+        return list(space.producers)
+    if scheme == "channel":
+        return [name for name, _ in space.consumers]
+    raise ValueError(f"scheme={scheme!r}: only filter and channel pruning act on whole channels")
+
+
+def _channel_view(weight: torch.Tensor, channels: int, scheme: str) -> torch.Tensor:
+    """[channel, rest]-shaped squared magnitudes of what each channel means to this weight."""
+    if scheme == "filter":
+        return weight.reshape(weight.shape[0], -1)
+    return _input_blocks(weight, channels).transpose(0, 1).reshape(channels, -1)
+
+
+def space_projection(space: ChannelSpace, scheme: str, keep: int) -> JointProjection:
+    """The exact Euclidean projection onto "at most ``keep`` channels of the space non-zero" for all its
+    member weights at once: keep the channels of largest summed squared norm over the members, zero the
+    rest everywhere. Returns, per member, the projected weight and its 0/1 mask."""
+    if not 0 <= keep <= space.channels:
+        raise ValueError(f"keep={keep} outside 0..{space.channels}")
+    names = members(space, scheme)
+
+    def project(weights: Mapping[str, torch.Tensor]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        scores = sum(_channel_view(weights[n].detach(), space.channels, scheme).double().pow(2).sum(dim=1).cpu()
+                     for n in names)
+        alive = torch.zeros(space.channels, dtype=torch.bool)
+        alive[torch.topk(scores, keep, sorted=False).indices] = True
+        result = {}
+        for name in names:
+            weight = weights[name]
+            shape = (-1,) + (1,) * (weight.dim() - 1) if scheme == "filter" else None
+            if scheme == "filter":
+                mask = alive.to(weight.device).reshape(shape).expand_as(weight)
+            else:
+                mask = alive.to(weight.device)[None, :, None].expand(weight.shape[0], space.channels,
+                                                                     weight[0].numel() // space.channels).reshape(weight.shape)
+            mask = mask.to(weight.dtype)
+            result[name] = (weight * mask, mask)
+        return result
+
+    return project
 
 
 # ---------------------------------------------------------------------------------------------
@@ -216,10 +301,10 @@ def removed_channels(model: nn.Module, space: ChannelSpace) -> torch.Tensor:
 # ---------------------------------------------------------------------------------------------
 
 
-def compact(model: nn.Module, input_shape: tuple[int, ...]) -> nn.Module:
-    """A smaller dense copy without the channels that are zero at every producer and batch norm of their
-    space: each space's dead channels leave its producers (rows), norms and consumers (inputs) at once.
-    The copy computes exactly what the masked model computes (up to float summation order)."""
+def compact(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[nn.Module, dict[str, dict[str, int]]]:
+    """A smaller dense copy without the channels :func:`removed_channels` finds, and per-layer (in, out) sizes
+    before/after: each space's removable channels leave its producers (rows), norms and consumers (inputs)
+    at once. The copy computes exactly what the masked model computes (up to float summation order)."""
     kept_out: dict[str, torch.Tensor] = {}
     kept_in: dict[str, tuple[torch.Tensor, int]] = {}
     for space in prunable_spaces(model, input_shape):
@@ -235,7 +320,10 @@ def compact(model: nn.Module, input_shape: tuple[int, ...]) -> nn.Module:
     layers = dict(smaller.named_modules())
     for name in sorted(set(kept_out) | set(kept_in)):
         _replace(smaller, name, _shrunk(layers[name], kept_out.get(name), kept_in.get(name)))
-    return smaller
+    before, after = prunable_layers(model), prunable_layers(smaller)
+    sizes = {name: {"in_before": before[name].weight.shape[1], "out_before": before[name].weight.shape[0],
+                    "in_after": after[name].weight.shape[1], "out_after": after[name].weight.shape[0]} for name in before}
+    return smaller, sizes
 
 
 def _columns(index: torch.Tensor, per_channel: int) -> torch.Tensor:

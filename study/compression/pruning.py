@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from study.compression import compaction, constraints
+from study.compression import compaction, constraints, coupling
 from study.contract import ALLOCATIONS
 from study.compression.admm import ADMMConfig, MaskedRetraining, admm_phase
 from study.core.data import Split
@@ -107,13 +107,82 @@ def magnitude_split(model: nn.Module, rate: float, layers: Sequence[str], min_ke
 
 
 def step_keep(model: nn.Module, rate: float, allocation: str, density_weights: Mapping[str, float],
-              min_keep: float = 0.0) -> dict[str, float]:
-    """Per-layer kept fractions of the step that prunes ``model`` to ``rate`` (params.yaml ``allocation``)."""
+              min_keep: float = 0.0, scheme: str = "irregular", input_shape: tuple[int, ...] | None = None) -> dict[str, float]:
+    """Per-layer kept fractions of the step that prunes ``model`` to ``rate`` (params.yaml ``allocation``).
+
+    Where ``scheme`` prunes channel spaces (residual sums, batch norm), the density weight given to a
+    space's first member applies to all its members, so they keep the same fraction and the rate counts them all.
+    """
     if allocation == "magnitude":
         return magnitude_split(model, rate, list(density_weights), min_keep)
     if allocation == "density":
+        if coupling.uses_spaces(model, scheme):
+            density_weights = space_density_weights(model, scheme, density_weights, _required(input_shape))
         return split_rate(model, rate, density_weights)
     raise ValueError(f"allocation={allocation!r}; valid: {list(ALLOCATIONS)}")
+
+
+def _required(input_shape: tuple[int, ...] | None) -> tuple[int, ...]:
+    if input_shape is None:
+        raise ValueError("pruning channels that residual sums or batch norm join needs the model's input shape")
+    return input_shape
+
+
+def _spaces_by_member(model: nn.Module, scheme: str, input_shape: tuple[int, ...]) -> list[tuple[coupling.ChannelSpace, list[str]]]:
+    return [(space, coupling.members(space, scheme)) for space in coupling.prunable_spaces(model, input_shape)
+            if coupling.members(space, scheme)]
+
+
+def space_density_weights(model: nn.Module, scheme: str, density_weights: Mapping[str, float],
+                          input_shape: tuple[int, ...]) -> dict[str, float]:
+    """Density weights given to a space's first member (the name params.yaml uses) spread over all its members."""
+    spread: dict[str, float] = {}
+    placed: set[str] = set()
+    for _, names in _spaces_by_member(model, scheme, input_shape):
+        named = [n for n in names if n in density_weights]
+        if not named:
+            continue
+        if named != names[:1]:
+            raise ValueError(f"{scheme} pruning: layers {names} share their channels (a residual sum or batch norm joins "
+                             f"them) and are pruned together; give the density weight to {names[0]!r} only, not {named}")
+        spread.update({n: density_weights[names[0]] for n in names})
+        placed.add(names[0])
+    stray = sorted(set(density_weights) - placed)
+    if stray:
+        raise ValueError(f"{scheme} pruning cannot remove the channels of {stray}: they are the network's input or output, "
+                         "or pass an operation the channel tracer does not know; remove them from density_weights")
+    return spread
+
+
+def space_projections(model: nn.Module, scheme: str, keep: Mapping[str, float], input_shape: tuple[int, ...]
+                      ) -> list[tuple[coupling.ChannelSpace, list[str], coupling.JointProjection]]:
+    """One joint projection per channel space whose members keep less than all: (space, members, projection)."""
+    result = []
+    for space, names in _spaces_by_member(model, scheme, input_shape):
+        fractions = {keep.get(n, 1.0) for n in names}
+        if len(fractions) > 1:
+            raise ValueError(f"{scheme} pruning: {names} share their channels but were given kept fractions {sorted(fractions)}")
+        fraction = fractions.pop()
+        if fraction < 1.0:
+            result.append((space, names, coupling.space_projection(space, scheme, constraints.keep_count(space.channels, fraction))))
+    return result
+
+
+def _space_norm_masks(model: nn.Module, spaces: Sequence[coupling.ChannelSpace], masks: Mapping[str, torch.Tensor]
+                      ) -> dict[str, torch.Tensor]:
+    """Masks that hold a removed filter's bias and its batch norm's scale and shift at zero, so the channel is
+    exactly zero wherever it flows and compaction can take it out."""
+    layers = dict(model.named_modules())
+    result = {}
+    for space in spaces:
+        lead = masks[space.producers[0]]
+        alive = lead.reshape(lead.shape[0], -1).ne(0).any(dim=1).to(lead.dtype)
+        for name in space.norms:
+            result[f"{name}.weight"] = result[f"{name}.bias"] = alive
+        for name in space.producers:
+            if layers[name].bias is not None:
+                result[f"{name}.bias"] = alive
+    return result
 
 
 def projections_for(model: nn.Module, scheme: str, keep: Mapping[str, float]) -> dict[str, constraints.Projection]:
@@ -154,29 +223,39 @@ def prune_step(
     masks: Mapping[str, torch.Tensor] | None = None,
     progress: bool = True,
     drop_dead: bool = False,
+    input_shape: tuple[int, ...] | None = None,
 ) -> StepResult:
     """One ADMM phase then masked retraining, in place. ``masks`` of an earlier step stay enforced.
 
     An earlier step's zeros stay zero throughout (so progressive pruning only ever removes more).
     ``drop_dead``: after the hard projection, also prune the survivors that cannot change the output
     (``compaction.zero_dead_weights``), so retraining and the reported rate see only live weights.
+    Filter and channel pruning of a network whose channels residual sums or batch norm join project each
+    channel space as a whole (``coupling``); a removed filter's bias and batch norm entries are held at zero.
     """
-    projections = projections_for(model, scheme, keep)
-    if masks:  # a unit pruned earlier stays pruned: project within the earlier support
-        projections = {
-            n: (lambda w, p=p, m=masks.get(n): p(w * m) if m is not None else p(w)) for n, p in projections.items()
-        }
+    input_shape = input_shape or input_shape_of(train)
+    earlier_mask = (lambda n, w: w * masks[n] if n in masks else w) if masks else (lambda n, w: w)  # noqa: E731
+    if coupling.uses_spaces(model, scheme):
+        spaces = space_projections(model, scheme, keep, input_shape)
+        projections: dict[str, constraints.Projection] = {}
+        joint = [(names, lambda ws, p=p: p({n: earlier_mask(n, w) for n, w in ws.items()})) for _, names, p in spaces]
+    else:
+        spaces, joint = [], []
+        projections = {n: (lambda w, p=p, n=n: p(earlier_mask(n, w))) for n, p in projections_for(model, scheme, keep).items()}
     earlier = MaskedRetraining(model, masks) if masks else None
     with phase("ADMM"):
         admm = admm_phase(model, train, val, projections, admm_config, admm_train,
-                          (earlier.step_hook,) if earlier else (), progress)
+                          (earlier.step_hook,) if earlier else (), progress, joint=joint)
     if earlier:
         earlier.remove()
     all_masks = dict(masks or {})
-    for name, mask in admm.hard_project(model).items():
+    new_masks = admm.hard_project(model)
+    if scheme == "filter":
+        new_masks |= _space_norm_masks(model, [space for space, _, _ in spaces], new_masks)
+    for name, mask in new_masks.items():
         all_masks[name] = mask * all_masks[name] if name in all_masks else mask
     if drop_dead:
-        for name, zeroed in compaction.zero_dead_weights(model, tuple(train.images.shape[1:])).items():
+        for name, zeroed in compaction.zero_dead_weights(model, input_shape).items():
             if zeroed.any():
                 alive = (~zeroed).to(zeroed.device, torch.float32)
                 all_masks[name] = all_masks[name] * alive if name in all_masks else alive
@@ -191,3 +270,9 @@ def prune_step(
         retrain_history=retrain_history,
         val_accuracy=evaluate(model, val)["accuracy"],
     )
+
+
+def input_shape_of(split: Split) -> tuple[int, ...]:
+    """(channels, height, width) of a split's images, from its first one."""
+    images, _ = next(iter(split.batches(1)))
+    return tuple(images.shape[1:])

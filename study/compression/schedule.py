@@ -97,17 +97,19 @@ def run_schedule(
             save_step(step["step"], step["target_rate"], finished)
         net.load_state_dict(run.states[-1])
         line(f"resuming from {resume_path}: {len(run.steps)}/{len(schedule.rates)} steps already done")
+    input_shape = pruning.input_shape_of(splits["train"])
     for index, rate in enumerate(schedule.rates):
         if index < len(run.steps):
             continue  # finished before an interruption
         if run.misses >= schedule.stop_after_misses:
             break
-        keep = pruning.step_keep(net, rate, schedule.allocation, schedule.density_weights, schedule.min_keep)
+        keep = pruning.step_keep(net, rate, schedule.allocation, schedule.density_weights, schedule.min_keep,
+                                 scheme, input_shape)
         with phase(f"step {index + 1}/{len(schedule.rates)} at {rate:g}x"):
             result = pruning.prune_step(
                 net, splits["train"], splits["val"], scheme, keep, settings.admm_config(),
                 settings.admm_train(schedule.admm_epochs, seed, augment), settings.retrain(schedule.retrain_epochs, seed, augment),
-                None if schedule.regrow else run.masks, progress, schedule.drop_dead,
+                None if schedule.regrow else run.masks, progress, schedule.drop_dead, input_shape,
             )
         run.masks = result.masks
         run.admm_rows += [{"step": index + 1, "target_rate": rate, **row} for row in result.admm_history]
