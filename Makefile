@@ -4,6 +4,7 @@
 # and two are for exploring and teaching:
 #   make demo     every stage on a small profile in about five minutes, under demo/ (the study is untouched)
 #   make explore  the layer explorer as a web page without code (Voilà), at http://localhost:$(EXPLORE_PORT)/
+# and one for GPUs: make profile-paper makes params.yaml the paper-scale profile (CIFAR-10, ImageNet).
 # Both are idempotent: a second run reinstalls nothing and DVC reruns no stage whose inputs are unchanged.
 
 VENV ?= .venv
@@ -14,7 +15,7 @@ export PATH := $(BIN):$(PATH)
 
 EXPLORE_PORT ?= 8866
 
-.PHONY: paper test install lock data validate clean-outputs demo explore
+.PHONY: paper test install lock data validate clean-outputs demo explore profile-paper
 
 paper: install data validate
 	dvc repro
@@ -49,6 +50,14 @@ data: install
 
 validate: install
 	python -m study.core.params params.yaml
+
+# The paper-scale profile (GPUs; README "Paper scale"): params.yaml becomes profiles/paper.yaml (git checkout
+# params.yaml returns to the CPU profile), CIFAR-10 is fetched where the network allows, ImageNet is yours to place.
+profile-paper: install
+	python -m study.core.params profiles/paper.yaml
+	cp profiles/paper.yaml params.yaml
+	python -m study.core.vision_data fetch --root data
+	@echo "params.yaml is now the paper profile: run dvc repro (or dvc exp run) on a machine with GPUs."
 
 demo: install data
 	python -m study.demo

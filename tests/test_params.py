@@ -103,3 +103,24 @@ def test_cli_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert main([str(REPO / "params.yaml")]) == 0
     assert main([str(_write(tmp_path, lambda p: p.update(seed=-1)))]) == 1
     assert "seed:" in capsys.readouterr().err
+
+
+def test_the_paper_profile_validates_without_data() -> None:
+    """profiles/paper.yaml: every model builds, every density weight resolves to layers (channel spaces of the
+    residual networks included), and the stages it defines cover every network and scheme."""
+    from study.compression import pruning
+    from study.core.models import INPUT_SHAPES, build_model
+    from study.stages.launch import stage_items
+
+    params = load_params(REPO / "profiles" / "paper.yaml")
+    assert set(params.compare.baselines) == {"vgg16_cifar-cifar10", "resnet18_cifar-cifar10", "alexnet-imagenet",
+                                             "resnet50-imagenet"}
+    resnet50 = build_model("resnet50")
+    schedule = params.prune["resnet50-imagenet"]
+    spread = pruning.expand_density_weights(resnet50, "filter", schedule["filter"].density_weights, INPUT_SHAPES["resnet50"])
+    assert len(spread) == 37  # one lead per prunable channel space (stem, 32 inside bottlenecks, 4 residual streams)
+    irregular = pruning.expand_density_weights(resnet50, "irregular", schedule["irregular"].density_weights)
+    assert len(irregular) == 54  # every conv and the FC layer
+    items = stage_items(params)
+    assert len([n for n in items if n.startswith("prune@")]) == 16
+    assert len([n for n in items if n.startswith("quantize@")]) == 4 * 4 * 3

@@ -113,6 +113,7 @@ def step_keep(model: nn.Module, rate: float, allocation: str, density_weights: M
     Where ``scheme`` prunes channel spaces (residual sums, batch norm), the density weight given to a
     space's first member applies to all its members, so they keep the same fraction and the rate counts them all.
     """
+    density_weights = expand_density_weights(model, scheme, density_weights, input_shape)
     if allocation == "magnitude":
         return magnitude_split(model, rate, list(density_weights), min_keep)
     if allocation == "density":
@@ -120,6 +121,26 @@ def step_keep(model: nn.Module, rate: float, allocation: str, density_weights: M
             density_weights = space_density_weights(model, scheme, density_weights, _required(input_shape))
         return split_rate(model, rate, density_weights)
     raise ValueError(f"allocation={allocation!r}; valid: {list(ALLOCATIONS)}")
+
+
+ALL_LAYERS = "*"
+
+
+def expand_density_weights(model: nn.Module, scheme: str, density_weights: Mapping[str, float],
+                           input_shape: tuple[int, ...] | None = None) -> dict[str, float]:
+    """Density weights with ``"*"`` replaced by every layer ``scheme`` can prune, each with the ``"*"`` weight
+    (layers named as well keep their own): a 54-layer ResNet-50 needs no list of names.
+
+    Every layer for irregular and column pruning; for filter and channel pruning, the first member of each
+    channel space that can go (so not the class scores' layer, nor the layer reading the image)."""
+    if ALL_LAYERS not in density_weights:
+        return dict(density_weights)
+    named = {k: v for k, v in density_weights.items() if k != ALL_LAYERS}
+    if scheme in ("filter", "channel"):
+        candidates = [names[0] for _, names in _spaces_by_member(model, scheme, _required(input_shape))]
+    else:
+        candidates = [name for name, units in layer_units(model, scheme).items() if units > 1]
+    return {**{name: density_weights[ALL_LAYERS] for name in candidates}, **named}
 
 
 def _required(input_shape: tuple[int, ...] | None) -> tuple[int, ...]:

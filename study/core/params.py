@@ -24,6 +24,8 @@ from study.contract import ALLOCATIONS, PRUNING_SCHEMES, QUANTIZED_BITS, SPARSE_
 from study.core.data import DATASETS, dataset_spec
 from study.core.models import INPUT_SHAPES, MODELS, NUM_CLASSES, build_model, prunable_layers
 from study.core.vision_data import VISION_DATASETS
+from study.compression import coupling
+from study.compression.pruning import ALL_LAYERS, expand_density_weights, space_density_weights
 from study.core.training import AUGMENTATIONS, LR_SCHEDULES, TrainConfig
 
 
@@ -94,8 +96,9 @@ class RuntimeParams(_Strict):
 class ReportParams(_Strict):
     """Which layers the report's figures draw."""
 
-    mask_layer: str = Field("conv2", description="F1: the layer whose masks are drawn")
-    histogram_layer: str = Field("fc1", description="F8: the layer whose weight distributions are drawn")
+    mask_layer: str | None = Field("conv2", description="F1: the layer whose masks are drawn (null: each network's largest)")
+    histogram_layer: str | None = Field(
+        "fc1", description="F8: the layer whose weight distributions are drawn (null: each network's largest)")
 
 
 class BaselineParams(_Strict):
@@ -211,7 +214,8 @@ class PruneSchedule(_Strict):
 
     rates: list[float] = Field(min_length=1, description="overall weight pruning rates (total / non-zero), increasing")
     density_weights: dict[str, float] = Field(
-        min_length=1, description="relative kept fraction per pruned layer; layers not listed stay dense"
+        min_length=1, description="relative kept fraction per pruned layer; layers not listed stay dense; '*': every "
+        "layer the scheme can prune"
     )
     allocation: Literal[ALLOCATIONS] = Field(
         "density", description="density: fixed per-layer split by density_weights; magnitude: one global magnitude "
@@ -374,7 +378,7 @@ class Params(_Strict):
                 raise ValueError(f"compare: quantize.{baseline} is missing; add the baseline's quantization settings")
             layers = prunable_layers(build_model(self.baselines[baseline].model))
             for key in ("mask_layer", "histogram_layer"):
-                if getattr(self.report, key) not in layers:
+                if getattr(self.report, key) is not None and getattr(self.report, key) not in layers:
                     raise ValueError(f"report.{key}: {baseline}'s model has no layer {getattr(self.report, key)!r}; "
                                      f"its layers: {list(layers)}")
         if isinstance(self.admm.tolerance_pp, dict):
@@ -402,7 +406,9 @@ class Params(_Strict):
         for baseline, schedules in self.prune.items():
             if baseline not in self.baselines:
                 raise ValueError(f"prune.{baseline}: no such baseline; valid: {sorted(self.baselines)}")
-            layers = prunable_layers(build_model(self.baselines[baseline].model))
+            model_name = self.baselines[baseline].model
+            model = build_model(model_name)
+            layers = prunable_layers(model)
             for scheme, schedule in schedules.items():
                 where = f"prune.{baseline}.{scheme}"
                 if scheme not in PRUNING_SCHEMES:
@@ -411,6 +417,8 @@ class Params(_Strict):
                     raise ValueError(f"{where}.allocation: 'magnitude' ranks single weights and applies to irregular "
                                      "pruning only; use 'density' for structured schemes")
                 for layer in schedule.density_weights:
+                    if layer == ALL_LAYERS:
+                        continue
                     if layer not in layers:
                         raise ValueError(f"{where}.density_weights.{layer}: the model has no layer {layer!r}; its layers: {list(layers)}")
                     if group_count(layers[layer].weight, scheme) == 1:
@@ -418,6 +426,12 @@ class Params(_Strict):
                             f"{where}.density_weights.{layer}: {layer} has a single {scheme} unit and cannot be "
                             f"{scheme}-pruned; remove it from density_weights (it then stays dense)"
                         )
+                if coupling.uses_spaces(model, scheme):  # channels joined by residual sums or batch norm
+                    try:
+                        expanded = expand_density_weights(model, scheme, schedule.density_weights, INPUT_SHAPES[model_name])
+                        space_density_weights(model, scheme, expanded, INPUT_SHAPES[model_name])
+                    except ValueError as exc:
+                        raise ValueError(f"{where}.density_weights: {exc}") from None
         return self
 
     @model_validator(mode="after")

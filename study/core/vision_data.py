@@ -276,3 +276,32 @@ def load_splits(name: str, root: Path | str, val_size: int, split_seed: int = 0,
     if name == "imagenet":
         return imagenet_splits(root, val_size, split_seed, workers)
     raise ValueError(f"unknown paper-scale dataset {name!r}; valid: {sorted(VISION_DATASETS)}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``fetch``: CIFAR-10 by torchvision's download where the network allows; then say what is where."""
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(prog="python -m study.core.vision_data", description=main.__doc__)
+    parser.add_argument("command", choices=["fetch"])
+    parser.add_argument("--root", default="data", help="the data root (params.yaml data.root)")
+    args = parser.parse_args(argv)
+    root = Path(args.root)
+    try:
+        if not (root / CIFAR10_FOLDER / CIFAR10_TEST).is_file():
+            fetch_cifar10(root)
+        verify_cifar10(root)
+        print(f"CIFAR-10: {root / CIFAR10_FOLDER} verified against torchvision's MD5s")
+    except DataError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    imagenet_root = root / IMAGENET_FOLDER
+    ready = (imagenet_root / "train").is_dir() and (imagenet_root / "val").is_dir()
+    print(f"ImageNet: {'found at ' + str(imagenet_root) if ready else IMAGENET_HINT.format(root=imagenet_root)}"
+          " (never downloaded: ILSVRC-2012 needs an account at image-net.org)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -19,6 +19,13 @@ def load_masks(path: Path | str) -> dict[str, np.ndarray]:
         return {key: archive[key] for key in archive.files}
 
 
+def largest_layer(masks: dict[str, np.ndarray]) -> str:
+    """The layer with the most weights: what the figures draw when params name no layer (networks whose
+    layer names differ, such as ResNet-50 and AlexNet)."""
+    sizes = {key.split("/", 1)[1]: array.size for key, array in masks.items()}
+    return max(sizes, key=sizes.__getitem__)
+
+
 def plot_masks(masks: dict[str, np.ndarray], layer: str) -> plt.Figure:
     """Figure F1: which weights each scheme keeps in one layer, as black dots on the GEMM matrix."""
     schemes = [s for s in PRUNING_SCHEMES if f"{s}/{layer}" in masks]

@@ -163,10 +163,11 @@ def run(params: Params, layout: paths.Layout, label: str = "") -> Report:
 
     for b in compare.baselines:
         weights_dir = layout.read(paths.tables("weights", b))
-        figure(f"F1_masks_{b}", report_weights.plot_masks(report_weights.load_masks(weights_dir / "masks.npz"),
-                                                          params.report.mask_layer))
+        masks = report_weights.load_masks(weights_dir / "masks.npz")
+        largest = report_weights.largest_layer(masks)
+        figure(f"F1_masks_{b}", report_weights.plot_masks(masks, params.report.mask_layer or largest))
         figure(f"F8_weight_distributions_{b}", report_weights.plot_weight_distributions(
-            pd.read_csv(weights_dir / "histograms.csv"), params.report.histogram_layer))
+            pd.read_csv(weights_dir / "histograms.csv"), params.report.histogram_layer or largest))
         storage_t, energy_t, latency_t = (stage_tables[s][b] for s in ("storage", "energy", "latency"))
         table(f"T5_storage_{b}", report_storage.storage_table(storage_t["models"], evidence, b))
         iso = report_storage.iso_bits_comparison(storage_t["models"])
