@@ -28,7 +28,6 @@ from study.contract import accuracy_threshold, select_step
 from study.core import catalog, training
 from study.core.params import load_params
 from study.stages.common import load_splits, use_threads
-from study.stages.evaluate import correct_predictions
 
 
 def selection_agreement(dense: np.ndarray, steps: list[dict], correct: list[np.ndarray], tolerance_pp: float,
@@ -59,11 +58,11 @@ def main(argv: list[str] | None = None) -> int:
         base = params.baselines[baseline]
         test = load_splits(params, base.dataset)["test"]
         dense_net, _ = training.load_model(layout.read(paths.dense_checkpoint(baseline)), base.model)
-        dense = correct_predictions(dense_net, test)
+        dense = training.correct_predictions(dense_net, test)
         for scheme in params.compare.schemes:
             record = catalog.read_record(layout.read(paths.results("prune", f"{baseline}-{scheme}")))
             steps = record["steps"]
-            correct = [correct_predictions(training.load_model(layout.read(s["checkpoint"]), base.model)[0], test)
+            correct = [training.correct_predictions(training.load_model(layout.read(s["checkpoint"]), base.model)[0], test)
                        for s in steps]
             agreement = selection_agreement(dense, steps, correct, params.admm.tolerance_for(baseline), args.sizes, args.draws)
             rows.append({"baseline": baseline, "scheme": scheme, "steps": len(steps),
