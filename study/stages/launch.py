@@ -81,8 +81,9 @@ def execute(kind: str, stage: str, params_file: str = "params.yaml") -> Path:
     folder = "runs" if kind == "report" else f"runs/{NOTEBOOKS[kind]}"
     executed = paths.REPO_ROOT / folder / f"{name}.ipynb"
     rank = int(os.environ.get("RANK", "0"))
-    if rank != 0:  # every rank runs the notebook; rank 0's record is the one kept
-        executed = Path(tempfile.mkdtemp(prefix=f"rank{rank}-")) / executed.name
+    scratch = tempfile.TemporaryDirectory(prefix=f"rank{rank}-") if rank != 0 else None
+    if scratch is not None:  # every rank runs the notebook; rank 0's record is the one kept
+        executed = Path(scratch.name) / executed.name
     executed.parent.mkdir(parents=True, exist_ok=True)
     handler = logging.StreamHandler(sys.stdout)
     handler.addFilter(_CellOutput())
@@ -97,6 +98,8 @@ def execute(kind: str, stage: str, params_file: str = "params.yaml") -> Path:
         )
     finally:
         logger.removeHandler(handler)
+        if scratch is not None:
+            scratch.cleanup()
     if kind == "report":
         export_html(executed, paths.REPO_ROOT / "report" / "index.html")
     return executed
