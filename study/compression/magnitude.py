@@ -18,6 +18,7 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
+from study.compression.pruning import kept_fractions
 from study.core import models, training
 from study.core.data import Split
 from study.core.training import TrainConfig
@@ -77,8 +78,7 @@ def run_schedule(model: nn.Module, splits: Mapping[str, Split], rates: list[floa
         val = training.evaluate(plain, splits["val"])["accuracy"]
         step = {"step": index + 1, "target_rate": rate, "pruning_rate": models.pruning_rate(plain),
                 "val_accuracy": val, "test_accuracy": training.evaluate(plain, splits["test"])["accuracy"],
-                "per_layer": {n: float(torch.count_nonzero(m.weight)) / m.weight.numel()
-                              for n, m in models.prunable_layers(plain).items()},
+                "per_layer": kept_fractions(plain),
                 "checkpoint": save_step(index + 1, rate, plain)}
         run.steps.append(step)
         misses = misses + 1 if val < threshold else 0

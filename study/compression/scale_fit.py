@@ -52,15 +52,16 @@ def _slice_bounds(positive: np.ndarray, levels: np.ndarray, top: float, chunk: i
     bounds = [top]
     while (done := _threshold_count(positive, bounds[-1], levels)) + chunk < total:
         target = done + chunk
-        lo, hi = bottom, bounds[-1]  # bisection on log alpha: the count falls as alpha grows
+        lo, hi, count_hi = bottom, bounds[-1], done  # bisection on log alpha: the count falls as alpha grows
         for _ in range(60):
             mid = math.sqrt(lo * hi)
-            if _threshold_count(positive, mid, levels) > target:
+            count_mid = _threshold_count(positive, mid, levels)
+            if count_mid > target:
                 lo = mid
             else:
-                hi = mid
+                hi, count_hi = mid, count_mid
         # count(hi) <= target < count(lo); a tie of more than a chunk leaves count(hi) where it was: take it whole
-        bounds.append(hi if _threshold_count(positive, hi, levels) > done else lo)
+        bounds.append(hi if count_hi > done else lo)
     bounds.append(0.0)
     return bounds
 

@@ -115,6 +115,11 @@ def network_of(record: dict[str, Any]) -> str:
     return f"{record['model']}-{record['dataset']}"
 
 
+def network_column(table: pd.DataFrame) -> pd.Series:
+    """:func:`network_of` for every row of a table with ``model`` and ``dataset`` columns."""
+    return table["model"] + "-" + table["dataset"]
+
+
 def irregular_table(records: Iterable[dict[str, Any]], published: pd.DataFrame,
                     evidence: Evidence | None = None) -> pd.DataFrame:
     """Table T2: our non-structured results (rate, accuracy with its 95% interval and McNemar's p against
@@ -281,7 +286,7 @@ def plot_accuracy_vs_rate(structured: pd.DataFrame, baseline_test_accuracy: floa
     ax.axhline(100 * baseline_test_accuracy, color="grey", linestyle="--", label="dense baseline")
     ax.axhline(100 * baseline_test_accuracy - tolerance_pp, color="grey", linestyle=":", label=f"baseline - {tolerance_pp} pp")
     ax.set(xscale="log", xlabel="weight pruning rate (total / non-zero weights, log scale)", ylabel="test accuracy (%)",
-           title="F3 accuracy vs pruning rate per scheme: " + ", ".join(sorted(set(data["model"] + "-" + data["dataset"]))))
+           title="F3 accuracy vs pruning rate per scheme: " + ", ".join(sorted(set(network_column(data)))))
     # plain rates (2, 3, 100), not 2x10^0: a short log axis (a small network's 1.5-6x) has no power of ten on it;
     # between powers of ten only 2, 3 and 5 are labelled, so the labels do not run into each other
     ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _position: f"{value:g}"))

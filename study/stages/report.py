@@ -144,11 +144,11 @@ def run(params: Params, layout: paths.Layout, label: str = "") -> Report:
     if not t3.empty:
         for b in compare.baselines:
             dense = dense_by_name[b]
-            rows_b = t3[t3["model"] + "-" + t3["dataset"] == b]
+            rows_b = t3[report.network_column(t3) == b]
             if not rows_b.empty:
                 figure(f"F3_accuracy_vs_rate_{b}", report.plot_accuracy_vs_rate(rows_b, dense["test_accuracy"],
                                                                                 params.admm.tolerance_for(b)))
-        series = t3["model"] + "-" + t3["dataset"] + " " + t3["scheme"].astype(str) + " " + t3["method"]
+        series = report.network_column(t3) + " " + t3["scheme"].astype(str) + " " + t3["method"]
         artifacts.atomic_write_text(plots_dir / "F3.csv", t3.assign(series=series).to_csv(index=False))
     convergence = []
     for record in prune_records:
