@@ -13,6 +13,8 @@ import contextvars
 import sys
 from collections.abc import Iterator
 
+from study.core import execution
+
 _phases: contextvars.ContextVar[tuple[str, ...]] = contextvars.ContextVar("phases", default=())
 _enabled: contextvars.ContextVar[bool] = contextvars.ContextVar("enabled", default=True)
 
@@ -43,13 +45,6 @@ def _number(value: object) -> str:
     return str(value)
 
 
-def _is_main_process() -> bool:
-    """One voice in a distributed run: rank 0 speaks for all."""
-    from study.core import execution
-
-    return execution.current().is_main
-
-
 def line(message: str = "", **values: object) -> str:
     """Print ``[phase] message  key value  ...`` with short numbers; accuracies given as fractions print as %."""
     parts = [message] if message else []
@@ -60,6 +55,6 @@ def line(message: str = "", **values: object) -> str:
             parts.append(f"{key.replace('_', ' ')} {_number(value)}")
     label = " / ".join(_phases.get())
     text = (f"[{label}] " if label else "") + "  ".join(parts)
-    if _enabled.get() and _is_main_process():
+    if _enabled.get() and execution.current().is_main:  # rank 0 speaks for all ranks
         print(text, file=sys.stdout, flush=True)
     return text

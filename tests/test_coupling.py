@@ -92,7 +92,7 @@ def test_the_projection_keeps_the_cheapest_channels_to_lose(channels: int, keep:
             layer.weight.copy_(torch.randn(layer.weight.shape, generator=generator))
     mask = coupling.project_space(model, space, keep)
     assert int(mask.sum()) == keep
-    scores = coupling.channel_scores(model, space)
+    scores = coupling.channel_scores({n: dict(model.named_modules())[n].weight for n in space.producers}, space, "filter")
     lost = float(scores[~mask].sum())
     best = min(float(scores.sum() - scores[list(kept)].sum()) for kept in itertools.combinations(range(channels), keep))
     assert lost == pytest.approx(best)

@@ -69,21 +69,6 @@ def _slice_inputs(w: torch.Tensor, keep: torch.Tensor, units: int) -> torch.Tens
     return _by_input_unit(w, units)[:, keep].reshape(w.shape[0], -1, *w.shape[2:])
 
 
-def _new_layer(layer: nn.Module, weight: torch.Tensor, bias: torch.Tensor | None) -> nn.Module:
-    if isinstance(layer, nn.Conv2d):
-        if layer.groups != 1:
-            raise ValueError("grouped convolutions are not supported by chain compaction")
-        new = nn.Conv2d(weight.shape[1], weight.shape[0], layer.kernel_size, layer.stride, layer.padding,
-                        layer.dilation, bias=bias is not None, padding_mode=layer.padding_mode)
-    else:
-        new = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None)
-    with torch.no_grad():
-        new.weight.copy_(weight)
-        if bias is not None:
-            new.bias.copy_(bias)
-    return new
-
-
 def _dead_units(a: str, b: str, weights: dict[str, torch.Tensor], biases: dict[str, torch.Tensor | None],
                 layers: dict[str, nn.Module], between: dict[str, list[nn.Module]],
                 shapes: dict[str, tuple[int, ...]]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -138,7 +123,7 @@ def compact(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[nn.Module, 
         if name in kept_out:
             w = w[kept_out[name]]
             bias = bias[kept_out[name]] if bias is not None else None
-        setattr(compacted, name, _new_layer(layers[name], w, bias))
+        setattr(compacted, name, coupling.dense_layer(layers[name], w, bias))
         sizes[name] = {"in_before": layers[name].weight.shape[1], "out_before": layers[name].weight.shape[0],
                        "in_after": w.shape[1], "out_after": w.shape[0]}
     return compacted, sizes

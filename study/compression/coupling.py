@@ -15,6 +15,7 @@ Operations the tracer does not know freeze the channels they touch (never pruned
 from __future__ import annotations
 
 import copy
+import math
 import operator
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -101,6 +102,9 @@ def channel_spaces(model: nn.Module, input_shape: tuple[int, ...]) -> list[Chann
             space, per_channel = flat[arg]
             spaces.info[spaces.find(space)].consumers.append((layer, per_channel))
 
+    def flatten(node: torch.fx.Node, arg: torch.fx.Node) -> None:  # [N, C, H, W] -> [N, C*H*W], channel-major
+        flat[node] = (channel[arg], math.prod(shape(arg)[2:]))
+
     def pass_through(node: torch.fx.Node, arg: torch.fx.Node) -> None:
         if arg in channel:
             channel[node] = channel[arg]
@@ -127,7 +131,7 @@ def channel_spaces(model: nn.Module, input_shape: tuple[int, ...]) -> list[Chann
             elif isinstance(module, PASS_THROUGH):
                 pass_through(node, arg)
             elif isinstance(module, nn.Flatten) and arg in channel and module.start_dim == 1:
-                flat[node] = (channel[arg], int(torch.tensor(shape(arg)[2:]).prod()))
+                flatten(node, arg)
             else:
                 freeze_inputs(node)
         elif node.op == "call_function" and node.target in ADD_FUNCTIONS and _both_spaces(node, channel):
@@ -135,8 +139,7 @@ def channel_spaces(model: nn.Module, input_shape: tuple[int, ...]) -> list[Chann
         elif node.op == "call_function" and node.target in RELU_FUNCTIONS:
             pass_through(node, node.args[0])
         elif node.op == "call_function" and node.target is torch.flatten and node.args[0] in channel and _start_dim(node) == 1:
-            arg = node.args[0]
-            flat[node] = (channel[arg], int(torch.tensor(shape(arg)[2:]).prod()))
+            flatten(node, node.args[0])
         elif node.op in ("call_function", "call_method", "output"):
             freeze_inputs(node)  # the network's outputs (class scores), and anything not understood
     order = {node.target: i for i, node in enumerate(graph_module.graph.nodes) if node.op == "call_module"}
@@ -179,25 +182,17 @@ def uses_spaces(model: nn.Module, scheme: str) -> bool:
 # ---------------------------------------------------------------------------------------------
 
 
-def channel_scores(model: nn.Module, space: ChannelSpace) -> torch.Tensor:
-    """Squared norm of each channel's filters over all producers: what removing the channel costs."""
-    layers = dict(model.named_modules())
-    total = torch.zeros(space.channels, dtype=torch.float64)
-    for name in space.producers:
-        weight = layers[name].weight.detach()
-        total += weight.reshape(weight.shape[0], -1).double().pow(2).sum(dim=1).cpu()
-    return total
-
-
 def project_space(model: nn.Module, space: ChannelSpace, keep: int) -> torch.Tensor:
-    """The exact Euclidean projection of the producers' weights onto "at most ``keep`` channels of the space
-    non-zero": keep the channels of largest summed squared filter norm. Returns the 0/1 channel mask; the
-    weights are not changed (see :func:`apply_channel_mask`)."""
-    if not 0 <= keep <= space.channels:
-        raise ValueError(f"keep={keep} outside 0..{space.channels}")
-    mask = torch.zeros(space.channels, dtype=torch.bool)
-    mask[torch.topk(channel_scores(model, space), keep, sorted=False).indices] = True
-    return mask
+    """The channels :func:`space_projection` keeps of the producers' filters as the model has them (0/1 per
+    channel); the weights are not changed (see :func:`apply_channel_mask`)."""
+    layers = dict(model.named_modules())
+    projected = space_projection(space, "filter", keep)({n: layers[n].weight.detach() for n in space.producers})
+    return kept_channels(projected[space.producers[0]][1])
+
+
+def kept_channels(filter_mask: torch.Tensor) -> torch.Tensor:
+    """Which output channels (rows) a producer's 0/1 filter mask keeps."""
+    return filter_mask.reshape(filter_mask.shape[0], -1).ne(0).any(dim=1)
 
 
 @torch.no_grad()
@@ -267,6 +262,14 @@ def _channel_view(weight: torch.Tensor, channels: int, scheme: str) -> torch.Ten
     return _input_blocks(weight, channels).transpose(0, 1).reshape(channels, -1)
 
 
+def channel_scores(weights: Mapping[str, torch.Tensor], space: ChannelSpace, scheme: str) -> torch.Tensor:
+    """Per channel, the squared norm of all its members' weights that touch it: what removing it costs."""
+    total = torch.zeros(space.channels, dtype=torch.float64)
+    for name in members(space, scheme):
+        total += _channel_view(weights[name].detach(), space.channels, scheme).double().pow(2).sum(dim=1).cpu()
+    return total
+
+
 def space_projection(space: ChannelSpace, scheme: str, keep: int) -> JointProjection:
     """The exact Euclidean projection onto "at most ``keep`` channels of the space non-zero" for all its
     member weights at once: keep the channels of largest summed squared norm over the members, zero the
@@ -276,16 +279,13 @@ def space_projection(space: ChannelSpace, scheme: str, keep: int) -> JointProjec
     names = members(space, scheme)
 
     def project(weights: Mapping[str, torch.Tensor]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-        scores = sum(_channel_view(weights[n].detach(), space.channels, scheme).double().pow(2).sum(dim=1).cpu()
-                     for n in names)
         alive = torch.zeros(space.channels, dtype=torch.bool)
-        alive[torch.topk(scores, keep, sorted=False).indices] = True
+        alive[torch.topk(channel_scores(weights, space, scheme), keep, sorted=False).indices] = True
         result = {}
         for name in names:
             weight = weights[name]
-            shape = (-1,) + (1,) * (weight.dim() - 1) if scheme == "filter" else None
             if scheme == "filter":
-                mask = alive.to(weight.device).reshape(shape).expand_as(weight)
+                mask = alive.to(weight.device).reshape((-1,) + (1,) * (weight.dim() - 1)).expand_as(weight)
             else:
                 mask = alive.to(weight.device)[None, :, None].expand(weight.shape[0], space.channels,
                                                                      weight[0].numel() // space.channels).reshape(weight.shape)
@@ -347,15 +347,24 @@ def _shrunk(layer: nn.Module, rows: torch.Tensor | None, inputs: tuple[torch.Ten
         index, per_channel = inputs
         weight = weight[:, _columns(index, per_channel)] if isinstance(layer, nn.Linear) else weight[:, index]
     bias = None if layer.bias is None else (layer.bias if rows is None else layer.bias[rows])
-    if isinstance(layer, nn.Linear):
-        new = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None)
+    return dense_layer(layer, weight, bias).to(layer.weight.device).train(layer.training)
+
+
+def dense_layer(layer: nn.Module, weight: torch.Tensor, bias: torch.Tensor | None) -> nn.Module:
+    """A conv or FC layer like ``layer`` (kernel, stride, padding...) holding ``weight`` and ``bias``, whatever
+    their sizes: what both compactions build."""
+    if isinstance(layer, nn.Conv2d):
+        if layer.groups != 1:
+            raise ValueError("grouped convolutions are not supported by compaction")
+        new = nn.Conv2d(weight.shape[1], weight.shape[0], layer.kernel_size, layer.stride, layer.padding,
+                        layer.dilation, bias=bias is not None, padding_mode=layer.padding_mode)
     else:
-        new = nn.Conv2d(weight.shape[1], weight.shape[0], layer.kernel_size, stride=layer.stride, padding=layer.padding,
-                        dilation=layer.dilation, bias=bias is not None, padding_mode=layer.padding_mode)
-    new.weight.copy_(weight)
-    if bias is not None:
-        new.bias.copy_(bias)
-    return new.to(layer.weight.device).train(layer.training)
+        new = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None)
+    with torch.no_grad():
+        new.weight.copy_(weight)
+        if bias is not None:
+            new.bias.copy_(bias)
+    return new
 
 
 def _replace(model: nn.Module, name: str, new: nn.Module) -> None:

@@ -197,7 +197,7 @@ def _space_norm_masks(model: nn.Module, spaces: Sequence[coupling.ChannelSpace],
     result = {}
     for space in spaces:
         lead = masks[space.producers[0]]
-        alive = lead.reshape(lead.shape[0], -1).ne(0).any(dim=1).to(lead.dtype)
+        alive = coupling.kept_channels(lead).to(lead.dtype)
         for name in space.norms:
             result[f"{name}.weight"] = result[f"{name}.bias"] = alive
         for name in space.producers:

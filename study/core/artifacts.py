@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from study.contract import METRICS_KEYS, RESULT_KEYS
+from study.core import execution
 
 
 class CheckpointError(RuntimeError):
@@ -40,8 +41,6 @@ def atomic_write_bytes(path: Path | str, data: bytes) -> None:
     In a distributed run only rank 0 writes, and every rank waits until it has: all ranks run the same
     code, so a file one of them reads back next (a checkpoint of the previous step) is there for all.
     """
-    from study.core import execution
-
     run = execution.current()
     if run.distributed:
         if run.is_main:

@@ -354,6 +354,15 @@ def _to_split(spec: DatasetSpec, images: np.ndarray, labels: np.ndarray) -> Spli
     return Split(x.contiguous(), torch.from_numpy(labels.astype(np.int64)))
 
 
+def held_out(n: int, val_size: int, seed: int, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """(validation, training) indices of ``n`` training images: a fixed seeded draw of ``val_size`` of them,
+    each part in file order (every data set holds its validation split out this way)."""
+    if not 0 <= val_size < n:
+        raise ValueError(f"val_size={val_size} must be in [0, {n}) for {name}")
+    order = np.random.default_rng(seed).permutation(n)
+    return np.sort(order[:val_size]), np.sort(order[val_size:])
+
+
 def load_dataset(
     name: str,
     root: Path | str = "data",
@@ -373,10 +382,7 @@ def load_dataset(
     raw_dir = spec.raw_dir(root)
     train_x, train_y = _load_pair(spec, raw_dir, _TRAIN_IMAGES, _TRAIN_LABELS)
     test_x, test_y = _load_pair(spec, raw_dir, _TEST_IMAGES, _TEST_LABELS)
-    if not 0 <= val_size < len(train_y):
-        raise ValueError(f"val_size={val_size} must be in [0, {len(train_y)}) for {name}")
-    order = np.random.default_rng(split_seed).permutation(len(train_y))
-    val_idx, train_idx = np.sort(order[:val_size]), np.sort(order[val_size:])
+    val_idx, train_idx = held_out(len(train_y), val_size, split_seed, name)
     return {
         "train": _to_split(spec, train_x[train_idx], train_y[train_idx]),
         "val": _to_split(spec, train_x[val_idx], train_y[val_idx]),

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from study.core.data import DataError, Split
+from study.core.data import DataError, Split, held_out
 
 
 @dataclass(frozen=True)
@@ -188,14 +188,6 @@ def verify_cifar10(root: Path | str) -> None:
                             f"{CIFAR10_HINT.format(root=root)}")
 
 
-def _held_out(n: int, val_size: int, seed: int, name: str) -> tuple[np.ndarray, np.ndarray]:
-    """(validation, training) indices: a fixed seeded draw of ``val_size`` training images, as for MNIST."""
-    if not 0 <= val_size < n:
-        raise ValueError(f"val_size={val_size} must be in [0, {n}) for {name}")
-    order = np.random.default_rng(seed).permutation(n)
-    return np.sort(order[:val_size]), np.sort(order[val_size:])
-
-
 def cifar10_splits(root: Path | str, val_size: int, split_seed: int = 0, check: bool = True) -> dict[str, Split]:
     """``train``, ``val`` (held out of the training batches) and ``test`` in memory, per-channel normalized."""
     if check:
@@ -207,7 +199,7 @@ def cifar10_splits(root: Path | str, val_size: int, split_seed: int = 0, check: 
         x = torch.from_numpy(images).permute(0, 3, 1, 2).float().div_(255.0)
         return Split(((x - mean) / std).contiguous(), torch.from_numpy(labels))
 
-    val_idx, train_idx = _held_out(len(parts["train"][1]), val_size, split_seed, "cifar10")
+    val_idx, train_idx = held_out(len(parts["train"][1]), val_size, split_seed, "cifar10")
     images, labels = parts["train"]
     return {"train": split(images[train_idx], labels[train_idx]), "val": split(images[val_idx], labels[val_idx]),
             "test": split(*parts["test"])}
@@ -262,7 +254,7 @@ def imagenet_splits(root: Path | str, val_size: int, split_seed: int = 0, worker
     official validation folder (``<root>/imagenet/val``), which the pruning papers report."""
     folder = Path(root) / IMAGENET_FOLDER
     train = imagenet(folder, "train")
-    val_idx, train_idx = _held_out(len(train), val_size, split_seed, "imagenet")
+    val_idx, train_idx = held_out(len(train), val_size, split_seed, "imagenet")
     return {"train": StreamedSplit(train, workers, torch.from_numpy(train_idx)),
             "val": StreamedSplit(imagenet(folder, "train", augment=False), workers, torch.from_numpy(val_idx)),
             "test": StreamedSplit(imagenet(folder, "val"), workers)}
