@@ -21,8 +21,9 @@ paper: install data validate
 	dvc repro
 	@echo "Study regenerated: open report/index.html (tables in report/tables/)."
 
+# Two workers (pytest-xdist), whole files each: the long pipeline test on one core, the rest on the other.
 test: install
-	python -m pytest
+	python -m pytest -n 2 --dist loadfile
 
 install: $(VENV)/.installed
 

@@ -88,15 +88,12 @@ def write_sample(dataset: str, source_root: Path, target_root: Path, n_train: in
 
 def run_report(params_file: Path, out: Path, label: str) -> Path:
     """The report notebook on the demo's outputs, kept as ``runs/report.ipynb`` and exported to HTML."""
-    import papermill
-
-    from study.stages.launch import export_html
+    from study.stages.launch import export_html, run_notebook
 
     notebook = paths.REPO_ROOT / "notebooks" / "report.ipynb"
     executed = out / "runs" / "report.ipynb"
     executed.parent.mkdir(parents=True, exist_ok=True)
-    papermill.execute_notebook(str(notebook), str(executed), cwd=str(notebook.parent), progress_bar=False,
-                               parameters={"params_file": str(params_file), "out_root": str(out), "label": label})
+    run_notebook(notebook, executed, {"params_file": str(params_file), "out_root": str(out), "label": label})
     page = out / "report" / "index.html"
     export_html(executed, page)
     return page

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 from hypothesis import settings
 
 import yaml
@@ -13,6 +14,11 @@ import yaml
 from study.core.data import write_synthetic
 
 REPO = Path(__file__).resolve().parents[1]
+
+# `make test` runs two test files at once on 2 cores. Two torch thread pools of 2 threads each stall each
+# other (benchmarks/background_load.py: 3x), so tests, and the stages they start, compute on one thread.
+ONE_THREAD = 1
+torch.set_num_threads(ONE_THREAD)
 
 # CI replays the same examples every run (a red CI must be reproducible); locally each run explores new ones.
 settings.register_profile("ci", derandomize=True, print_blob=True)
@@ -29,6 +35,15 @@ def synthetic_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+# The pipeline test takes most of the suite's time: collected first, so that `make test` (pytest-xdist,
+# --dist loadfile) starts it at once on one core while every other file runs on the other.
+LONG_FIRST = ("test_notebooks.py",)
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    items.sort(key=lambda item: item.path.name not in LONG_FIRST)  # a stable sort: every file keeps its order
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, exitstatus: int, config: pytest.Config) -> None:
     """Say how many bad inputs the bad-input suite tried (tests/test_bad_inputs.py)."""
     from tests.test_bad_inputs import BAD_INPUTS_KEY, CASES
@@ -43,6 +58,7 @@ def write_tiny_params(path: Path, data_root: Path | str, weight_bits: list[int] 
     """params.yaml shrunk to a tiny config: same keys, synthetic data, one epoch a phase, small sweeps."""
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["data"] = {"root": str(data_root), "val_size": 56, "check_sha256": False}
+    params["runtime"]["threads"] = ONE_THREAD
     for baseline in params["baselines"].values():
         baseline.update(epochs=1, batch_size=32)
     params["admm"].update(batch_size=32, lr=0.05, retrain_lr=0.05, tolerance_pp=50.0)

@@ -18,7 +18,7 @@ from study import paths
 from study.core import models, paper_models, vision_data
 from study.core.params import load_params
 from study.stages import launch
-from tests.conftest import REPO
+from tests.conftest import ONE_THREAD, REPO
 
 ORDER = ("train", "prune", "magnitude", "quantize", "quantize_dense", "evaluate", "weights", "storage", "energy",
          "latency", "report")
@@ -55,7 +55,7 @@ def _tiny_profile(path: Path, data_root: Path) -> Path:
     profile["quantize"] = {compared: {"admm_epochs": 1, "mapping_fractions": [0.5, 1.0], "mapping_epochs": 1, "binary_epochs": 1}}
     profile["admm"].update(tolerance_pp=50.0, batch_size=32)
     profile["data"] = {"root": str(data_root), "val_size": 20, "check_sha256": False, "workers": 0}
-    profile["runtime"].update(threads=2)
+    profile["runtime"].update(threads=ONE_THREAD)
     profile["latency"].update(batches=[1, 4], min_run_time_s=0.01, sweep_layers={"tiny": [8, 16, 2]}, sweep_sparsities=[0.5, 0.9])
     path.write_text(yaml.safe_dump(profile, sort_keys=False))
     return path

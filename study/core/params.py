@@ -22,15 +22,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from study.compression.constraints import group_count
 from study.contract import ALLOCATIONS, PRUNING_SCHEMES, QUANTIZED_BITS, SPARSE_FORMATS, STORABLE_BITS as WEIGHT_BITS
 from study.core.data import DATASETS, dataset_spec
+from study.core.errors import ParamsError
 from study.core.models import INPUT_SHAPES, MODELS, NUM_CLASSES, build_model, prunable_layers
 from study.core.vision_data import VISION_DATASETS
 from study.compression import coupling
 from study.compression.pruning import ALL_LAYERS, expand_density_weights, space_density_weights
 from study.core.training import AUGMENTATIONS, LR_SCHEDULES, TrainConfig
-
-
-class ParamsError(ValueError):
-    """params.yaml (or a stage's injected parameters) is invalid; the message lists every problem."""
 
 
 class _Strict(BaseModel):

@@ -3,8 +3,9 @@
 dvc.yaml's commands name only the stage kind (``python -m study.stages.launch prune``). DVC tells the
 command which stage it runs in ``$DVC_STAGE`` (e.g. ``prune@lenet5-mnist-irregular``); this module finds
 that name among the stages ``params.yaml`` defines and passes the notebook its identity (baseline,
-scheme, bits) as papermill parameters. So no parameter value is ever pasted into a shell command, and
-``params.yaml`` is validated in full before any work starts.
+scheme, bits) as papermill parameters. So no parameter value is ever pasted into a shell command. The
+launcher reads only the stage names from ``params.yaml``; the notebook's first step validates it in full
+before any work starts, and an invalid file ends the stage with the validation's message (exit status 2).
 
 By hand: ``python -m study.stages.launch prune --stage prune@lenet5-mnist-irregular`` (writes the
 pipeline's outputs, like ``dvc repro``; to explore without touching them, run the notebook itself).
@@ -24,10 +25,15 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import yaml
 
 from study import paths
-from study.core.params import Params, ParamsError, load_params
+from study.core.errors import ParamsError
+
+if TYPE_CHECKING:
+    from study.core.params import Params
 
 # Stages that train, and so may run on several processes; the others read checkpoints and count.
 DISTRIBUTED_KINDS = frozenset({"train", "prune", "magnitude", "quantize", "quantize_dense"})
@@ -36,23 +42,51 @@ NOTEBOOKS = {"train": "train", "prune": "prune", "magnitude": "magnitude", "quan
              "energy": "energy", "latency": "latency", "report": "report"}
 
 
-def stage_items(params: Params) -> dict[str, tuple[str, str, dict[str, Any]]]:
+StageItems = dict[str, tuple[str, str, dict[str, Any]]]
+
+
+def stage_items(params: Params) -> StageItems:
     """Every stage dvc.yaml defines for these params: name -> (kind, output name, notebook parameters)."""
     compare = params.compare
-    items: dict[str, tuple[str, str, dict[str, Any]]] = {}
-    for b in params.baselines:
+    return _items(list(params.baselines), compare.baselines, compare.schemes, compare.weight_bits)
+
+
+def _items(trained: list[str], compared: list[str], schemes: list[str], weight_bits: list[int]) -> StageItems:
+    items: StageItems = {}
+    for b in trained:
         items[f"train@{b}"] = ("train", b, {"baseline": b})
-    for b in compare.baselines:
-        for s in compare.schemes:
+    for b in compared:
+        for s in schemes:
             items[f"prune@{b}-{s}"] = ("prune", f"{b}-{s}", {"baseline": b, "scheme": s})
-            for bits in compare.weight_bits:
+            for bits in weight_bits:
                 items[f"quantize@{b}-{s}-{bits}"] = ("quantize", f"{b}-{s}-{bits}", {"baseline": b, "scheme": s, "bits": bits})
-        for bits in compare.weight_bits:
+        for bits in weight_bits:
             items[f"quantize_dense@{b}-{bits}"] = ("quantize", f"{b}-dense-{bits}", {"baseline": b, "scheme": "dense", "bits": bits})
         for kind in ("magnitude", "evaluate", "weights", "storage", "energy", "latency"):
             items[f"{kind}@{b}"] = (kind, b, {"baseline": b})
     items["report"] = ("report", "report", {})
     return items
+
+
+def declared(params_file: str) -> tuple[StageItems, int]:
+    """The stages ``params_file`` defines and its ``runtime.processes``, read without validating the file.
+
+    Validating builds every model (torch: ~3 s of every stage's start), and the notebook's first step
+    validates in full anyway. A file too broken to read the names from is validated here, for its message.
+    """
+    path = paths.from_root(params_file)
+    try:
+        raw = yaml.safe_load(path.read_text())
+        compare = raw["compare"]
+        items = _items(list(raw["baselines"]), list(compare["baselines"]), list(compare["schemes"]),
+                       list(compare["weight_bits"]))
+        processes = int((raw.get("runtime") or {}).get("processes", 1))
+    except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError, AttributeError):
+        from study.core.params import load_params
+
+        load_params(path)  # raises a ParamsError that names what is wrong
+        raise
+    return items, processes
 
 
 class _CellOutput(logging.Filter):
@@ -67,12 +101,25 @@ class _CellOutput(logging.Filter):
         return bool(record.msg.strip()) and not message.startswith(self.CHATTER)
 
 
-def execute(kind: str, stage: str, params_file: str = "params.yaml") -> Path:
-    """Run the notebook of ``stage`` (a DVC stage name of kind ``kind``); return the executed notebook's path."""
+def run_notebook(notebook: Path, executed: Path, parameters: dict[str, Any], **options: Any) -> None:
+    """``notebook`` through papermill into ``executed``, with the two start-up costs of a stage cut.
+
+    jsonschema (imported by nbformat) compiles an RFC 3987 grammar with lark at import whenever the
+    optional rfc3987-syntax package is installed (jupyter-events pulls it in): ~2.4 s of every stage, for
+    an "iri" format check that no notebook schema uses; without the package jsonschema skips that check.
+    And the kernel is stopped at once after the last cell, not asked to shut down and waited for (~1 s):
+    every output a stage writes is complete (atomic) before its cell returns.
+    """
+    sys.modules.setdefault("rfc3987_syntax", None)  # a None entry makes `import rfc3987_syntax` fail at once
     import papermill
 
-    params = load_params(paths.from_root(params_file))
-    items = stage_items(params)
+    papermill.execute_notebook(str(notebook), str(executed), parameters=parameters, cwd=str(notebook.parent),
+                               progress_bar=False, shutdown_kernel="immediate", **options)
+
+
+def execute(kind: str, stage: str, params_file: str = "params.yaml") -> Path:
+    """Run the notebook of ``stage`` (a DVC stage name of kind ``kind``); return the executed notebook's path."""
+    items, _ = declared(params_file)
     if stage not in items or stage.split("@")[0] != kind:
         valid = sorted(n for n in items if n.split("@")[0] == kind)
         raise ParamsError(f"stage {stage!r} is not a {kind} stage of {params_file}; valid: {valid}")
@@ -80,11 +127,14 @@ def execute(kind: str, stage: str, params_file: str = "params.yaml") -> Path:
     notebook = paths.REPO_ROOT / "notebooks" / f"{NOTEBOOKS[kind]}.ipynb"
     folder = "runs" if kind == "report" else f"runs/{NOTEBOOKS[kind]}"
     executed = paths.REPO_ROOT / folder / f"{name}.ipynb"
+    # papermill writes the notebook after every cell: into tmp/running/ (watch it there), moved over the
+    # stage's record only when every cell ran, so a failed run leaves the last good record in place
+    running = paths.REPO_ROOT / "tmp" / "running" / folder / executed.name
     rank = int(os.environ.get("RANK", "0"))
     scratch = tempfile.TemporaryDirectory(prefix=f"rank{rank}-") if rank != 0 else None
     if scratch is not None:  # every rank runs the notebook; rank 0's record is the one kept
-        executed = Path(scratch.name) / executed.name
-    executed.parent.mkdir(parents=True, exist_ok=True)
+        executed = running = Path(scratch.name) / executed.name
+    running.parent.mkdir(parents=True, exist_ok=True)
     handler = logging.StreamHandler(sys.stdout)
     handler.addFilter(_CellOutput())
     handler.setFormatter(logging.Formatter("%(message)s"))
@@ -92,10 +142,12 @@ def execute(kind: str, stage: str, params_file: str = "params.yaml") -> Path:
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     try:
-        papermill.execute_notebook(
-            str(notebook), str(executed), parameters={**identity, "params_file": params_file, "out_root": "."},
-            cwd=str(notebook.parent), log_output=True, progress_bar=False,
-        )
+        run_notebook(notebook, running, {**identity, "params_file": params_file, "out_root": "."}, log_output=True)
+        executed.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(running, executed)
+    except Exception:
+        print(f"{stage} failed; its notebook as far as it ran: {running}", file=sys.stderr)
+        raise
     finally:
         logger.removeHandler(handler)
         if scratch is not None:
@@ -107,6 +159,7 @@ def execute(kind: str, stage: str, params_file: str = "params.yaml") -> Path:
 
 def export_html(executed: Path, target: Path) -> None:
     """The executed report as one HTML page without code cells (what a reader opens)."""
+    sys.modules.setdefault("rfc3987_syntax", None)  # as in run_notebook: nbconvert imports nbformat too
     from nbconvert import HTMLExporter
 
     from study.core.artifacts import atomic_write_text
@@ -126,7 +179,7 @@ def _needs_torchrun(kind: str, params_file: str) -> int:
     """The processes to start for this stage when torchrun has not started us yet; 0 to run here."""
     if kind not in DISTRIBUTED_KINDS or "LOCAL_RANK" in os.environ:
         return 0
-    processes = load_params(paths.from_root(params_file)).runtime.processes
+    processes = declared(params_file)[1]
     return processes if processes > 1 else 0
 
 
@@ -148,6 +201,11 @@ def main(argv: list[str] | None = None) -> int:
     except ParamsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:  # papermill's error for a failed cell carries the exception's name and message
+        if getattr(exc, "ename", None) == ParamsError.__name__:
+            print(f"error: {exc.evalue}", file=sys.stderr)  # type: ignore[attr-defined]
+            return 2
+        raise
     return 0
 
 
