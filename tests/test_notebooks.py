@@ -72,13 +72,28 @@ def _dvc(project: Path, env: dict[str, str], *args: str) -> str:
     return result.stdout
 
 
+def _run_by_hand(notebook: Path, executed: Path) -> None:
+    """papermill as a person runs it, with a time limit instead of a hang. nbclient sometimes misses the reply
+    to a cell that displays widgets and waits forever while the kernel sits idle (jupyter/nbclient#312, seen
+    here once in the explorer under load): such a cell gets one more try in a fresh kernel."""
+    for attempt in (1, 2):
+        try:
+            papermill.execute_notebook(str(notebook), str(executed), cwd=str(notebook.parent), kernel_name="python3",
+                                       progress_bar=False, execution_timeout=300)
+            return
+        except TimeoutError:
+            if attempt == 2 or notebook.stem != "explore":
+                raise
+
+
 def test_dvc_repro_on_tiny_data_then_every_notebook_by_hand(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     project = tmp_path / "project"
     _copy_project(project)
     (project / "data.dvc").unlink()  # it records the real data's hash; here data/ holds synthetic files
     for dataset, seed in (("mnist", 1), ("fashion_mnist", 2)):
         write_synthetic(dataset, project / "data", seed=seed)
-    write_tiny_params(project / "params.yaml", "data", weight_bits=[2, 1])
+    # one width, binary (its own path: fully binarized dense models); the demo test covers 8 and 4 bits
+    write_tiny_params(project / "params.yaml", "data", weight_bits=[1])
     subprocess.run(["git", "init", "-q"], cwd=project, check=True)
     netlog = tmp_path / "network.log"
     env = {**os.environ, "STUDY_NETGUARD_LOG": str(netlog),
@@ -103,7 +118,7 @@ def test_dvc_repro_on_tiny_data_then_every_notebook_by_hand(tmp_path: Path, monk
         dense_binary = json.loads((results / "quantize" / f"{network}-dense-1.json").read_text())
         assert set(dense_binary["distinct_values"].values()) == {2}  # fully binarized: +-alpha, no zeros
         storage = json.loads((results / "storage" / f"{network}.json").read_text())
-        assert len(storage["models"]) == 1 + 4 + 5 * 2  # dense fp32, four pruned fp32, five models at two widths
+        assert len(storage["models"]) == 1 + 4 + 5  # dense fp32, four pruned fp32, five binary models
         for model in storage["models"]:
             assert model["total_bits"] == sum(model[c] for c in ("header", "pointers", "indices", "fillers", "codebook", "scale", "values"))
         baseline = json.loads((results / "magnitude" / f"{network}.json").read_text())
@@ -117,8 +132,14 @@ def test_dvc_repro_on_tiny_data_then_every_notebook_by_hand(tmp_path: Path, monk
             assert model["ci95_low"] <= model["test_accuracy"] <= model["ci95_high"]
             assert model["only_dense_right"] + model["only_model_right"] <= 64
         assert [m["mcnemar_p"] for m in evaluated["models"] if (m["scheme"], m["weight_bits"]) == ("dense", 32)] == [1.0]
-    for path in (results / "quantize").glob("*-2.json"):
-        assert all(n <= 3 for n in json.loads(path.read_text())["distinct_values"].values()), path.name
+        # every step of every schedule (ADMM per scheme, then magnitude) evaluated again, with its own McNemar
+        expected_steps = [("ADMM", s, step["step"]) for s in ("channel", "column", "filter", "irregular")
+                          for step in json.loads((results / "prune" / f"{network}-{s}.json").read_text())["steps"]]
+        expected_steps += [("magnitude", "irregular", step["step"]) for step in baseline["steps"]]
+        assert [(m["method"], m["scheme"], m["step"]) for m in evaluated["steps"]] == expected_steps
+        for step in evaluated["steps"]:
+            assert step["test_accuracy"] == pytest.approx(step["recorded_test_accuracy"], abs=1e-9)
+            assert 0 <= step["mcnemar_p"] <= 1
     vgg = json.loads((results / "train" / "vgg6-fashion_mnist.json").read_text())
     assert vgg["weights"] == 37_264 and vgg["parameters"] == 37_264 + 170
     with np.load(results / "weights" / "lenet5-mnist" / "masks.npz", allow_pickle=False) as masks:
@@ -143,7 +164,8 @@ def test_dvc_repro_on_tiny_data_then_every_notebook_by_hand(tmp_path: Path, monk
     assert t4["test 95% CI (%)"].str.match(r"\[\d+\.\d\d, \d+\.\d\d\]").all() and t4["McNemar p vs dense"].between(0, 1).all()
     t2 = pd.read_csv(report / "tables" / "T2_irregular.csv")
     assert t2["method"].str.startswith("iterative global magnitude pruning").sum() == 2  # one per network
-    assert set(pd.read_csv(report / "tables" / "T3_schemes.csv")["method"]) == {"ADMM", "magnitude"}
+    t3 = pd.read_csv(report / "tables" / "T3_schemes.csv")
+    assert set(t3["method"]) == {"ADMM", "magnitude"} and t3["McNemar p vs dense"].between(0, 1).all()  # every step
     t6 = pd.read_csv(report / "tables" / "T6_energy_lenet5-mnist.csv")
     assert (t6["total, weights on chip (nJ)"] <= t6["total (nJ)"]).all()
     assert set(claims["lenet5-mnist"]) <= set(VERDICTS)
@@ -167,12 +189,23 @@ def test_dvc_repro_on_tiny_data_then_every_notebook_by_hand(tmp_path: Path, monk
     stale = _dvc(project, env, "status")
     assert set(re.findall(r"^(\S+):", stale, flags=re.M)) <= {"report"}, stale
 
+    # The launcher reads only stage names; the notebook validates params.yaml in full as its first step. An
+    # invalid value ends the stage with the validation's message and status 2, and the last good record stays.
+    bad = project / "bad-params.yaml"
+    bad.write_text((project / "params.yaml").read_text().replace("\n  rho: 0.01\n", "\n  rho: -1\n", 1))
+    executed_record = project / "runs" / "prune" / "lenet5-mnist-irregular.ipynb"
+    kept = executed_record.read_bytes()
+    failed = subprocess.run([sys.executable, "-m", "study.stages.launch", "prune", "--stage", "prune@lenet5-mnist-irregular",
+                             "--params", "bad-params.yaml"], cwd=project, env=env, capture_output=True, text=True, timeout=300)
+    assert failed.returncode == 2 and "admm.rho: Input should be greater than 0 (got -1)" in failed.stderr, failed.stderr
+    assert executed_record.read_bytes() == kept and record.read_bytes() == before_rerun
+    bad.unlink()
+
     # By hand: every notebook from notebooks/ with its default parameters writes under tmp/explore only.
     before = _snapshot(project)
     monkeypatch.setenv("PYTHONPATH", env["PYTHONPATH"])  # the kernels import this copy's study package
     for name in [*STAGE_ORDER, "explore"]:  # the explorer opens the pipeline's dense model, with its widgets
-        papermill.execute_notebook(str(project / "notebooks" / f"{name}.ipynb"), str(tmp_path / f"hand-{name}.ipynb"),
-                                   cwd=str(project / "notebooks"), kernel_name="python3", progress_bar=False)
+        _run_by_hand(project / "notebooks" / f"{name}.ipynb", tmp_path / f"hand-{name}.ipynb")
     assert _snapshot(project) == before, "a notebook run by hand changed a pipeline output"
     scratch = project / "tmp" / "explore"
     assert (scratch / "results" / "prune" / "lenet5-mnist-irregular.json").is_file()

@@ -50,3 +50,45 @@ def test_paired_comparison_counts_only_disagreements() -> None:
     assert U.mcnemar_exact(60, 0) < 1e-15
     with pytest.raises(ValueError, match="differ in length"):
         U.paired_comparison(dense, model[:-1])
+
+
+def _step(step: int, rate: float, val: float, test: float) -> dict:
+    return {"step": step, "target_rate": rate, "pruning_rate": rate, "val_accuracy": val, "test_accuracy": test}
+
+
+def test_every_step_of_t3_and_the_magnitude_row_of_t2_carry_their_own_mcnemar_p() -> None:
+    import pandas as pd
+
+    from study.report import common
+    from study.stages import evaluate
+
+    rng = np.random.default_rng(0)
+    dense = rng.random(400) < 0.95
+    hits = {("ADMM", 1): dense.copy(), ("ADMM", 2): dense & (rng.random(400) < 0.97), ("ADMM", 3): rng.random(400) < 0.5,
+            ("magnitude", 1): dense & (rng.random(400) < 0.9), ("magnitude", 2): rng.random(400) < 0.6}
+    steps = pd.DataFrame([{"method": m, "scheme": "irregular", "step": s, **evaluate.evidence_columns(dense, h, h.mean())}
+                          for (m, s), h in hits.items()])
+    models = pd.DataFrame([{"scheme": "dense", "weight_bits": 32, **evaluate.evidence_columns(dense, dense, dense.mean())},
+                           {"scheme": "irregular", "weight_bits": 32, **evaluate.evidence_columns(dense, hits[("ADMM", 2)], 0.9)}])
+    evidence = U.Evidence({"lenet5-mnist": models}, {"lenet5-mnist": steps})
+    common_keys = {"model": "lenet5", "dataset": "mnist", "scheme": "irregular", "weight_bits": 32,
+                   "baseline_val_accuracy": 0.95, "baseline_test_accuracy": float(dense.mean()), "tolerance_pp": 0.2,
+                   "per_layer": {"fc1": 0.1}}
+    admm = {**common_keys, "selected_step": 2, "pruning_rate": 40.0, "compact_pruning_rate": 41.0,
+            "test_accuracy": float(hits[("ADMM", 2)].mean()),
+            "steps": [_step(s, r, 0.95, float(hits[("ADMM", s)].mean())) for s, r in ((1, 15.0), (2, 40.0), (3, 80.0))]}
+    magnitude = {**common_keys, "method": "iterative global magnitude pruning", "selected_step": 1, "pruning_rate": 15.0,
+                 "test_accuracy": float(hits[("magnitude", 1)].mean()),
+                 "steps": [_step(s, r, 0.95, float(hits[("magnitude", s)].mean())) for s, r in ((1, 15.0), (2, 40.0))]}
+
+    t3 = common.structured_table([admm, magnitude], evidence)
+    assert len(t3) == 5
+    for row in t3.itertuples(index=False):
+        method, step, p = row.method, row.step, row[t3.columns.get_loc(common.P_COLUMN)]
+        assert p == U.paired_comparison(dense, hits[(method, step)])["mcnemar_p"]
+    assert t3[common.P_COLUMN].nunique() >= 3  # the steps' own tests, not one number repeated
+
+    t2 = common.irregular_table([admm, magnitude], pd.DataFrame(columns=["model", "dataset", "scheme"]), evidence)
+    by_method = dict(zip(t2["method"], t2[common.P_COLUMN]))
+    assert by_method["iterative global magnitude pruning"] == U.paired_comparison(dense, hits[("magnitude", 1)])["mcnemar_p"]
+    assert by_method["ours (ADMM-NN-S, this suite)"] == U.paired_comparison(dense, hits[("ADMM", 2)])["mcnemar_p"]

@@ -77,3 +77,34 @@ def baseline_models(layout: paths.Layout, baseline: str, schemes: Iterable[str],
         entries.append(Entry(record["scheme"], int(record["weight_bits"]), float(record["test_accuracy"]),
                              float(record["val_accuracy"]), path))
     return dense, entries
+
+
+@dataclass(frozen=True)
+class StepEntry:
+    """One progressive step of a pruning schedule (ADMM's, or the magnitude baseline's) and its model."""
+
+    method: str  # "ADMM" or "magnitude", as table T3 names them
+    scheme: str
+    step: int
+    target_rate: float
+    pruning_rate: float
+    test_accuracy: float
+    checkpoint: Path
+
+
+def step_models(layout: paths.Layout, baseline: str, schemes: Iterable[str]) -> list[StepEntry]:
+    """Every step model of the baseline's pruning schedules: each scheme's ADMM steps, then the magnitude
+    baseline's, in the records' order. Missing records or checkpoints are errors naming the stage to rerun."""
+    names = record_names(baseline, schemes, [])["prune"]
+    sources = [("ADMM", r) for r in records(layout, "prune", names)]
+    sources.append(("magnitude", read_record(layout.read(paths.results("magnitude", baseline)))))
+    entries = []
+    for method, record in sources:
+        for step in record["steps"]:
+            path = layout.read(step["checkpoint"])
+            if not path.is_file():
+                raise FileNotFoundError(f"{path}: the model of {method} {record['scheme']} step {step['step']} is missing; "
+                                        "rerun its stage (dvc repro) first")
+            entries.append(StepEntry(method, record["scheme"], int(step["step"]), float(step["target_rate"]),
+                                     float(step["pruning_rate"]), float(step["test_accuracy"]), path))
+    return entries

@@ -136,7 +136,8 @@ def irregular_table(records: Iterable[dict[str, Any]], published: pd.DataFrame,
             "rate after compaction (x)": round(r["compact_pruning_rate"], 1) if "compact_pruning_rate" in r else None,
             "test accuracy (%)": _pct(r["test_accuracy"]),
             CI_COLUMN: evidence.interval(network_of(r), r["test_accuracy"]),
-            P_COLUMN: None if "method" in r else evidence.p_value(network_of(r), "irregular", 32),
+            P_COLUMN: evidence.step_p_value(network_of(r), "magnitude", "irregular", r["selected_step"]) if "method" in r
+            else evidence.p_value(network_of(r), "irregular", 32),
             "baseline test accuracy (%)": _pct(r["baseline_test_accuracy"]),
         }
         row.update({f"{layer} kept (%)": round(100 * f, 2) for layer, f in r["per_layer"].items()})
@@ -154,7 +155,7 @@ def irregular_table(records: Iterable[dict[str, Any]], published: pd.DataFrame,
 
 def structured_table(records: Iterable[dict[str, Any]], evidence: Evidence | None = None) -> pd.DataFrame:
     """Table T3: every progressive step of every scheme: target and reached rate, accuracies (test with its
-    95% interval; McNemar's p against the dense model for the selected step), selection."""
+    95% interval and McNemar's p against the dense model), selection."""
     evidence = evidence or Evidence()
     rows = []
     for r in records:
@@ -162,20 +163,21 @@ def structured_table(records: Iterable[dict[str, Any]], evidence: Evidence | Non
             continue
         admm = "method" not in r  # the magnitude baseline's record names its method
         threshold = accuracy_threshold(r["baseline_val_accuracy"], r["tolerance_pp"])
+        method = "ADMM" if admm else "magnitude"
         for step in r["steps"]:
+            selected = step["step"] == r["selected_step"]
             rows.append({
                 "model": r["model"], "dataset": r["dataset"], "scheme": r["scheme"],
-                "method": "ADMM" if admm else "magnitude", "step": step["step"],
+                "method": method, "step": step["step"],
                 "target rate (x)": step["target_rate"], "pruning rate (x)": round(step["pruning_rate"], 1),
                 "val accuracy (%)": _pct(step["val_accuracy"]), "test accuracy (%)": _pct(step["test_accuracy"]),
                 CI_COLUMN: evidence.interval(network_of(r), step["test_accuracy"]),
-                P_COLUMN: evidence.p_value(network_of(r), r["scheme"], 32)
-                if admm and step["step"] == r["selected_step"] else None,
+                P_COLUMN: evidence.step_p_value(network_of(r), method, r["scheme"], step["step"]),
                 "within tolerance": step["val_accuracy"] >= threshold,
-                "selected": step["step"] == r["selected_step"],
+                "selected": selected,
                 # dead units removed (same outputs): known for the selected step, whose compact model is built
                 "rate after compaction (x)": round(r["compact_pruning_rate"], 1)
-                if admm and step["step"] == r["selected_step"] else None,
+                if admm and selected else None,
             })
     table = pd.DataFrame(rows)
     if not table.empty:

@@ -75,12 +75,15 @@ class Evidence:
     """What the evaluate stages measured, for the report's tables: per baseline (``<model>-<dataset>``) the
     test-set size, and per model (scheme, bits) McNemar's p against the dense fp32 model.
 
-    Built from the stages' ``models.csv`` tables; an empty one (no evaluate stage run) yields blank cells."""
+    Built from the stages' ``models.csv`` tables (and ``steps.csv``: every step of the pruning schedules);
+    an empty one (no evaluate stage run) yields blank cells."""
 
-    def __init__(self, tables: dict[str, pd.DataFrame] | None = None) -> None:
+    def __init__(self, tables: dict[str, pd.DataFrame] | None = None, steps: dict[str, pd.DataFrame] | None = None) -> None:
         self.sizes = {b: int(t["n"].iloc[0]) for b, t in (tables or {}).items() if not t.empty}
         self.p_values = {(b, str(r.scheme), int(r.weight_bits)): float(r.mcnemar_p)
                          for b, t in (tables or {}).items() for r in t.itertuples()}
+        self.step_p_values = {(b, str(r.method), str(r.scheme), int(r.step)): float(r.mcnemar_p)
+                              for b, t in (steps or {}).items() for r in t.itertuples()}
 
     def interval(self, baseline: str, accuracy: float | None) -> str | None:
         """The 95% interval of a test accuracy of ``baseline``'s test set, as text (None when unknown)."""
@@ -88,6 +91,10 @@ class Evidence:
 
     def p_value(self, baseline: str, scheme: str, weight_bits: int) -> float | None:
         return self.p_values.get((baseline, scheme, int(weight_bits)))
+
+    def step_p_value(self, baseline: str, method: str, scheme: str, step: int) -> float | None:
+        """McNemar's p of one step of a pruning schedule (``method``: "ADMM" or "magnitude") against dense."""
+        return self.step_p_values.get((baseline, method, scheme, int(step)))
 
     def describe(self, baseline: str, scheme: str, weight_bits: int, accuracy: float) -> str:
         """'95% CI [a, b]; McNemar p = x against dense' for a sentence (parts unknown are left out)."""

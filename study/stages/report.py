@@ -29,7 +29,7 @@ from study.report.uncertainty import Evidence
 
 PUBLISHED = "references/published_results.csv"
 STAGE_TABLES = {"storage": ("models", "ideal", "break-even", "formats"), "energy": ("models",),
-                "latency": ("models", "sweep", "crossover"), "evaluate": ("models",)}
+                "latency": ("models", "sweep", "crossover"), "evaluate": ("models", "steps")}
 
 
 @dataclass
@@ -110,7 +110,8 @@ def run(params: Params, layout: paths.Layout, label: str = "") -> Report:
                      for stage in ("storage", "energy")}
     published = pd.read_csv(paths.from_root(PUBLISHED))
     # per-image test evidence: 95% intervals and McNemar's p against the dense model, in T2-T6 and the claims
-    evidence = Evidence({b: stage_tables["evaluate"][b]["models"] for b in compare.baselines})
+    evidence = Evidence({b: stage_tables["evaluate"][b]["models"] for b in compare.baselines},
+                        {b: stage_tables["evaluate"][b]["steps"] for b in compare.baselines})
     dense_by_name = {report.network_of(r): r for r in baseline_records}
 
     # The paper's claims beside ours, one column of verdicts per network, each computed from the tables below.
