@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -44,11 +45,28 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     items.sort(key=lambda item: item.path.name not in LONG_FIRST)  # a stable sort: every file keeps its order
 
 
+# Under pytest-xdist the bad-input cases pass in a worker: each worker hands its list to the controller.
+WORKER_BAD_INPUTS = pytest.StashKey[list]()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if hasattr(session.config, "workeroutput"):  # set by xdist in a worker process only
+        from tests.test_bad_inputs import BAD_INPUTS_KEY
+
+        session.config.workeroutput["bad_inputs"] = session.config.stash.get(BAD_INPUTS_KEY, [])
+
+
+def pytest_testnodedown(node: Any, error: Any) -> None:
+    """xdist's hook on the controller when a worker ends (absent without xdist: never called)."""
+    passed = getattr(node, "workeroutput", {}).get("bad_inputs", [])
+    node.config.stash.setdefault(WORKER_BAD_INPUTS, []).extend(passed)
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, exitstatus: int, config: pytest.Config) -> None:
     """Say how many bad inputs the bad-input suite tried (tests/test_bad_inputs.py)."""
     from tests.test_bad_inputs import BAD_INPUTS_KEY, CASES
 
-    passed = config.stash.get(BAD_INPUTS_KEY, [])
+    passed = config.stash.get(BAD_INPUTS_KEY, []) + config.stash.get(WORKER_BAD_INPUTS, [])
     if passed:
         terminalreporter.write_line(f"bad-input suite: {len(passed)} of {len(CASES)} bad inputs refused with their "
                                     "specific error, earlier outputs intact")
