@@ -60,6 +60,14 @@ def checkpoint_of(record: dict[str, Any], baseline: str) -> str:
     return paths.quantized_checkpoint(baseline, record["scheme"], record["weight_bits"])
 
 
+def existing_checkpoint(layout: paths.Layout, relative: str, what: str) -> Path:
+    """Where ``relative`` is found; a missing file is an error that names ``what`` it holds and says to rerun."""
+    path = layout.read(relative)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: {what} is missing; rerun its stage (dvc repro) first")
+    return path
+
+
 def baseline_models(layout: paths.Layout, baseline: str, schemes: Iterable[str],
                     weight_bits: Iterable[int]) -> tuple[dict[str, Any], list[Entry]]:
     """The dense baseline's record and every model (dense, pruned, quantized) with its accuracies.
@@ -70,10 +78,8 @@ def baseline_models(layout: paths.Layout, baseline: str, schemes: Iterable[str],
     dense = records(layout, "train", names["train"])[0]
     entries = []
     for record in [dense, *records(layout, "prune", names["prune"]), *records(layout, "quantize", names["quantize"])]:
-        path = layout.read(checkpoint_of(record, baseline))
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: the checkpoint of {record['scheme']} at {record['weight_bits']} bits is "
-                                    "missing; rerun its stage (dvc repro) first")
+        path = existing_checkpoint(layout, checkpoint_of(record, baseline),
+                                   f"the checkpoint of {record['scheme']} at {record['weight_bits']} bits")
         entries.append(Entry(record["scheme"], int(record["weight_bits"]), float(record["test_accuracy"]),
                              float(record["val_accuracy"]), path))
     return dense, entries
@@ -101,10 +107,8 @@ def step_models(layout: paths.Layout, baseline: str, schemes: Iterable[str]) -> 
     entries = []
     for method, record in sources:
         for step in record["steps"]:
-            path = layout.read(step["checkpoint"])
-            if not path.is_file():
-                raise FileNotFoundError(f"{path}: the model of {method} {record['scheme']} step {step['step']} is missing; "
-                                        "rerun its stage (dvc repro) first")
+            path = existing_checkpoint(layout, step["checkpoint"],
+                                       f"the model of {method} {record['scheme']} step {step['step']}")
             entries.append(StepEntry(method, record["scheme"], int(step["step"]), float(step["target_rate"]),
                                      float(step["pruning_rate"]), float(step["test_accuracy"]), path))
     return entries

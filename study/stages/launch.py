@@ -101,16 +101,21 @@ class _CellOutput(logging.Filter):
         return bool(record.msg.strip()) and not message.startswith(self.CHATTER)
 
 
-def run_notebook(notebook: Path, executed: Path, parameters: dict[str, Any], **options: Any) -> None:
-    """``notebook`` through papermill into ``executed``, with the two start-up costs of a stage cut.
-
-    jsonschema (imported by nbformat) compiles an RFC 3987 grammar with lark at import whenever the
-    optional rfc3987-syntax package is installed (jupyter-events pulls it in): ~2.4 s of every stage, for
-    an "iri" format check that no notebook schema uses; without the package jsonschema skips that check.
-    And the kernel is stopped at once after the last cell, not asked to shut down and waited for (~1 s):
-    every output a stage writes is complete (atomic) before its cell returns.
-    """
+def _skip_iri_grammar() -> None:
+    """Call before the first import of nbformat (papermill, nbconvert): jsonschema, which nbformat imports,
+    compiles an RFC 3987 grammar with lark at import whenever the optional rfc3987-syntax package is
+    installed (jupyter-events pulls it in): ~2.4 s of every stage, for an "iri" format check that no
+    notebook schema uses. Without the package jsonschema skips that check."""
     sys.modules.setdefault("rfc3987_syntax", None)  # a None entry makes `import rfc3987_syntax` fail at once
+
+
+def run_notebook(notebook: Path, executed: Path, parameters: dict[str, Any], **options: Any) -> None:
+    """``notebook`` through papermill into ``executed``, with the two start-up costs of a stage cut: the
+    unused grammar (:func:`_skip_iri_grammar`), and the kernel's shutdown, stopped at once after the last
+    cell instead of asked and waited for (~1 s): every output a stage writes is complete (atomic) before its
+    cell returns.
+    """
+    _skip_iri_grammar()
     import papermill
 
     papermill.execute_notebook(str(notebook), str(executed), parameters=parameters, cwd=str(notebook.parent),
@@ -159,7 +164,7 @@ def execute(kind: str, stage: str, params_file: str = "params.yaml") -> Path:
 
 def export_html(executed: Path, target: Path) -> None:
     """The executed report as one HTML page without code cells (what a reader opens)."""
-    sys.modules.setdefault("rfc3987_syntax", None)  # as in run_notebook: nbconvert imports nbformat too
+    _skip_iri_grammar()
     from nbconvert import HTMLExporter
 
     from study.core.artifacts import atomic_write_text
