@@ -87,6 +87,12 @@ def write_tiny_params(path: Path, data_root: Path | str, weight_bits: list[int] 
         params["compare"]["weight_bits"] = weight_bits
     for settings in params["quantize"].values():
         settings.update(admm_epochs=1, mapping_fractions=[0.5, 1.0], mapping_epochs=1, binary_epochs=1)
+    # both paths of a quantize stage, whatever the tiny models' accuracies: the first compared baseline keeps
+    # every snapped model without training, the second always trains
+    first, *others = params["compare"]["baselines"]
+    params["quantize"][first]["snap_within_pp"] = 100.0
+    for name in others:
+        params["quantize"][name]["snap_within_pp"] = None
     params["latency"].update(batches=[1, 4], min_run_time_s=0.01, sweep_layers={"tiny": [8, 16, 2]}, sweep_sparsities=[0.5, 0.9])
     path.write_text(yaml.safe_dump(params, sort_keys=False))
     return path

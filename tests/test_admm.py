@@ -260,11 +260,42 @@ def test_dense_two_bit_quantization_may_use_zero(splits, trained) -> None:
     for name, layer in models.prunable_layers(net).items():
         codes = set((layer.weight.detach() / alphas[name]).round().unique().tolist())
         assert codes == {-1.0, 0.0, 1.0}, name
-    # the same model with its support kept never reaches zero: binary in effect
+    # the same model with its support kept never reaches zero: its four 2-bit levels are +-1, +-2
     kept = _clone(trained)
     alphas, _ = quantize.admm_quantize(kept, splits["train"], splits["val"], 2, ADMMConfig(rho=0.05), FAST, progress=False)
     quantize.masked_mapping(kept, splits["train"], splits["val"], 2, alphas, [1.0], FAST, progress=False)
     assert models.pruning_rate(kept) == 1.0
+    quantize.check_on_levels(kept, 2, alphas, keep_support=True)
+    for name, layer in models.prunable_layers(kept).items():
+        codes = set((layer.weight.detach() / alphas[name]).round().unique().tolist())
+        assert codes <= {-2.0, -1.0, 1.0, 2.0} and len(codes) == 4, name
+    with pytest.raises(AssertionError, match="not all on the 2-bit levels"):
+        quantize.check_on_levels(kept, 2, alphas, keep_support=False)  # +-2 is off the dense grid {-1, 0, 1}
+
+
+@pytest.mark.parametrize("bits", [2, 8])
+def test_snapping_puts_survivors_on_their_nearest_levels_without_training(trained, bits: int) -> None:
+    net = _clone(trained)
+    for layer in models.prunable_layers(net).values():
+        with torch.no_grad():
+            layer.weight.copy_(constraints.project_pruned(layer.weight, "irregular", layer.weight.numel() // 4)[0])
+    before = {n: m.weight.detach().clone() for n, m in models.prunable_layers(net).items()}
+    alphas = quantize.snap_to_levels(net, bits, keep_support=True)
+    quantize.check_on_levels(net, bits, alphas, keep_support=True)
+    for name, layer in models.prunable_layers(net).items():
+        survivors = before[name] != 0
+        assert torch.equal(layer.weight != 0, survivors), name  # zeros kept, no survivor lost
+        expected, _ = constraints.project_quantized(before[name], alphas[name], bits, survivors)
+        assert torch.equal(layer.weight.detach(), expected), name
+
+
+def test_a_snapped_model_is_kept_only_within_its_allowance() -> None:
+    from study.stages.quantize import snapped_is_enough
+
+    assert snapped_is_enough(0.9890, 0.9900, 0.1)  # 0.1 points lost: within
+    assert not snapped_is_enough(0.9888, 0.9900, 0.1)  # 0.12 points: train
+    assert snapped_is_enough(0.9950, 0.9900, 0.0)  # better than its source
+    assert not snapped_is_enough(0.9950, 0.9900, None)  # null: always train
 
 
 def test_binarized_network_has_two_values_per_layer(splits, trained) -> None:

@@ -108,8 +108,8 @@ LEVEL_BITS = st.sampled_from([1, 2, 3])
 )
 def test_quantized_projection_is_on_levels_idempotent_and_optimal(values, bits: int, alpha: float, pruned) -> None:
     weight = torch.tensor([values], dtype=torch.float32)
-    m = C.max_level(bits)
     for mask in (None, torch.tensor([[not p for p in pruned[: len(values)]]])):
+        m = C.max_level(bits, allow_zero=mask is None)  # a pruned layer's survivors: +-1..+-2^(b-1)
         projected, support = C.project_quantized(weight, alpha, bits, mask)
         codes = projected / alpha
         assert torch.allclose(codes, codes.round(), atol=1e-5) and bool((codes.abs() <= m + 1e-5).all())

@@ -115,7 +115,8 @@ def test_channel_groups_of_a_conv_layer() -> None:
 
 
 def test_codebook_is_counted_and_holds_the_distinct_values() -> None:
-    weight = np.array([[0.5, -0.5, 0, 0.25]], dtype=np.float32)
+    # 0.3, 0.5, 0.7 are no scale's 2-bit levels (that would need levels 3, 5, 7): a codebook of the three
+    weight = np.array([[0.5, -0.7, 0, 0.3]], dtype=np.float32)
     bits = encoding.count_bits(weight, "bitmap", 2)
     assert bits["codebook"] == 32 + 3 * 32 and bits["values"] == 3 * 2
 
@@ -132,13 +133,17 @@ def test_uniform_eight_bit_irregular_layer_stores_one_scale_and_its_levels() -> 
     assert np.array_equal(encoding.decode(encoded.data, encoded.n_bits), weight)
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(bits=st.integers(1, 8), alpha=st.floats(0.0001220703125, 8.0, allow_nan=False, width=32), seed=st.integers(0, 2**16),
-       fmt=st.sampled_from(["dense", "bitmap", "csr", "rel_csc", "rel_csr"]))
-def test_uniform_levels_round_trip_in_the_scale_form(bits: int, alpha: float, seed: int, fmt: str) -> None:
+       fmt=st.sampled_from(["dense", "bitmap", "csr", "rel_csc", "rel_csr"]), survivors=st.booleans())
+def test_uniform_levels_round_trip_in_the_scale_form(bits: int, alpha: float, seed: int, fmt: str, survivors: bool) -> None:
+    # survivors: a pruned layer's levels +-1..+-2^(b-1), no 0 among the stored values; else the dense grid with 0
     rng = np.random.default_rng(seed)
-    m = encoding.max_level(bits)
-    levels = rng.choice([-1, 1], size=(6, 9)) if bits == 1 else rng.integers(-m, m + 1, size=(6, 9))
+    m = encoding.max_level(bits, zero_free=survivors)
+    if bits == 1 or survivors:
+        levels = rng.choice([-1, 1], size=(6, 9)) * rng.integers(1, m + 1, size=(6, 9))
+    else:
+        levels = rng.integers(-m, m + 1, size=(6, 9))
     if fmt != "dense" and bits > 1:
         levels = levels * (rng.random((6, 9)) < 0.5)
     weight = np.float32(alpha) * levels.astype(np.float32)
@@ -146,6 +151,31 @@ def test_uniform_levels_round_trip_in_the_scale_form(bits: int, alpha: float, se
     assert np.array_equal(encoding.decode(encoded.data, encoded.n_bits), weight)
     if np.count_nonzero(weight):
         assert encoded.breakdown["scale"] == 32 and encoded.breakdown["codebook"] == 0
+
+
+def test_a_pruned_layers_codes_name_every_level() -> None:
+    # 2 bits for survivors: four non-zero levels -2, -1, +1, +2 (0 is what the index marks), codes 0..3
+    alpha = np.float32(0.25)
+    weight = alpha * np.array([[-2, 0, -1, 0], [0, 1, 0, 2]], dtype=np.float32)
+    encoded = encoding.encode(weight, "csr", 2)
+    parts = encoded.breakdown
+    assert parts["scale"] == 32 and parts["codebook"] == 0 and parts["values"] == 2 * 4
+    assert np.array_equal(encoding.decode(encoded.data, encoded.n_bits), weight)
+    assert encoding.level_codes(np.array([-2, -1, 1, 2]), 2, zero_free=True).tolist() == [0, 1, 2, 3]
+    # with 0 stored (the dense format) the same values have five levels: no 2-bit grid holds them
+    with pytest.raises(encoding.EncodingError, match="5 distinct stored values"):
+        encoding.encode(weight, "dense", 2)
+
+
+@settings(max_examples=100, deadline=None)
+@given(bits=st.integers(1, 8), zero_free=st.booleans(), data=st.data())
+def test_level_codes_are_a_bijection_onto_b_bit_codes(bits: int, zero_free: bool, data: st.DataObject) -> None:
+    m = encoding.max_level(bits, zero_free)
+    levels = np.array([q for q in range(-m, m + 1) if not (q == 0 and (zero_free or bits == 1))])
+    codes = encoding.level_codes(levels, bits, zero_free or bits == 1)
+    assert len(set(codes.tolist())) == len(levels) and int(codes.max()) < 2**bits
+    assert len(levels) == (2**bits if (zero_free or bits == 1) else 2**bits - 1)
+    assert encoding.code_levels(codes, bits, zero_free or bits == 1).tolist() == levels.tolist()
 
 
 def test_non_uniform_levels_keep_the_codebook() -> None:

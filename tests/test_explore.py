@@ -40,11 +40,13 @@ def test_prune_keeps_the_largest_units_at_half_rate(scheme: str, expected: list[
     assert torch.equal(pruned, W * mask)
 
 
-def test_two_bit_survivors_go_to_plus_minus_their_mean_magnitude() -> None:
+def test_two_bit_survivors_take_four_non_zero_levels() -> None:
     pruned, mask = layer.prune(W, "irregular", 2.0)
     quantized, alpha = layer.quantize(pruned, mask, 2)
-    assert alpha == pytest.approx(0.45)  # (0.5 + 0.3 + 0.4 + 0.6) / 4: the least-squares scale of +-1 codes
-    assert torch.allclose(quantized, torch.tensor([[0, -0.45, 0, 0], [0.45, 0, -0.45, 0.45]]))
+    # survivors 0.5, 0.3, 0.4, 0.6 on +-1, +-2: codes (2, 1, 1, 2), alpha = <a,q>/<q,q> = 2.9 / 10 (error 0.019;
+    # +-1 alone, alpha 0.45, errs 0.05)
+    assert alpha == pytest.approx(0.29)
+    assert torch.allclose(quantized, torch.tensor([[0, -0.58, 0, 0], [0.29, 0, -0.29, 0.58]]))
     full, none = layer.quantize(pruned, mask, 32)
     assert none is None and torch.equal(full, pruned)
 
@@ -91,7 +93,7 @@ def test_a_view_changes_one_layer_and_restores_it(tiny_session: Explorer) -> Non
     assert 0.0 <= view["val_accuracy"] <= 1.0 and view["val_images"] == 40
     kept = int(torch.count_nonzero(view["quantized"]))
     assert view["model_rate"] == pytest.approx(tiny_session.weights_total() / (tiny_session.nonzero_total() - 25_000 + kept))
-    assert torch.unique(view["quantized"][view["quantized"] != 0]).numel() <= 6  # 3-bit: +-1..3 alpha, zero excluded
+    assert torch.unique(view["quantized"][view["quantized"] != 0]).numel() <= 8  # 3-bit survivors: +-1..4 alpha
     html = app.summary_html(view)
     assert f"data-part='total_bits'><b>{view['storage']['total_bits']:,}</b>" in html
     assert tiny_session.accuracy({}) == tiny_session.baseline_accuracy

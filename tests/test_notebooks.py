@@ -117,6 +117,14 @@ def test_dvc_repro_on_tiny_data_then_every_notebook_by_hand(tmp_path: Path, monk
             assert metrics["wall_s"] > 0 and metrics["test_accuracy"] == record["test_accuracy"] and "provenance" in metrics
         dense_binary = json.loads((results / "quantize" / f"{network}-dense-1.json").read_text())
         assert set(dense_binary["distinct_values"].values()) == {2}  # fully binarized: +-alpha, no zeros
+        for scheme in ("dense", "irregular", "filter", "channel", "column"):
+            quantized = json.loads((results / "quantize" / f"{network}-{scheme}-1.json").read_text())
+            if network == networks[0]:  # tiny params: its snapped models are kept without training
+                assert quantized["method"] == "snapped" and quantized["trained_val_accuracy"] is None
+            else:  # always trained, and the better of the two on validation kept
+                assert quantized["trained_val_accuracy"] is not None and quantized["admm_history"] + quantized["binary_history"]
+                best = max(quantized["snapped_val_accuracy"], quantized["trained_val_accuracy"])
+                assert quantized["val_accuracy"] == pytest.approx(best, abs=1e-9)
         storage = json.loads((results / "storage" / f"{network}.json").read_text())
         assert len(storage["models"]) == 1 + 4 + 5  # dense fp32, four pruned fp32, five binary models
         for model in storage["models"]:

@@ -27,7 +27,7 @@ def test_the_scale_equals_brute_force_over_every_code_assignment(values: list[fl
     a = np.array(values, dtype=np.float64)
     if not a.any():
         return
-    m = C.max_level(bits)
+    m = C.max_level(bits, allow_zero)
     levels = range(0 if allow_zero else 1, m + 1)
     best = min(float(((a - (a @ q) / (q @ q) * q) ** 2).sum()) if q.any() else float((a * a).sum())
                for q in map(np.array, itertools.product(levels, repeat=len(a))))
@@ -86,6 +86,9 @@ def test_binary_and_degenerate_layers() -> None:
     # survivors that are exactly 0 must take level 1 under a mask: the scale accounts for them
     w = torch.tensor([0.0, 1.0, 1.0, 1.0])
     alpha = S.fit_alpha(w, 2, torch.ones(4, dtype=torch.bool))
-    assert alpha == pytest.approx(0.75)  # codes all 1: <a,1>/<1,1>
+    # 2-bit survivor levels are +-1, +-2: codes (1, 2, 2, 2) give <a,q>/<q,q> = 6/13 (error 0.23), better
+    # than codes all 1 at 0.75 (error 0.75)
+    assert alpha == pytest.approx(6 / 13)
+    assert _error(w.numpy().astype(np.float64), alpha, 2, False) == pytest.approx(3 / 13)
     with pytest.raises(ValueError, match="bit width 33"):
         S.fit_alpha(w, 33)

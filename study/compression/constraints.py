@@ -7,8 +7,9 @@ is already one. The sets (``keep`` is how many units survive):
 - filter:    at most ``keep`` non-zero rows (filters / output neurons) -> keep the largest row norms;
 - channel:   at most ``keep`` non-zero input channels ``W[:, c]`` -> keep the largest channel norms;
 - column:    at most ``keep`` non-zero GEMM columns ``(c, kh, kw)`` -> keep the largest column norms;
-- quantized: every value on ``alpha * {-(2^(b-1)-1), ..., 2^(b-1)-1}`` (b = 1: ``alpha * {-1, +1}``;
-  b = 2 is ternary ``alpha * {-1, 0, +1}``) -> round each value to its nearest level.
+- quantized: every value on ``alpha * {-(2^(b-1)-1), ..., 2^(b-1)-1}`` (b = 2 is ternary ``alpha * {-1, 0, +1}``),
+  or, for a pruned layer's survivors, on ``alpha * {+-1, ..., +-2^(b-1)}`` (b = 1: binary ``alpha * {-1, +1}``)
+  -> round each value to its nearest level.
 
 Keeping the ``keep`` groups of largest L2 norm is the exact projection because the distance to a
 point that zeroes a set of groups is the sum of those groups' squared norms. Ties are broken
@@ -113,20 +114,28 @@ def check_bits(bits: int) -> int:
     return bits
 
 
-def max_level(bits: int) -> int:
-    """Largest integer level: 2^(b-1) - 1 (binary: 1)."""
-    return 1 if check_bits(bits) == 1 else 2 ** (bits - 1) - 1
+def max_level(bits: int, allow_zero: bool = True) -> int:
+    """Largest integer level of the b-bit grid, which names at most 2^b levels.
+
+    With 0 a level (a dense model): the symmetric {-m..m} with m = 2^(b-1) - 1, 2^b - 1 levels. Without
+    it (a pruned model's survivors, whose zeros the index already marks, and binary): +-1..+-2^(b-1),
+    all 2^b codes non-zero levels. Binary is the b = 1 case of the second: +-1.
+    """
+    if check_bits(bits) == 1 or not allow_zero:
+        return 2 ** (bits - 1)
+    return 2 ** (bits - 1) - 1
 
 
 def quantize_codes(weight: torch.Tensor, alpha: float, bits: int, allow_zero: bool = True) -> torch.Tensor:
-    """Integer level of each value: nearest in {-m..m} (without 0 for binary or when ``allow_zero`` is False).
+    """Integer level of each value: nearest in {-m..m}, or in +-1..+-2^(b-1) for binary or when
+    ``allow_zero`` is False (see ``max_level``).
 
     Ties (a value exactly half way between two levels) go to the level of larger magnitude, and an
     exact 0 that may not stay 0 goes to +1: deterministic, and both are still nearest levels.
     """
     if not alpha > 0 or not math.isfinite(alpha):
         raise ValueError(f"alpha={alpha} must be a positive finite scale")
-    m = max_level(bits)
+    m = max_level(bits, allow_zero)
     scaled = weight.detach() / alpha
     # round half away from zero (torch.round rounds half to even)
     codes = torch.clamp(torch.sign(scaled) * torch.floor(scaled.abs() + 0.5), -m, m)

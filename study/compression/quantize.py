@@ -2,7 +2,8 @@
 
 For a pruned model only surviving weights are quantized: a pruned zero stays zero and a survivor
 never falls to zero (``constraints.project_quantized`` with a mask), so quantization does not change
-the pruning rate. A dense model (``keep_support=False``) may use 0 as a level (ternary at 2 bits).
+the pruning rate; its b-bit codes then name 2^b non-zero levels, +-1..+-2^(b-1). A dense model
+(``keep_support=False``) may use 0 as a level (ternary at 2 bits).
 The final snap is *masked mapping*: survivors are
 put on their nearest level in growing fractions (those already closest to a level first); snapped
 weights are frozen and the rest retrain to compensate, until every weight sits on a level.
@@ -120,13 +121,31 @@ def masked_mapping(
     return history
 
 
-def check_on_levels(model: nn.Module, bits: int, alphas: Mapping[str, float]) -> None:
-    """Raise if any non-zero weight is off its layer's levels (a guard before reporting b-bit results)."""
+def snap_to_levels(model: nn.Module, bits: int, keep_support: bool = True) -> dict[str, float]:
+    """Put every weight (a pruned model: every survivor) on its nearest b-bit level at once, in place, with
+    each layer's least-squares scale; return the scales. Post-training quantization, with no training:
+    at 8 bits it is usually as accurate as the model it starts from, and what trained quantization must beat.
+    """
+    support = support_masks(model)
+    masks = _allowed(support, keep_support)
+    alphas = fit_alphas(model, bits, masks)
+    with torch.no_grad():
+        for name, layer in prunable_layers(model).items():
+            layer.weight.copy_(constraints.project_quantized(layer.weight, alphas[name], bits, masks[name])[0])
+    return alphas
+
+
+def check_on_levels(model: nn.Module, bits: int, alphas: Mapping[str, float], keep_support: bool = True) -> None:
+    """Raise if any non-zero weight is off its layer's levels (a guard before reporting b-bit results).
+
+    ``keep_support``: the model's levels are a pruned model's (no 0, up to +-2^(b-1); see
+    ``constraints.max_level``), else a dense model's.
+    """
+    m = constraints.max_level(bits, allow_zero=not keep_support)
     for name, layer in prunable_layers(model).items():
         w = layer.weight.detach()
         codes = w / alphas[name]
         nz = w != 0
-        m = constraints.max_level(bits)
         if not (torch.allclose(codes[nz], codes[nz].round(), atol=1e-4) and bool((codes[nz].abs() <= m + 1e-4).all())):
             raise AssertionError(f"layer {name}: weights are not all on the {bits}-bit levels")
 

@@ -30,7 +30,7 @@ CHUNK = 2_000_000  # thresholds sorted at once (~50 MB of float64 work arrays)
 def quantization_error(magnitudes: np.ndarray, alpha: float, bits: int, allow_zero: bool) -> float:
     """sum (a - alpha k)^2 with k the nearest allowed level of a / alpha (half-way values round up)."""
     k_min = 0 if allow_zero and bits > 1 else 1
-    codes = np.clip(np.floor(magnitudes / alpha + 0.5), k_min, max_level(bits))
+    codes = np.clip(np.floor(magnitudes / alpha + 0.5), k_min, max_level(bits, allow_zero))
     return float(((magnitudes - alpha * codes) ** 2).sum())
 
 
@@ -68,7 +68,7 @@ def _slice_bounds(positive: np.ndarray, levels: np.ndarray, top: float, chunk: i
 
 def exact_alpha(magnitudes: np.ndarray, bits: int, allow_zero: bool, chunk: int = CHUNK) -> float:
     """The scale of least squared error over all alpha > 0 (see the module docstring)."""
-    m = max_level(bits)
+    m = max_level(bits, allow_zero)
     k_min = 0 if allow_zero and bits > 1 else 1
     a = np.sort(np.abs(np.asarray(magnitudes, dtype=np.float64)).ravel())
     if a.size == 0 or not a.any():
@@ -116,9 +116,10 @@ def exact_alpha(magnitudes: np.ndarray, bits: int, allow_zero: bool, chunk: int 
 
 
 def fit_alpha(weight: torch.Tensor, bits: int, mask: torch.Tensor | None = None) -> float:
-    """Per-layer scale of the b-bit levels ``alpha * {-m..m}``: the exact least-squares optimum.
+    """Per-layer scale of the b-bit levels (``constraints.max_level``): the exact least-squares optimum.
 
-    Only the survivors (``mask``) count, and with a mask 0 is not a level (a survivor stays non-zero).
+    Only the survivors (``mask``) count, and with a mask 0 is not a level (a survivor stays non-zero):
+    their levels are +-1..+-2^(b-1).
     32-bit layers keep their floats; the mean magnitude is returned for them (unused).
     """
     check_bits(bits)

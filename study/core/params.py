@@ -249,6 +249,10 @@ class QuantizeParams(_Strict):
     mapping_fractions: list[float] = Field(min_length=1, description="cumulative fractions snapped per round, ending at 1.0")
     mapping_epochs: int = Field(ge=0, description="retraining epochs after each masked-mapping round but the last")
     binary_epochs: int = Field(ge=1, description="straight-through-estimator epochs of the fully binarized dense model")
+    snap_within_pp: float | None = Field(
+        None, ge=0, description="keep the model snapped onto the levels without training when its val accuracy is at "
+                                "most this many points below its source's; null: always train (either way the better "
+                                "of snapped and trained on val is kept)")
 
     @field_validator("mapping_fractions")
     @classmethod

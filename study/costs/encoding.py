@@ -9,8 +9,9 @@ Weights are viewed as the GEMM matrix ``[out, in * kh * kw]`` (the view the prun
 Values take ``weight_bits`` bits: 32 stores raw float32. Fewer bits store codes in one of two forms,
 chosen per layer: a *uniformly* quantized layer (every value exactly float32(alpha) * q for integer levels
 q of the b-bit grid, as ``study.compression.constraints`` makes them) stores one float32 scale and the
-level of each value, as hardware does; any other layer stores a codebook of float32 entries (the distinct
-stored values, at most ``2**weight_bits``) and a code per value. A header bit says which.
+level of each value, as hardware does (a layer with no stored 0 uses all 2^b codes for non-zero levels,
++-1..+-2^(b-1), as a pruned model's survivors are quantized); any other layer stores a codebook of float32
+entries (the distinct stored values, at most ``2**weight_bits``) and a code per value. Header bits say which.
 
 Relative-index formats (EIE / Deep Compression): each non-zero stores the zero-run before it in
 ``index_bits`` bits. The all-ones run code ``M = 2**index_bits - 1`` is a filler: "M zeros, no value".
@@ -36,6 +37,7 @@ CATEGORIES = ("header", "pointers", "indices", "fillers", "codebook", "scale", "
 _DIM_BITS = 32
 _SMALL_BITS = 8
 _UNIFORM_FLAG = 0x80  # set in the header's weight-bits field when the values are scale + levels
+_ZERO_FREE_FLAG = 0x40  # ... and their levels are the grid without 0 (``max_level``)
 
 Section = tuple[str, np.ndarray, int]  # (category, unsigned field values, bits per field)
 
@@ -163,23 +165,28 @@ def structure_sections(matrix: np.ndarray, shape: tuple[int, ...], fmt: str, ind
     raise EncodingError(f"format={fmt!r}; allowed: {list(FORMATS)}")
 
 
-def max_level(weight_bits: int) -> int:
-    """Largest integer level of the b-bit grid: 2^(b-1) - 1 (binary: 1, levels +-1 without zero)."""
-    return 1 if weight_bits == 1 else 2 ** (weight_bits - 1) - 1
+def max_level(weight_bits: int, zero_free: bool = False) -> int:
+    """Largest integer level of the b-bit grid (``study.compression.constraints.max_level``): with 0 a level,
+    2^(b-1) - 1; without (binary, a pruned model's survivors), 2^(b-1), so 2^b non-zero levels."""
+    return 2 ** (weight_bits - 1) if (zero_free or weight_bits == 1) else 2 ** (weight_bits - 1) - 1
 
 
-def _levels(values: np.ndarray, alpha: np.float32, weight_bits: int) -> np.ndarray | None:
+def _levels(values: np.ndarray, alpha: np.float32, weight_bits: int, zero_free: bool) -> np.ndarray | None:
     """The integer levels q with float32(alpha) * q == values exactly on the b-bit grid, or None."""
     q = np.rint(values.astype(np.float64) / np.float64(alpha))
-    m = max_level(weight_bits)
-    if np.abs(q).max(initial=0) > m or (weight_bits == 1 and (q == 0).any()):
+    if np.abs(q).max(initial=0) > max_level(weight_bits, zero_free) or (zero_free and (q == 0).any()):
         return None
     return q if np.array_equal(alpha * q.astype(np.float32), values) else None
 
 
+def _zero_free(values: np.ndarray, weight_bits: int) -> bool:
+    """Which grid a layer's values take: the one without 0 when no stored value is 0 (always for binary)."""
+    return weight_bits == 1 or not (values == 0).any()
+
+
 def uniform_scale(values: np.ndarray, weight_bits: int) -> np.float32 | None:
-    """The float32 scale alpha of a uniformly quantized set of values (each exactly alpha * q, |q| <= 2^(b-1) - 1,
-    q = +-1 for binary), or None when there is none (32-bit values, all zeros, or non-uniform levels).
+    """The float32 scale alpha of a uniformly quantized set of values (each exactly alpha * q with q on the
+    b-bit grid, ``max_level``), or None when there is none (32-bit values, all zeros, or non-uniform levels).
 
     Searched on the distinct values only (at most 2^b): the smallest magnitude sits on some level k, so
     alpha is that magnitude / k, up to float32 rounding (the neighbouring floats are tried too).
@@ -190,25 +197,44 @@ def uniform_scale(values: np.ndarray, weight_bits: int) -> np.float32 | None:
     magnitudes = np.abs(distinct[distinct != 0])
     if magnitudes.size == 0 or distinct.size > (1 << weight_bits):
         return None
+    zero_free = _zero_free(distinct, weight_bits)
     smallest = magnitudes.min()
-    for level in range(1, max_level(weight_bits) + 1):
+    for level in range(1, max_level(weight_bits, zero_free) + 1):
         guess = np.float32(smallest / np.float32(level))
         for alpha in (guess, np.nextafter(guess, np.float32(0)), np.nextafter(guess, np.float32(np.inf))):
-            if alpha > 0 and _levels(distinct, alpha, weight_bits) is not None:
+            if alpha > 0 and _levels(distinct, alpha, weight_bits, zero_free) is not None:
                 return np.float32(alpha)
     return None
 
 
-def _value_sections(values: np.ndarray, weight_bits: int) -> tuple[list[Section], bool]:
-    """The value fields and whether they take the scale form (see the module docstring)."""
+def level_codes(q: np.ndarray, weight_bits: int, zero_free: bool) -> np.ndarray:
+    """b-bit unsigned codes of integer levels: q + m on the grid with 0 (one code unused); without 0, the
+    negative levels take the codes below 2^(b-1) and the positive ones the codes from it (binary: -1 -> 0, +1 -> 1)."""
+    half = 2 ** (weight_bits - 1)
+    if zero_free:
+        return np.where(q < 0, q + half, q + half - 1).astype(np.uint64)
+    return (q + max_level(weight_bits)).astype(np.uint64)
+
+
+def code_levels(codes: np.ndarray, weight_bits: int, zero_free: bool) -> np.ndarray:
+    """The integer levels of b-bit codes (the inverse of ``level_codes``)."""
+    codes = codes.astype(np.int64)
+    half = 2 ** (weight_bits - 1)
+    if zero_free:
+        return np.where(codes < half, codes - half, codes - half + 1)
+    return codes - max_level(weight_bits)
+
+
+def _value_sections(values: np.ndarray, weight_bits: int) -> tuple[list[Section], int]:
+    """The value fields and the header flags of their form (see the module docstring)."""
     if weight_bits == 32:
-        return [("values", values.astype(np.float32).view(np.uint32).astype(np.uint64), 32)], False
+        return [("values", values.astype(np.float32).view(np.uint32).astype(np.uint64), 32)], 0
     alpha = uniform_scale(values, weight_bits)
     if alpha is not None:
-        q = _levels(values, alpha, weight_bits)
-        codes = (q + 1) // 2 if weight_bits == 1 else q + max_level(weight_bits)  # non-negative, < 2^b
+        zero_free = _zero_free(values, weight_bits)
+        q = _levels(values, alpha, weight_bits, zero_free)
         return [("scale", np.array([alpha], dtype=np.float32).view(np.uint32).astype(np.uint64), 32),
-                ("values", codes.astype(np.uint64), weight_bits)], True
+                ("values", level_codes(q, weight_bits, zero_free), weight_bits)], _UNIFORM_FLAG | (_ZERO_FREE_FLAG if zero_free else 0)
     codebook, codes = np.unique(values, return_inverse=True)
     if codebook.size > (1 << weight_bits):
         raise EncodingError(
@@ -216,7 +242,7 @@ def _value_sections(values: np.ndarray, weight_bits: int) -> tuple[list[Section]
             f"quantize the layer to {weight_bits} bits first (study.compression.quantize) or store it with weight_bits=32")
     return [("codebook", np.array([codebook.size], dtype=np.uint64), _DIM_BITS),
             ("codebook", codebook.astype(np.float32).view(np.uint32).astype(np.uint64), 32),
-            ("values", codes.astype(np.uint64), weight_bits)], False
+            ("values", codes.astype(np.uint64), weight_bits)], 0
 
 
 def _aux_code(fmt: str, scheme: str) -> int:
@@ -234,11 +260,11 @@ def _sections(matrix: np.ndarray, shape: tuple[int, ...], fmt: str, weight_bits:
     if fmt in RELATIVE_FORMATS:
         check_index_bits(index_bits)
     structure, values = structure_sections(matrix, shape, fmt, index_bits, scheme)
-    value_fields, uniform = _value_sections(values, weight_bits)
+    value_fields, value_flags = _value_sections(values, weight_bits)
     header: list[Section] = [
         ("header", np.array([FORMATS.index(fmt) if fmt in FORMATS else 255, len(shape)], dtype=np.uint64), _SMALL_BITS),
         ("header", np.array(shape, dtype=np.uint64), _DIM_BITS),
-        ("header", np.array([weight_bits | (_UNIFORM_FLAG if uniform else 0), index_bits if fmt in RELATIVE_FORMATS else 0,
+        ("header", np.array([weight_bits | value_flags, index_bits if fmt in RELATIVE_FORMATS else 0,
                              _aux_code(fmt, scheme)], dtype=np.uint64), _SMALL_BITS),
     ]
     pointer_bits = [width for category, _, width in structure if category == "pointers"]
@@ -284,11 +310,11 @@ def encode(weight: object, fmt: str, weight_bits: int = 32, index_bits: int = 4,
 # ----------------------------------------------------------------------------- decoding
 def _read_values(reader: BitReader, count: int, weight_bits: int) -> np.ndarray:
     if weight_bits & _UNIFORM_FLAG:
-        weight_bits &= ~_UNIFORM_FLAG
+        zero_free = bool(weight_bits & _ZERO_FREE_FLAG)
+        weight_bits &= ~(_UNIFORM_FLAG | _ZERO_FREE_FLAG)
         alpha = reader.read(1, 32).astype(np.uint32).view(np.float32)[0]
-        codes = reader.read(count, weight_bits).astype(np.int64)
-        q = 2 * codes - 1 if weight_bits == 1 else codes - max_level(weight_bits)
-        if np.abs(q).max(initial=0) > max_level(weight_bits):
+        q = code_levels(reader.read(count, weight_bits), weight_bits, zero_free)
+        if np.abs(q).max(initial=0) > max_level(weight_bits, zero_free):
             raise EncodingError(f"a level {int(np.abs(q).max())} beyond the {weight_bits}-bit grid: corrupt stream")
         return alpha * q.astype(np.float32)
     if weight_bits == 32:

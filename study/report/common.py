@@ -215,6 +215,8 @@ def quantization_table(records: Iterable[dict[str, Any]], evidence: Evidence | N
             P_COLUMN: evidence.p_value(network_of(r), r["scheme"], r["weight_bits"]),
             "val accuracy (%)": _pct(r["val_accuracy"]),
             "before quantization, test (%)": _pct(r.get("source_test_accuracy")),
+            # snapped onto the levels without training, or trained (ADMM + masked mapping, STE for binary dense)
+            "method": r.get("method", "trained"),
         }
         for r in records
     ]
