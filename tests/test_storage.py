@@ -54,6 +54,18 @@ def test_a_dense_enough_layer_is_stored_dense() -> None:
     assert storage.layer_storage(torch.randn(20, 20), "irregular", 32)["format"] == "dense"
 
 
+def test_a_pruned_layer_on_all_its_survivor_levels_has_no_dense_form() -> None:
+    # 2-bit survivors on +-1, +-2 (all four codes) with 1 zero in 10: dense storage would need a fifth code
+    # for the zeros, so the layer goes to a sparse format though it is dense enough to prefer dense otherwise
+    levels = np.tile(np.array([-2, -1, 1, 2, 1, -1, 2, -2, 1, 0], dtype=np.float32), (30, 3))
+    weight = 0.125 * levels
+    with pytest.raises(encoding.EncodingError, match="5 distinct stored values do not fit 2-bit codes"):
+        storage.stored_layer(weight, "dense", 2)
+    chosen = storage.layer_storage(weight, "irregular", 2)
+    assert chosen["format"] in encoding.SPARSE_FORMATS and chosen["values"] == 2 * int(np.count_nonzero(weight))
+    assert chosen["scale"] == 32 and chosen["codebook"] == 0
+
+
 def test_structured_models_are_stored_compacted() -> None:
     torch.manual_seed(0)
     model = models.build_model("lenet5")

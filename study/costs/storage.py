@@ -79,7 +79,7 @@ def layer_storage(weight: object, scheme: str, weight_bits: int, index_bits: int
         except encoding.EncodingError:
             if fmt != "dense" or scheme != "irregular":
                 raise
-            continue  # dense storage of a pruned binary layer needs a code for zero: 1 bit cannot hold it
+            continue  # dense storage of a pruned layer needs a code for zero, which its 2^b survivor levels leave none for
     return min(rows, key=lambda r: r["total_bits"])
 
 
