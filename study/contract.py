@@ -24,6 +24,16 @@ FULL_PRECISION_BITS = 32
 QUANTIZED_BITS = (1, 2, 3, 4, 5, 6, 7, 8)  # what quantization may target; 1 = binary alpha * {-1, +1}
 STORABLE_BITS = (*QUANTIZED_BITS, 16, FULL_PRECISION_BITS)  # what the encoders can store per value
 
+
+def max_level(bits: int, allow_zero: bool = True) -> int:
+    """Largest integer level of the b-bit grid, which names at most 2^b levels (quantization and the encoders).
+
+    With 0 a level (a dense model): the symmetric {-m..m} with m = 2^(b-1) - 1, 2^b - 1 levels. Without
+    it (a pruned model's survivors, whose zeros the index already marks, and binary): +-1..+-2^(b-1),
+    all 2^b codes non-zero levels. Binary is the b = 1 case of the second: +-1.
+    """
+    return 2 ** (bits - 1) if bits == 1 or not allow_zero else 2 ** (bits - 1) - 1
+
 # Keys every stage's metrics JSON carries, so `dvc metrics show` and the report read all stages alike.
 METRICS_KEYS = ("model", "dataset", "scheme", "weight_bits", "test_accuracy", "val_accuracy", "pruning_rate", "wall_s")
 # The same keys less the wall time: what a stage's results record (read by later stages) carries.

@@ -10,6 +10,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from study.contract import max_level
 from study.costs import encoding
 from study.costs.bitstream import BitReader, BitWriter, from_bits, to_bits
 
@@ -139,7 +140,7 @@ def test_uniform_eight_bit_irregular_layer_stores_one_scale_and_its_levels() -> 
 def test_uniform_levels_round_trip_in_the_scale_form(bits: int, alpha: float, seed: int, fmt: str, survivors: bool) -> None:
     # survivors: a pruned layer's levels +-1..+-2^(b-1), no 0 among the stored values; else the dense grid with 0
     rng = np.random.default_rng(seed)
-    m = encoding.max_level(bits, zero_free=survivors)
+    m = max_level(bits, allow_zero=not survivors)
     if bits == 1 or survivors:
         levels = rng.choice([-1, 1], size=(6, 9)) * rng.integers(1, m + 1, size=(6, 9))
     else:
@@ -170,7 +171,7 @@ def test_a_pruned_layers_codes_name_every_level() -> None:
 @settings(max_examples=100, deadline=None)
 @given(bits=st.integers(1, 8), zero_free=st.booleans(), data=st.data())
 def test_level_codes_are_a_bijection_onto_b_bit_codes(bits: int, zero_free: bool, data: st.DataObject) -> None:
-    m = encoding.max_level(bits, zero_free)
+    m = max_level(bits, allow_zero=not zero_free)
     levels = np.array([q for q in range(-m, m + 1) if not (q == 0 and (zero_free or bits == 1))])
     codes = encoding.level_codes(levels, bits, zero_free or bits == 1)
     assert len(set(codes.tolist())) == len(levels) and int(codes.max()) < 2**bits

@@ -24,6 +24,7 @@ import math
 import torch
 
 from study.contract import FULL_PRECISION_BITS, PRUNING_SCHEMES, QUANTIZED_BITS
+from study.contract import max_level as contract_max_level
 
 # Widths a projection onto levels accepts; 32 = full precision (no quantization).
 WEIGHT_BITS = (*QUANTIZED_BITS, FULL_PRECISION_BITS)
@@ -115,15 +116,8 @@ def check_bits(bits: int) -> int:
 
 
 def max_level(bits: int, allow_zero: bool = True) -> int:
-    """Largest integer level of the b-bit grid, which names at most 2^b levels.
-
-    With 0 a level (a dense model): the symmetric {-m..m} with m = 2^(b-1) - 1, 2^b - 1 levels. Without
-    it (a pruned model's survivors, whose zeros the index already marks, and binary): +-1..+-2^(b-1),
-    all 2^b codes non-zero levels. Binary is the b = 1 case of the second: +-1.
-    """
-    if check_bits(bits) == 1 or not allow_zero:
-        return 2 ** (bits - 1)
-    return 2 ** (bits - 1) - 1
+    """Largest integer level of the b-bit grid (``study.contract.max_level``), for a valid bit width."""
+    return contract_max_level(check_bits(bits), allow_zero)
 
 
 def quantize_codes(weight: torch.Tensor, alpha: float, bits: int, allow_zero: bool = True) -> torch.Tensor:

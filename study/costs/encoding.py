@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from study.contract import SPARSE_FORMATS, STORABLE_BITS, STRUCTURED_SCHEMES
+from study.contract import SPARSE_FORMATS, STORABLE_BITS, STRUCTURED_SCHEMES, max_level
 from study.costs.bitstream import BitReader, BitWriter
 
 FORMATS = ("dense", "structured", "rel_csc", "rel_csr", "csr", "bitmap")
@@ -37,7 +37,7 @@ CATEGORIES = ("header", "pointers", "indices", "fillers", "codebook", "scale", "
 _DIM_BITS = 32
 _SMALL_BITS = 8
 _UNIFORM_FLAG = 0x80  # set in the header's weight-bits field when the values are scale + levels
-_ZERO_FREE_FLAG = 0x40  # ... and their levels are the grid without 0 (``max_level``)
+_ZERO_FREE_FLAG = 0x40  # ... and their levels are the grid without 0 (``study.contract.max_level``)
 
 Section = tuple[str, np.ndarray, int]  # (category, unsigned field values, bits per field)
 
@@ -165,16 +165,10 @@ def structure_sections(matrix: np.ndarray, shape: tuple[int, ...], fmt: str, ind
     raise EncodingError(f"format={fmt!r}; allowed: {list(FORMATS)}")
 
 
-def max_level(weight_bits: int, zero_free: bool = False) -> int:
-    """Largest integer level of the b-bit grid (``study.compression.constraints.max_level``): with 0 a level,
-    2^(b-1) - 1; without (binary, a pruned model's survivors), 2^(b-1), so 2^b non-zero levels."""
-    return 2 ** (weight_bits - 1) if (zero_free or weight_bits == 1) else 2 ** (weight_bits - 1) - 1
-
-
 def _levels(values: np.ndarray, alpha: np.float32, weight_bits: int, zero_free: bool) -> np.ndarray | None:
     """The integer levels q with float32(alpha) * q == values exactly on the b-bit grid, or None."""
     q = np.rint(values.astype(np.float64) / np.float64(alpha))
-    if np.abs(q).max(initial=0) > max_level(weight_bits, zero_free) or (zero_free and (q == 0).any()):
+    if np.abs(q).max(initial=0) > max_level(weight_bits, allow_zero=not zero_free) or (zero_free and (q == 0).any()):
         return None
     return q if np.array_equal(alpha * q.astype(np.float32), values) else None
 
@@ -186,7 +180,8 @@ def _zero_free(values: np.ndarray, weight_bits: int) -> bool:
 
 def uniform_scale(values: np.ndarray, weight_bits: int) -> np.float32 | None:
     """The float32 scale alpha of a uniformly quantized set of values (each exactly alpha * q with q on the
-    b-bit grid, ``max_level``), or None when there is none (32-bit values, all zeros, or non-uniform levels).
+    b-bit grid, ``study.contract.max_level``), or None when there is none (32-bit values, all zeros, or
+    non-uniform levels).
 
     Searched on the distinct values only (at most 2^b): the smallest magnitude sits on some level k, so
     alpha is that magnitude / k, up to float32 rounding (the neighbouring floats are tried too).
@@ -199,7 +194,7 @@ def uniform_scale(values: np.ndarray, weight_bits: int) -> np.float32 | None:
         return None
     zero_free = _zero_free(distinct, weight_bits)
     smallest = magnitudes.min()
-    for level in range(1, max_level(weight_bits, zero_free) + 1):
+    for level in range(1, max_level(weight_bits, allow_zero=not zero_free) + 1):
         guess = np.float32(smallest / np.float32(level))
         for alpha in (guess, np.nextafter(guess, np.float32(0)), np.nextafter(guess, np.float32(np.inf))):
             if alpha > 0 and _levels(distinct, alpha, weight_bits, zero_free) is not None:
@@ -314,7 +309,7 @@ def _read_values(reader: BitReader, count: int, weight_bits: int) -> np.ndarray:
         weight_bits &= ~(_UNIFORM_FLAG | _ZERO_FREE_FLAG)
         alpha = reader.read(1, 32).astype(np.uint32).view(np.float32)[0]
         q = code_levels(reader.read(count, weight_bits), weight_bits, zero_free)
-        if np.abs(q).max(initial=0) > max_level(weight_bits, zero_free):
+        if np.abs(q).max(initial=0) > max_level(weight_bits, allow_zero=not zero_free):
             raise EncodingError(f"a level {int(np.abs(q).max())} beyond the {weight_bits}-bit grid: corrupt stream")
         return alpha * q.astype(np.float32)
     if weight_bits == 32:

@@ -41,11 +41,11 @@ def snapped_is_enough(snapped_val: float, source_val: float, within_pp: float | 
     return within_pp is not None and 100 * (source_val - snapped_val) <= within_pp + 1e-9
 
 
-def train_onto_levels(net: nn.Module, splits: dict[str, data.Split], bits: int, scheme: str, params: Params,
-                      augment: str, settings: QuantizeParams) -> tuple[dict[str, float], dict[str, list[dict]]]:
+def train_onto_levels(net: nn.Module, splits: dict[str, data.Split], bits: int, scheme: str, keep_support: bool,
+                      params: Params, augment: str, settings: QuantizeParams) -> tuple[dict[str, float], dict[str, list[dict]]]:
     """Trained quantization, in place: ADMM towards the levels then masked mapping, or STE for the binary
     dense model. Returns (per-layer scales, histories by kind)."""
-    admm, keep_support = params.admm, scheme != "dense"
+    admm = params.admm
     if uses_straight_through(scheme, bits):
         history = quantize.binarize_with_ste(
             net, splits["train"], splits["val"], admm.retrain(settings.binary_epochs, params.seed, augment))
@@ -89,7 +89,7 @@ def run(params: Params, layout: paths.Layout, baseline: str, scheme: str, bits: 
         if not snapped_is_enough(snapped_val, source_val, settings.snap_within_pp):
             snapped = (copy.deepcopy(net.state_dict()), alphas)
             net.load_state_dict(source_state)
-            alphas, histories = train_onto_levels(net, splits, bits, scheme, params, base.augment, settings)
+            alphas, histories = train_onto_levels(net, splits, bits, scheme, keep_support, params, base.augment, settings)
             trained_val = training.evaluate(net, splits["val"])["accuracy"]
             if trained_val < snapped_val:  # selection on validation: training made it worse
                 net.load_state_dict(snapped[0])
@@ -99,7 +99,7 @@ def run(params: Params, layout: paths.Layout, baseline: str, scheme: str, bits: 
          **({"trained_val_accuracy": trained_val} if trained_val is not None else {}))
     quantize.check_on_levels(net, bits, alphas, keep_support)
     test = training.evaluate(net, splits["test"])
-    val = training.evaluate(net, splits["val"])
+    val_accuracy = trained_val if method == "trained" else snapped_val  # the kept model's, measured above
     checkpoint = paths.quantized_checkpoint(baseline, scheme, bits)
     training.save_model(layout.write(checkpoint), net, base.model, base.dataset,
                         {"scheme": scheme, "weight_bits": bits, "alphas": alphas})
@@ -110,7 +110,7 @@ def run(params: Params, layout: paths.Layout, baseline: str, scheme: str, bits: 
         "scheme": scheme,
         "weight_bits": bits,
         "test_accuracy": test["accuracy"],
-        "val_accuracy": val["accuracy"],
+        "val_accuracy": val_accuracy,
         "pruning_rate": models.pruning_rate(net),
         "checkpoint": checkpoint,
         "source_checkpoint": source,
