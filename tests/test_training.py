@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import pickle
 from pathlib import Path
 
@@ -140,3 +141,57 @@ def test_corrupted_checkpoint_is_refused(tmp_path: Path) -> None:
     (tmp_path / "m.pt").write_bytes(bytes(raw[: len(raw) // 2]))
     with pytest.raises(CheckpointError, match="unreadable"):
         training.load_model(tmp_path / "m.pt")
+
+
+def _channels_last(tensor: torch.Tensor) -> bool:
+    return tensor.is_contiguous(memory_format=torch.channels_last) and not tensor.is_contiguous()
+
+
+def test_training_runs_channels_last_and_hands_back_the_default_layout(splits: dict[str, data.Split]) -> None:
+    training.seed_everything(0)
+    net = models.build_model("lenet5")
+    before = dict(net.named_parameters())
+    seen = []
+    training.fit(net, splits["train"], splits["val"], TrainConfig(epochs=1, batch_size=32), progress=False,
+                 step_hooks=[lambda model: seen.append(_channels_last(model.conv2.weight))])
+    assert seen and all(seen)  # conv2 (20 input channels) trained in channels-last layout
+    for name, parameter in net.named_parameters():
+        assert parameter is before[name], name  # the optimizer's parameters are the model's
+        assert parameter.is_contiguous(), name
+
+
+def test_channels_last_changes_the_layout_not_the_values(splits: dict[str, data.Split], monkeypatch) -> None:
+    fast, _ = _train(splits, epochs=1)
+    monkeypatch.setattr(training, "channels_last", lambda model: contextlib.nullcontext())
+    plain, _ = _train(splits, epochs=1)
+    for (name, a), (_, b) in zip(fast.state_dict().items(), plain.state_dict().items()):
+        assert not _channels_last(b), name
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-5, msg=name)  # float sums round differently, no more
+
+
+def test_nested_channels_last_blocks_leave_the_layout_to_the_outermost() -> None:
+    net = models.build_model("lenet5")
+    with training.channels_last(net):
+        with training.channels_last(net):
+            pass
+        assert _channels_last(net.conv2.weight)
+    assert net.conv2.weight.is_contiguous()
+
+
+def test_a_torch_pruned_layer_has_its_masked_weight_in_the_default_layout_after_training(splits: dict[str, data.Split]) -> None:
+    training.seed_everything(0)
+    net = models.build_model("lenet5")
+    torch.nn.utils.prune.l1_unstructured(net.conv2, "weight", amount=0.5)
+    training.fit(net, splits["train"], splits["val"], TrainConfig(epochs=1, batch_size=32), progress=False)
+    assert net.conv2.weight.is_contiguous()
+    assert torch.equal(net.conv2.weight, net.conv2.weight_orig * net.conv2.weight_mask)
+    net.conv2.weight.view(-1)  # what torch.nn.utils.prune.global_unstructured does with it
+
+
+def test_networks_with_strided_convolutions_keep_the_default_layout() -> None:
+    # torch 2.14.1's CPU backward of a strided 1x1 convolution crashes in channels-last layout (ResNet shortcuts)
+    net = torch.nn.Sequential(torch.nn.Conv2d(4, 8, 3, padding=1), torch.nn.Conv2d(8, 8, 1, stride=2))
+    with training.channels_last(net):
+        assert net[0].weight.is_contiguous() and not _channels_last(net[0].weight)
+    assert not training._gains_from_channels_last(torch.nn.Linear(3, 2))
+    assert training._gains_from_channels_last(models.build_model("vgg6"))
