@@ -27,7 +27,8 @@ from study.report.claims import VERDICTS
 from tests.conftest import REPO, write_tiny_params
 
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
-STAGE_ORDER = ["train", "prune", "magnitude", "quantize", "evaluate", "weights", "storage", "energy", "latency", "report"]
+STAGE_ORDER = ["train", "prune", "magnitude", "quantize", "evaluate", "weights", "storage", "energy", "latency", "seeds",
+               "report"]
 DISPLAY = re.compile(r"^\s*(display\(|show_figure\(|for b in result\.baselines|result\.(tables|headline)|def show_figure|"
                      r"for name, png in|if name\.startswith|from IPython|from study\.report\.common import styled)")
 

@@ -21,7 +21,7 @@ from study.stages import launch
 from tests.conftest import ONE_THREAD, REPO
 
 ORDER = ("train", "prune", "magnitude", "quantize", "quantize_dense", "evaluate", "weights", "storage", "energy",
-         "latency", "report")
+         "latency", "seeds", "report")
 
 
 def _write_data(root: Path) -> None:

@@ -46,7 +46,7 @@ def training_images(name: str) -> int:
 
 class DataParams(_Strict):
     root: str = Field("data", description="data root, relative to the repository root unless absolute")
-    val_size: int = Field(5000, ge=1, description="training images held out for model selection")
+    val_size: int = Field(10000, ge=1, description="training images held out for model selection")
     check_sha256: bool = Field(True, description="verify the raw files' checksums (tests use tiny synthetic files)")
     workers: int = Field(2, ge=0, description="DataLoader worker processes of data sets streamed from disk (ImageNet)")
 
@@ -96,6 +96,20 @@ class ReportParams(_Strict):
     mask_layer: str | None = Field("conv2", description="F1: the layer whose masks are drawn (null: each network's largest)")
     histogram_layer: str | None = Field(
         "fc1", description="F8: the layer whose weight distributions are drawn (null: each network's largest)")
+
+
+class SpreadParams(_Strict):
+    """Stage seeds@<baseline>: the dense baseline and the headline pruned models again at other seeds."""
+
+    seeds: list[int] = Field(default_factory=list, description="seeds besides `seed` (init, batch order, validation "
+                             "split); empty: the stage only tabulates the study's own seed")
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct(cls, seeds: list[int]) -> list[int]:
+        if len(set(seeds)) != len(seeds) or any(s < 0 for s in seeds):
+            raise ValueError(f"seeds {seeds} must be distinct and >= 0")
+        return seeds
 
 
 class BaselineParams(_Strict):
@@ -366,6 +380,7 @@ class Params(_Strict):
     latency: LatencyParams | None = None
     report: ReportParams = ReportParams()
     runtime: RuntimeParams = RuntimeParams()
+    spread: SpreadParams = SpreadParams()
 
     @model_validator(mode="after")
     def _comparison(self) -> "Params":
@@ -391,12 +406,19 @@ class Params(_Strict):
         return self
 
     @model_validator(mode="after")
+    def _other_seeds(self) -> "Params":
+        if self.seed in self.spread.seeds:
+            raise ValueError(f"spread.seeds: {self.spread.seeds} repeats the study's own seed {self.seed}; "
+                             "list only other seeds (the study's models are the first row of the spread)")
+        return self
+
+    @model_validator(mode="after")
     def _validation_split(self) -> "Params":
         for name, baseline in self.baselines.items():
             images = training_images(baseline.dataset)
             if self.data.val_size >= images:
                 raise ValueError(f"data.val_size: {self.data.val_size} holds out every training image of {name}'s "
-                                 f"{baseline.dataset} ({images}); use fewer (the study uses 5000)")
+                                 f"{baseline.dataset} ({images}); use fewer (the CPU profile holds out 10000)")
         return self
 
     @model_validator(mode="after")

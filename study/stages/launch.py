@@ -36,10 +36,10 @@ if TYPE_CHECKING:
     from study.core.params import Params
 
 # Stages that train, and so may run on several processes; the others read checkpoints and count.
-DISTRIBUTED_KINDS = frozenset({"train", "prune", "magnitude", "quantize", "quantize_dense"})
+DISTRIBUTED_KINDS = frozenset({"train", "prune", "magnitude", "quantize", "quantize_dense", "seeds"})
 NOTEBOOKS = {"train": "train", "prune": "prune", "magnitude": "magnitude", "quantize": "quantize",
              "quantize_dense": "quantize", "evaluate": "evaluate", "weights": "weights", "storage": "storage",
-             "energy": "energy", "latency": "latency", "report": "report"}
+             "energy": "energy", "latency": "latency", "seeds": "seeds", "report": "report"}
 
 
 StageItems = dict[str, tuple[str, str, dict[str, Any]]]
@@ -62,7 +62,7 @@ def _items(trained: list[str], compared: list[str], schemes: list[str], weight_b
                 items[f"quantize@{b}-{s}-{bits}"] = ("quantize", f"{b}-{s}-{bits}", {"baseline": b, "scheme": s, "bits": bits})
         for bits in weight_bits:
             items[f"quantize_dense@{b}-{bits}"] = ("quantize", f"{b}-dense-{bits}", {"baseline": b, "scheme": "dense", "bits": bits})
-        for kind in ("magnitude", "evaluate", "weights", "storage", "energy", "latency"):
+        for kind in ("magnitude", "evaluate", "weights", "storage", "energy", "latency", "seeds"):
             items[f"{kind}@{b}"] = (kind, b, {"baseline": b})
     items["report"] = ("report", "report", {})
     return items

@@ -24,12 +24,14 @@ from study.report import claims as report_claims
 from study.report import common as report
 from study.report import compute as report_compute
 from study.report import storage as report_storage
+from study.report import spread as report_spread
 from study.report import weights as report_weights
 from study.report.uncertainty import Evidence
 
 PUBLISHED = "references/published_results.csv"
 STAGE_TABLES = {"storage": ("models", "ideal", "break-even", "formats"), "energy": ("models",),
-                "latency": ("models", "sweep", "crossover"), "evaluate": ("models", "steps")}
+                "latency": ("models", "sweep", "crossover"), "evaluate": ("models", "steps"),
+                "seeds": ("per_seed", "spread")}
 
 
 @dataclass
@@ -185,6 +187,10 @@ def run(params: Params, layout: paths.Layout, label: str = "") -> Report:
         out.tables[f"F7_crossover_{b}"] = latency_t["crossover"]
         out.texts[f"compute_verdict_{b}"] = report_compute.compute_verdict(energy_t["models"], latency_t["models"],
                                                                                params.energy.on_chip_kb)
+        seeds_t = stage_tables["seeds"][b]
+        table(f"T8_seeds_{b}", seeds_t["spread"].round(3))
+        out.texts[f"seeds_verdict_{b}"] = report_spread.spread_verdict(seeds_t["per_seed"], seeds_t["spread"])
+        figure(f"F9_seeds_{b}", report_spread.plot_seeds(seeds_t["per_seed"]))
         sweeps.append(latency_t["sweep"].assign(median_us=lambda d: 1e6 * d["median_s"],
                                                 series=lambda d: d["layer"] + " " + d["kind"]))
     artifacts.atomic_write_text(plots_dir / "F7.csv", pd.concat(sweeps).drop_duplicates(["series", "sparsity"]).to_csv(index=False))
@@ -193,7 +199,8 @@ def run(params: Params, layout: paths.Layout, label: str = "") -> Report:
     for b in compare.baselines:
         names = catalog.record_names(b, compare.schemes, compare.weight_bits)
         metric_files += [layout.read(paths.metrics(s, n)) for s in ("prune", "quantize") for n in names[s]]
-        metric_files += [layout.read(paths.metrics(s, b)) for s in ("magnitude", "evaluate", "storage", "energy", "latency")]
+        metric_files += [layout.read(paths.metrics(s, b)) for s in ("magnitude", "evaluate", "storage", "energy", "latency",
+                                                                      "seeds")]
     table("provenance", report.provenance_table(metric_files))
     artifacts.write_json(layout.write("metrics/summary.json"),
                          summary(baseline_records, prune_records, stage_records["storage"], stage_records["energy"]))
