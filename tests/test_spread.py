@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import math
 
+import pandas as pd
 import pytest
 
 from study.core.params import PruneSchedule
-from study.report.spread import headline_models, spread_table
+from study.report.spread import headline_models, spread_table, spread_verdict
 from study.stages.seeds import cut_at, recorded_rows
 
 
@@ -53,3 +54,18 @@ def test_spread_table_summarizes_each_model_over_its_seeds_against_the_dense_mod
     assert (irregular["rate_min"], irregular["rate_max"]) == (106.0, 110.0)
     assert table.loc["dense", "within_tolerance"] == "2/2"  # the dense model is its own reference
     assert spread_table([]).empty
+
+
+def test_the_verdict_says_when_the_accuracy_order_depends_on_the_seed() -> None:
+    def rows(seed: int, dense: float, irregular: float, channel: float) -> list[dict]:
+        return [{"seed": seed, "scheme": s, "step": None, "pruning_rate": r, "val_accuracy": a, "test_accuracy": a,
+                 "meets_tolerance": None if s == "dense" else True}
+                for s, r, a in (("dense", 1.0, dense), ("irregular", 40.0, irregular), ("channel", 6.0, channel))]
+    per_seed = pd.DataFrame(rows(0, 0.991, 0.990, 0.989) + rows(1, 0.990, 0.988, 0.989))
+    text = spread_verdict(per_seed, spread_table(per_seed.to_dict(orient="records")))
+    assert "seeds 0, 1" in text and "irregular 98.80-99.00%" in text
+    assert "ahead of the channel model at 1 of 2 seeds: their accuracy order depends on the seed" in text
+    steady = pd.DataFrame(rows(0, 0.991, 0.990, 0.989) + rows(1, 0.990, 0.989, 0.988))
+    assert "at 2 of 2 seeds." in spread_verdict(steady, spread_table(steady.to_dict(orient="records")))
+    one = pd.DataFrame(rows(0, 0.991, 0.990, 0.989))
+    assert spread_verdict(one, spread_table(one.to_dict(orient="records"))).startswith("One seed only (0)")
