@@ -24,7 +24,7 @@ def test_headline_models_are_the_irregular_one_and_the_structured_one_of_highest
     assert list(chosen) == ["irregular", "channel"]
     assert headline_models([_record("irregular", 100, False), _record("filter", 2, False)]) == {}
     tie = headline_models([_record("column", 4, True, 8.0), _record("filter", 4, True, 8.0)])
-    assert list(tie) == ["filter"]  # equal rates: the scheme listed first in PRUNING_SCHEMES
+    assert list(tie) == ["filter"]  # equal rates: the scheme listed first in STRUCTURED_SCHEMES
 
 
 def test_cut_schedule_keeps_the_first_steps_and_runs_each_of_them() -> None:

@@ -11,9 +11,7 @@ from typing import Any
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from study.contract import PRUNING_SCHEMES
-
-STRUCTURED = tuple(s for s in PRUNING_SCHEMES if s != "irregular")
+from study.contract import STRUCTURED_SCHEMES
 
 
 def headline_models(prune_records: Iterable[Mapping[str, Any]]) -> dict[str, Mapping[str, Any]]:
@@ -25,9 +23,9 @@ def headline_models(prune_records: Iterable[Mapping[str, Any]]) -> dict[str, Map
     irregular = [r for r in records if r["scheme"] == "irregular"]
     if irregular:
         chosen["irregular"] = irregular[0]
-    structured = [r for r in records if r["scheme"] in STRUCTURED]
+    structured = [r for r in records if r["scheme"] in STRUCTURED_SCHEMES]
     if structured:
-        best = max(structured, key=lambda r: (r["compact_pruning_rate"], -STRUCTURED.index(r["scheme"])))
+        best = max(structured, key=lambda r: (r["compact_pruning_rate"], -STRUCTURED_SCHEMES.index(r["scheme"])))
         chosen[best["scheme"]] = best
     return chosen
 
