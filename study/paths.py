@@ -20,6 +20,15 @@ def from_root(path: Path | str) -> Path:
     return path if path.is_absolute() else REPO_ROOT / path
 
 
+def item(baseline: str, *parts: str | int) -> str:
+    """The name of a stage item of one baseline below it, ``<baseline>/<part>-<part>`` (``lenet5-mnist/irregular-8``).
+
+    The baseline is a folder of each stage's records, so a later stage of one baseline depends on that folder
+    alone: rerunning or adding another baseline leaves it up to date.
+    """
+    return f"{baseline}/" + "-".join(str(p) for p in parts)
+
+
 # Relative locations of every output, one function per kind: dvc.yaml declares the same paths.
 def dense_checkpoint(baseline: str) -> str:
     return f"models/{baseline}/dense.pt"

@@ -91,7 +91,7 @@ def _stage_outputs_without_checkpoint(tmp: Path) -> object:
     layout = paths.Layout(tmp, fallback=tmp)
     record = {k: v for k, v in _metrics().items() if k != "wall_s"}
     artifacts.write_results(layout.write(paths.results("train", "lenet5-mnist")), record)
-    artifacts.write_results(layout.write(paths.results("prune", "lenet5-mnist-irregular")),
+    artifacts.write_results(layout.write(paths.results("prune", paths.item("lenet5-mnist", "irregular"))),
                             {**record, "scheme": "irregular", "selected_checkpoint": "models/gone.pt"})
     return catalog.baseline_models(layout, "lenet5-mnist", ["irregular"], [])
 

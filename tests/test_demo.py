@@ -50,9 +50,9 @@ def test_demo_runs_every_stage_and_labels_every_table_and_the_page(synthetic_roo
     demo_params = load_params(out / "params.yaml")
     assert demo_params.compare.weight_bits == demo.PROFILE["weight_bits"] and demo_params.data.val_size == 40
     for scheme in demo_params.compare.schemes:
-        assert (out / "results" / "prune" / f"lenet5-mnist-{scheme}.json").is_file()
+        assert (out / "results" / "prune" / "lenet5-mnist" / f"{scheme}.json").is_file()
         for bits in demo_params.compare.weight_bits:
-            assert (out / "results" / "quantize" / f"lenet5-mnist-{scheme}-{bits}.json").is_file()
+            assert (out / "results" / "quantize" / "lenet5-mnist" / f"{scheme}-{bits}.json").is_file()
     tables = sorted((out / "report" / "tables").glob("*.md"))
     assert len(tables) >= 10 and all(t.read_text().startswith("*DEMO profile: a test*") for t in tables)
     assert all(t.read_text().startswith("% DEMO profile: a test") for t in (out / "report" / "tables").glob("*.tex"))

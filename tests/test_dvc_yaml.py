@@ -53,3 +53,33 @@ def test_stage_kinds_match_the_launcher() -> None:
     from study.stages.launch import NOTEBOOKS
 
     assert set(STAGES) == set(NOTEBOOKS)
+
+
+def _owner(stage_name: str, baselines: list[str]) -> str | None:
+    """The compared baseline a stage belongs to (the longest that its item name starts with), or None."""
+    item = stage_name.partition("@")[2]
+    matches = [b for b in baselines if item == b or item.startswith(f"{b}-")]
+    return max(matches, key=len, default=None)
+
+
+def test_a_baseline_stage_reads_nothing_another_baseline_writes() -> None:
+    """Rerunning, recalibrating or adding one network leaves every stage of the others up to date: no dependency
+    of a stage of one baseline is, contains or lies inside an output of a stage of another."""
+    from pathlib import PurePosixPath
+
+    from dvc.repo import Repo
+
+    baselines = yaml.safe_load((REPO / "params.yaml").read_text())["compare"]["baselines"]
+    assert len(baselines) >= 2, "the check needs two compared baselines"
+    with Repo(str(REPO)) as repo:
+        stages = [(s.name, _owner(s.name, baselines), s) for s in repo.index.stages if hasattr(s, "name")]  # not data.dvc
+    outputs = [(name, owner, PurePosixPath(o.def_path)) for name, owner, s in stages if owner for o in s.outs]
+    crossing = []
+    for name, owner, stage in stages:
+        if owner is None:
+            continue
+        for dep in stage.deps:
+            path = PurePosixPath(dep.def_path)
+            crossing += [f"{name} reads {path}, which holds {out} of {writer}" for writer, other, out in outputs
+                         if other != owner and (out.is_relative_to(path) or path.is_relative_to(out))]
+    assert not crossing, "\n".join(crossing[:5])

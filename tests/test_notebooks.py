@@ -110,16 +110,16 @@ def test_dvc_repro_on_tiny_data_then_every_notebook_by_hand(tmp_path: Path, monk
     networks = ("lenet5-mnist", "vgg6-fashion_mnist")  # the FC-dominated and the conv-dominated network
     for network in networks:
         for scheme in ("irregular", "filter", "channel", "column"):
-            record = json.loads((results / "prune" / f"{network}-{scheme}.json").read_text())
+            record = json.loads((results / "prune" / network / f"{scheme}.json").read_text())
             assert record["scheme"] == scheme and len(record["steps"]) == 2 and "wall_s" not in record
             assert record["compact_pruning_rate"] >= record["pruning_rate"] * 0.999
             assert (project / record["selected_checkpoint"]).is_file()
-            metrics = json.loads((project / "metrics" / "prune" / f"{network}-{scheme}.json").read_text())
+            metrics = json.loads((project / "metrics" / "prune" / network / f"{scheme}.json").read_text())
             assert metrics["wall_s"] > 0 and metrics["test_accuracy"] == record["test_accuracy"] and "provenance" in metrics
-        dense_binary = json.loads((results / "quantize" / f"{network}-dense-1.json").read_text())
+        dense_binary = json.loads((results / "quantize" / network / "dense-1.json").read_text())
         assert set(dense_binary["distinct_values"].values()) == {2}  # fully binarized: +-alpha, no zeros
         for scheme in ("dense", "irregular", "filter", "channel", "column"):
-            quantized = json.loads((results / "quantize" / f"{network}-{scheme}-1.json").read_text())
+            quantized = json.loads((results / "quantize" / network / f"{scheme}-1.json").read_text())
             if network == networks[0]:  # tiny params: its snapped models are kept without training
                 assert quantized["method"] == "snapped" and quantized["trained_val_accuracy"] is None
             else:  # always trained, and the better of the two on validation kept
@@ -131,7 +131,7 @@ def test_dvc_repro_on_tiny_data_then_every_notebook_by_hand(tmp_path: Path, monk
         for model in storage["models"]:
             assert model["total_bits"] == sum(model[c] for c in ("header", "pointers", "indices", "fillers", "codebook", "scale", "values"))
         baseline = json.loads((results / "magnitude" / f"{network}.json").read_text())
-        admm = json.loads((results / "prune" / f"{network}-irregular.json").read_text())
+        admm = json.loads((results / "prune" / network / "irregular.json").read_text())
         assert [s["target_rate"] for s in baseline["steps"]] == [s["target_rate"] for s in admm["steps"]]
         assert (project / baseline["selected_checkpoint"]).is_file() and baseline["scheme"] == "irregular"
         evaluated = json.loads((results / "evaluate" / f"{network}.json").read_text())
@@ -143,7 +143,7 @@ def test_dvc_repro_on_tiny_data_then_every_notebook_by_hand(tmp_path: Path, monk
         assert [m["mcnemar_p"] for m in evaluated["models"] if (m["scheme"], m["weight_bits"]) == ("dense", 32)] == [1.0]
         # every step of every schedule (ADMM per scheme, then magnitude) evaluated again, with its own McNemar
         expected_steps = [("ADMM", s, step["step"]) for s in ("channel", "column", "filter", "irregular")
-                          for step in json.loads((results / "prune" / f"{network}-{s}.json").read_text())["steps"]]
+                          for step in json.loads((results / "prune" / network / f"{s}.json").read_text())["steps"]]
         expected_steps += [("magnitude", "irregular", step["step"]) for step in baseline["steps"]]
         assert [(m["method"], m["scheme"], m["step"]) for m in evaluated["steps"]] == expected_steps
         for step in evaluated["steps"]:
@@ -191,7 +191,7 @@ def test_dvc_repro_on_tiny_data_then_every_notebook_by_hand(tmp_path: Path, monk
     # Same params, same results: a forced rerun of a stage rewrites its record byte for byte, so no stage that
     # reads the record becomes out of date; only the report may (it shows wall times, which differ unless the
     # rerun took the same time to 0.1 s, as tiny stages sometimes do).
-    record = project / "results" / "prune" / "lenet5-mnist-irregular.json"
+    record = project / "results" / "prune" / "lenet5-mnist" / "irregular.json"
     before_rerun = record.read_bytes()
     _dvc(project, env, "repro", "--force", "--single-item", "prune@lenet5-mnist-irregular")
     assert record.read_bytes() == before_rerun
@@ -202,7 +202,7 @@ def test_dvc_repro_on_tiny_data_then_every_notebook_by_hand(tmp_path: Path, monk
     # invalid value ends the stage with the validation's message and status 2, and the last good record stays.
     bad = project / "bad-params.yaml"
     bad.write_text((project / "params.yaml").read_text().replace("\n  rho: 0.01\n", "\n  rho: -1\n", 1))
-    executed_record = project / "runs" / "prune" / "lenet5-mnist-irregular.ipynb"
+    executed_record = project / "runs" / "prune" / "lenet5-mnist" / "irregular.ipynb"
     kept = executed_record.read_bytes()
     failed = subprocess.run([sys.executable, "-m", "study.stages.launch", "prune", "--stage", "prune@lenet5-mnist-irregular",
                              "--params", "bad-params.yaml"], cwd=project, env=env, capture_output=True, text=True, timeout=300)
@@ -217,7 +217,7 @@ def test_dvc_repro_on_tiny_data_then_every_notebook_by_hand(tmp_path: Path, monk
         _run_by_hand(project / "notebooks" / f"{name}.ipynb", tmp_path / f"hand-{name}.ipynb")
     assert _snapshot(project) == before, "a notebook run by hand changed a pipeline output"
     scratch = project / "tmp" / "explore"
-    assert (scratch / "results" / "prune" / "lenet5-mnist-irregular.json").is_file()
+    assert (scratch / "results" / "prune" / "lenet5-mnist" / "irregular.json").is_file()
     assert (scratch / "report" / "tables" / "claims.md").is_file()
     explored = nbformat.read(tmp_path / "hand-explore.ipynb", as_version=4)
     shown = [o.get("data", {}) for c in explored.cells if c.cell_type == "code" for o in c.outputs]

@@ -86,7 +86,7 @@ def test_every_stage_of_the_paper_profile_runs_on_a_residual_network(study_run: 
     for table in ("T1_baselines", "T3_schemes", "T5_storage_resnet18_cifar-cifar10", "T6_energy_resnet18_cifar-cifar10", "claims"):
         assert (report / f"{table}.csv").is_file(), table
     for scheme in ("filter", "channel"):
-        record = json.loads((study_run / "results" / "prune" / f"resnet18_cifar-cifar10-{scheme}.json").read_text())
+        record = json.loads((study_run / "results" / "prune" / "resnet18_cifar-cifar10" / f"{scheme}.json").read_text())
         # whole channel spaces leave: the compacted network is smaller than the masked one counts
         assert record["compact_pruning_rate"] > record["pruning_rate"] > 1.5
         assert record["compact_sizes"]["layer2.0.shortcut.conv"]["out_after"] == record["compact_sizes"]["layer2.0.conv2"]["out_after"]

@@ -23,6 +23,7 @@ from study import paths
 from tests.conftest import REPO, write_tiny_params
 
 GUARD = REPO / "tests" / "netguard"
+IRREGULAR = paths.item("lenet5-mnist", "irregular")  # the name of the irregular pruning run's records
 
 
 def test_network_guard_records_remote_lookups_and_connections(tmp_path: Path) -> None:
@@ -123,17 +124,17 @@ def test_sigkilled_pruning_resumes_after_its_last_finished_step(tmp_path: Path) 
         training.save_model(out / paths.dense_checkpoint("lenet5-mnist"), dense, "lenet5", "mnist")
     subprocess.run(_prune_command(params, reference), check=True, cwd=REPO, timeout=600, capture_output=True)
 
-    resume = killed / paths.resume("prune", "lenet5-mnist-irregular")
+    resume = killed / paths.resume("prune", IRREGULAR)
     _kill_once_written(_prune_command(params, killed), resume)
     done = len(load_checkpoint(resume)["steps"])
-    assert not (killed / paths.results("prune", "lenet5-mnist-irregular")).exists() and 1 <= done < 3, \
+    assert not (killed / paths.results("prune", IRREGULAR)).exists() and 1 <= done < 3, \
         "the kill must land between steps"
     shutil.rmtree(killed / paths.prune_dir("lenet5-mnist", "irregular"))  # as DVC does with a stage's outputs before rerunning it
 
     rerun = subprocess.run(_prune_command(params, killed), cwd=REPO, timeout=600, capture_output=True, text=True)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     assert f"resuming from {resume}: {done}/3 steps already done" in (killed / "run.ipynb").read_text()
-    assert _record(killed, "prune", "lenet5-mnist-irregular") == _record(reference, "prune", "lenet5-mnist-irregular")
+    assert _record(killed, "prune", IRREGULAR) == _record(reference, "prune", IRREGULAR)
     folder = paths.prune_dir("lenet5-mnist", "irregular")
     assert sorted(p.name for p in (killed / folder).iterdir()) == sorted(p.name for p in (reference / folder).iterdir())
     assert not resume.exists()

@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         dense_net, _ = training.load_model(layout.read(paths.dense_checkpoint(baseline)), base.model)
         dense = training.correct_predictions(dense_net, test)
         for scheme in params.compare.schemes:
-            record = catalog.read_record(layout.read(paths.results("prune", f"{baseline}-{scheme}")))
+            record = catalog.read_record(layout.read(paths.results("prune", paths.item(baseline, scheme))))
             steps = record["steps"]
             correct = [training.correct_predictions(training.load_model(layout.read(s["checkpoint"]), base.model)[0], test)
                        for s in steps]

@@ -25,10 +25,16 @@ class Entry:
     checkpoint: Path
 
 
+def _stage_of(record_path: Path) -> str:
+    """The stage kind of a record path: the folder after ``results`` (records of one baseline sit one level lower)."""
+    below = [part for part in reversed(record_path.parents) if part.parent.name == "results"]
+    return below[-1].name if below else record_path.parent.name
+
+
 def read_record(path: Path) -> dict[str, Any]:
     """A results record; a missing file or one lacking the common keys is an error naming it and the stage to rerun."""
     if not path.is_file():
-        stage = path.parent.name
+        stage = _stage_of(path)
         raise FileNotFoundError(f"{path} is missing: run the {stage} stage first (dvc repro {stage})")
     record = json.loads(path.read_text())
     missing = [k for k in RESULT_KEYS if k not in record]
@@ -42,8 +48,8 @@ def record_names(baseline: str, schemes: Iterable[str], weight_bits: Iterable[in
     schemes, weight_bits = list(schemes), list(weight_bits)
     return {
         "train": [baseline],
-        "prune": sorted(f"{baseline}-{s}" for s in schemes),
-        "quantize": sorted(f"{baseline}-{s}-{b}" for s in ["dense", *schemes] for b in weight_bits),
+        "prune": sorted(paths.item(baseline, s) for s in schemes),
+        "quantize": sorted(paths.item(baseline, s, b) for s in ["dense", *schemes] for b in weight_bits),
     }
 
 

@@ -57,11 +57,11 @@ def _items(trained: list[str], compared: list[str], schemes: list[str], weight_b
         items[f"train@{b}"] = ("train", b, {"baseline": b})
     for b in compared:
         for s in schemes:
-            items[f"prune@{b}-{s}"] = ("prune", f"{b}-{s}", {"baseline": b, "scheme": s})
+            items[f"prune@{b}-{s}"] = ("prune", paths.item(b, s), {"baseline": b, "scheme": s})
             for bits in weight_bits:
-                items[f"quantize@{b}-{s}-{bits}"] = ("quantize", f"{b}-{s}-{bits}", {"baseline": b, "scheme": s, "bits": bits})
+                items[f"quantize@{b}-{s}-{bits}"] = ("quantize", paths.item(b, s, bits), {"baseline": b, "scheme": s, "bits": bits})
         for bits in weight_bits:
-            items[f"quantize_dense@{b}-{bits}"] = ("quantize", f"{b}-dense-{bits}", {"baseline": b, "scheme": "dense", "bits": bits})
+            items[f"quantize_dense@{b}-{bits}"] = ("quantize", paths.item(b, "dense", bits), {"baseline": b, "scheme": "dense", "bits": bits})
         for kind in ("magnitude", "evaluate", "weights", "storage", "energy", "latency", "seeds"):
             items[f"{kind}@{b}"] = (kind, b, {"baseline": b})
     items["report"] = ("report", "report", {})
@@ -134,7 +134,7 @@ def execute(kind: str, stage: str, params_file: str = "params.yaml") -> Path:
     executed = paths.REPO_ROOT / folder / f"{name}.ipynb"
     # papermill writes the notebook after every cell: into tmp/running/ (watch it there), moved over the
     # stage's record only when every cell ran, so a failed run leaves the last good record in place
-    running = paths.REPO_ROOT / "tmp" / "running" / folder / executed.name
+    running = paths.REPO_ROOT / "tmp" / "running" / folder / f"{name}.ipynb"
     rank = int(os.environ.get("RANK", "0"))
     scratch = tempfile.TemporaryDirectory(prefix=f"rank{rank}-") if rank != 0 else None
     if scratch is not None:  # every rank runs the notebook; rank 0's record is the one kept

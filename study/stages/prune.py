@@ -44,7 +44,7 @@ def run(params: Params, layout: paths.Layout, baseline: str, scheme: str) -> Sta
     with phase(f"prune {baseline} {scheme}"):
         run_ = progressive.run_schedule(
             net, splits, scheme, schedule, settings, params.seed, threshold, save_step,
-            layout.write(paths.resume("prune", f"{baseline}-{scheme}")),
+            layout.write(paths.resume("prune", paths.item(baseline, scheme))),
             progressive.run_key(schedule, settings, params.seed, data.sha256_of(Path(dense_checkpoint)), base.augment),
             augment=base.augment,
         )
@@ -56,7 +56,7 @@ def run(params: Params, layout: paths.Layout, baseline: str, scheme: str) -> Sta
     # Structured pruning leaves whole units dead: the compacted model is the fair size (same outputs).
     compact, compact_sizes = compaction.compact(chosen, models.INPUT_SHAPES[base.model])
     compact_rate = models.count_weights(chosen) / models.count_nonzero_weights(compact)
-    name = f"{baseline}-{scheme}"
+    name = paths.item(baseline, scheme)
     artifacts.atomic_write_text(layout.write(f"results/prune/{name}.admm.csv"), pd.DataFrame(run_.admm_rows).to_csv(index=False))
     record = {
         "model": base.model,

@@ -127,7 +127,7 @@ def run(params: Params, layout: paths.Layout, baseline: str, scheme: str, bits: 
         # epoch seconds are timings: they stay out of the record later stages read
         "binary_history": [{k: v for k, v in row.items() if k != "seconds"} for row in histories["binary"]],
     }
-    metrics = finish(layout, "quantize", f"{baseline}-{scheme}-{bits}", record, clock, ("source_test_accuracy", "method"),
+    metrics = finish(layout, "quantize", paths.item(baseline, scheme, bits), record, clock, ("source_test_accuracy", "method"),
                      params.seed, {"quantize": settings.model_dump(), "admm": params.admm.model_dump()})
     history = pd.DataFrame(histories["mapping"] or record["binary_history"])
     return StageResult(metrics, {"history": history, "distinct_values": pd.Series(levels, name="distinct values").to_frame()})

@@ -61,7 +61,7 @@ def run(params: Params, layout: paths.Layout, baseline: str) -> StageResult:
     base = require(params.baselines, baseline, "baselines", "add the baseline or pick one that is listed")
     schedules = require(params.prune, baseline, "prune", "add a schedule per scheme")
     dense_record = catalog.read_record(layout.read(paths.results("train", baseline)))
-    prune_records = catalog.records(layout, "prune", [f"{baseline}-{s}" for s in params.compare.schemes])
+    prune_records = catalog.records(layout, "prune", [paths.item(baseline, s) for s in params.compare.schemes])
     chosen = headline_models(prune_records)
     tolerance = params.admm.tolerance_for(baseline)
     line(f"{baseline}: seeds {params.spread.seeds} besides {params.seed}, for dense and "
@@ -74,7 +74,7 @@ def run(params: Params, layout: paths.Layout, baseline: str) -> StageResult:
         net = execution.place(models.build_model(base.model))
         with phase(f"seed {seed}: dense {baseline}"):
             training.fit(net, splits["train"], splits["val"], base.train_config(seed),
-                         resume_path=layout.write(paths.resume("seeds", f"{baseline}-dense-{seed}")))
+                         resume_path=layout.write(paths.resume("seeds", paths.item(baseline, "dense", seed))))
         dense_val = training.evaluate(net, splits["val"])["accuracy"]
         rows.append(_row(seed, "dense", None, models.pruning_rate(net), dense_val,
                          training.evaluate(net, splits["test"])["accuracy"], None))
@@ -84,7 +84,7 @@ def run(params: Params, layout: paths.Layout, baseline: str) -> StageResult:
             schedule = cut_at(require(schedules, scheme, f"prune.{baseline}", "add a schedule for this scheme"),
                               int(record["selected_step"]))
             pruned = copy.deepcopy(net)
-            resume = layout.write(paths.resume("seeds", f"{baseline}-{scheme}-{seed}"))
+            resume = layout.write(paths.resume("seeds", paths.item(baseline, scheme, seed)))
             with phase(f"seed {seed}: {scheme} {baseline} to step {record['selected_step']}"):
                 steps = progressive.run_schedule(
                     pruned, splits, scheme, schedule, params.admm, seed, threshold,
@@ -96,7 +96,7 @@ def run(params: Params, layout: paths.Layout, baseline: str) -> StageResult:
             rows.append(_row(seed, scheme, last["step"], last["pruning_rate"], last["val_accuracy"], last["test_accuracy"],
                              last["val_accuracy"] >= threshold))
             resume.unlink(missing_ok=True)
-        layout.write(paths.resume("seeds", f"{baseline}-dense-{seed}")).unlink(missing_ok=True)
+        layout.write(paths.resume("seeds", paths.item(baseline, "dense", seed))).unlink(missing_ok=True)
     per_seed = pd.DataFrame(rows)
     summary = spread_table(rows)
     write_tables(layout.write(paths.tables("seeds", baseline)), {"per_seed": per_seed, "spread": summary})
