@@ -94,3 +94,17 @@ def test_missing_common_key_is_refused(tmp_path: Path) -> None:
     incomplete = {k: v for k, v in GOOD.items() if k != "wall_s"}
     with pytest.raises(ValueError, match=r"lacks the common keys \['wall_s'\]"):
         artifacts.write_metrics(tmp_path / "m.json", incomplete)
+
+
+
+def test_provenance_table_names_metrics_files_relative_to_their_root(tmp_path: Path) -> None:
+    """The report's provenance table is committed: it must not carry the folders of the machine that ran it."""
+    from study.report.common import provenance_table
+
+    out, repo = tmp_path / "scratch", tmp_path / "repo"
+    files = [out / "metrics/train/a.json", repo / "metrics/prune/a/irregular.json", tmp_path / "elsewhere.json"]
+    for path in files:
+        artifacts.write_metrics(path, GOOD, seed=1, params={})
+    table = provenance_table(files, roots=(out, repo))
+    assert table["metrics"].tolist() == ["metrics/train/a.json", "metrics/prune/a/irregular.json", files[2].as_posix()]
+    assert table["seed"].tolist() == [1, 1, 1]

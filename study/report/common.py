@@ -72,14 +72,17 @@ def stamp(fig: plt.Figure, text: str) -> None:
              bbox={"facecolor": "white", "edgecolor": "#c44e52", "boxstyle": "round,pad=0.25"})
 
 
-def provenance_table(paths: Iterable[Path | str]) -> pd.DataFrame:
-    """Where each metrics file came from: commit, dirty flag (source only), library versions, lock, seed."""
+def provenance_table(paths: Iterable[Path | str], roots: Iterable[Path | str] = ()) -> pd.DataFrame:
+    """Where each metrics file came from: commit, dirty flag (source only), library versions, lock, seed.
+    Each file is named relative to the first of ``roots`` that holds it (the machine's folders say nothing)."""
+    roots = [Path(r) for r in roots]
     rows = []
-    for path in paths:
-        record = json.loads(Path(path).read_text())
+    for path in map(Path, paths):
+        record = json.loads(path.read_text())
         origin = record.get("provenance", {})
         packages = origin.get("packages") or {k: origin.get(k) for k in ("torch", "torchvision", "dvc")}  # older records
-        rows.append({"metrics": str(path), "git commit": (origin.get("git_commit") or "")[:10] or None,
+        shown = next((path.relative_to(r) for r in roots if path.is_relative_to(r)), path)
+        rows.append({"metrics": shown.as_posix(), "git commit": (origin.get("git_commit") or "")[:10] or None,
                      "uncommitted changes": origin.get("git_dirty"), "python": origin.get("python"),
                      **{name: version for name, version in packages.items()},
                      "lock": (origin.get("lock_sha256") or "")[:10] or None, "seed": origin.get("seed")})

@@ -201,7 +201,7 @@ def run(params: Params, layout: paths.Layout, label: str = "") -> Report:
         metric_files += [layout.read(paths.metrics(s, n)) for s in ("prune", "quantize") for n in names[s]]
         metric_files += [layout.read(paths.metrics(s, b)) for s in ("magnitude", "evaluate", "storage", "energy", "latency",
                                                                       "seeds")]
-    table("provenance", report.provenance_table(metric_files))
+    table("provenance", report.provenance_table(metric_files, roots=(layout.out, layout.fallback)))
     artifacts.write_json(layout.write("metrics/summary.json"),
                          summary(baseline_records, prune_records, stage_records["storage"], stage_records["energy"]))
     return out
