@@ -83,3 +83,14 @@ def test_a_baseline_stage_reads_nothing_another_baseline_writes() -> None:
             crossing += [f"{name} reads {path}, which holds {out} of {writer}" for writer, other, out in outputs
                          if other != owner and (out.is_relative_to(path) or path.is_relative_to(out))]
     assert not crossing, "\n".join(crossing[:5])
+
+
+@pytest.mark.parametrize("name", sorted(STAGES))
+def test_a_baseline_stage_does_not_read_the_list_of_baselines(name: str) -> None:
+    """A stage of one network that declared `compare` (or `baselines`) whole would rerun whenever a network is
+    added or dropped; it names the keys it reads (e.g. compare.schemes, baselines.<its baseline>)."""
+    stage = STAGES[name]
+    if "matrix" not in stage or "baseline" not in stage["matrix"]:
+        return  # not a stage of one baseline (train iterates over `baselines`, the report reads them all)
+    declared = {p for p in stage.get("params", []) if isinstance(p, str)}
+    assert not declared & {"compare", "compare.baselines", "baselines"}, f"{name} declares {sorted(declared)}"
