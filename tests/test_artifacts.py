@@ -96,7 +96,6 @@ def test_missing_common_key_is_refused(tmp_path: Path) -> None:
         artifacts.write_metrics(tmp_path / "m.json", incomplete)
 
 
-
 def test_provenance_table_names_metrics_files_relative_to_their_root(tmp_path: Path) -> None:
     """The report's provenance table is committed: it must not carry the folders of the machine that ran it."""
     from study.report.common import provenance_table
