@@ -157,3 +157,31 @@ def test_bad_inputs_name_what_is_wrong() -> None:
         fr.FrontierBootstrap([1.0, 2.0], ["irregular"], DENSE[None, :], DENSE)
     with pytest.raises(ValueError, match="confidence"):
         fr.verdict_of(0.5, confidence=0.4)
+
+
+def test_priced_reuses_the_replicates_under_other_costs() -> None:
+    judged = comparison([("irregular", 20, 2), ("structured", 10, 2)])
+    swapped = judged.priced([10.0, 20.0, 100.0])
+    assert swapped.replicates is judged.replicates
+    assert judged.compare(TOLERANCE).verdict == fr.HOLDS and swapped.compare(TOLERANCE).verdict == fr.DOES_NOT_HOLD
+    with pytest.raises(ValueError, match="costs"):
+        judged.priced([1.0, float("nan"), 3.0])
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from([2.0, 4.0, 8.0, 16.0]), st.integers(0, 6)), min_size=1, max_size=5),
+       st.lists(st.integers(0, 6), min_size=1, max_size=4))
+def test_pick_shares_agree_with_the_selection_rule_replicate_by_replicate(steps, lines) -> None:
+    rates = [r for r, _ in steps]
+    rows = np.array([[(a + shift) % 7 / 10 for _, a in steps] for shift in range(len(lines))])  # one row per replicate
+    levels = np.array(lines, dtype=float) / 10
+    expected = np.zeros(len(steps))
+    for row, level in zip(rows, levels):
+        records = [{"step": i, "pruning_rate": r, "val_accuracy": a} for i, (r, a) in enumerate(zip(rates, row))]
+        expected[contract.select_step(records, level)["step"]] += 1 / len(levels)
+    np.testing.assert_allclose(fr.pick_shares(rates, rows, levels), expected)
+
+
+def test_rate_at_line_is_the_highest_rate_reaching_it_or_the_unpruned_model() -> None:
+    rows = np.array([[0.99, 0.98, 0.90], [0.97, 0.96, 0.95]])
+    assert fr.rate_at_line([2.0, 4.0, 8.0], rows, np.array([0.975, 0.98])).tolist() == [4.0, 1.0]

@@ -23,11 +23,12 @@ import papermill
 import pytest
 
 from study.core.data import write_synthetic
-from study.report.claims import VERDICTS
+from study.report.claims import PROBABILITY, VERDICTS
 from tests.conftest import REPO, write_tiny_params
 
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
-STAGE_ORDER = ["train", "prune", "magnitude", "quantize", "evaluate", "weights", "storage", "energy", "latency", "seeds",
+STAGE_ORDER = ["train", "prune", "magnitude", "l1filter", "quantize", "evaluate", "weights", "storage", "energy", "latency", "seeds",
+               "frontier",
                "report"]
 DISPLAY = re.compile(r"^\s*(display\(|show_figure\(|for b in result\.baselines|result\.(tables|headline)|def show_figure|"
                      r"for name, png in|if name\.startswith|from IPython|from study\.report\.common import styled)")
@@ -108,6 +109,7 @@ def test_dvc_repro_on_tiny_data_then_every_notebook_by_hand(tmp_path: Path, monk
 
     results = project / "results"
     networks = ("lenet5-mnist", "vgg6-fashion_mnist")  # the FC-dominated and the conv-dominated network
+    evaluated_steps: dict[str, list] = {}
     for network in networks:
         for scheme in ("irregular", "filter", "channel", "column"):
             record = json.loads((results / "prune" / network / f"{scheme}.json").read_text())
@@ -145,7 +147,13 @@ def test_dvc_repro_on_tiny_data_then_every_notebook_by_hand(tmp_path: Path, monk
         expected_steps = [("ADMM", s, step["step"]) for s in ("channel", "column", "filter", "irregular")
                           for step in json.loads((results / "prune" / network / f"{s}.json").read_text())["steps"]]
         expected_steps += [("magnitude", "irregular", step["step"]) for step in baseline["steps"]]
+        l1 = json.loads((results / "l1filter" / f"{network}.json").read_text())
+        filter_admm = json.loads((results / "prune" / network / "filter.json").read_text())
+        assert [s["target_rate"] for s in l1["steps"]] == [s["target_rate"] for s in filter_admm["steps"]]
+        assert all(s["compact_pruning_rate"] >= s["pruning_rate"] * 0.999 for s in l1["steps"])
+        expected_steps += [("L1 filter", "filter", step["step"]) for step in l1["steps"]]
         assert [(m["method"], m["scheme"], m["step"]) for m in evaluated["steps"]] == expected_steps
+        evaluated_steps[network] = expected_steps
         for step in evaluated["steps"]:
             assert step["test_accuracy"] == pytest.approx(step["recorded_test_accuracy"], abs=1e-9)
             assert 0 <= step["mcnemar_p"] <= 1
@@ -158,14 +166,29 @@ def test_dvc_repro_on_tiny_data_then_every_notebook_by_hand(tmp_path: Path, monk
                   *(f"{t}_{n}" for n in networks for t in ("T5_storage", "T6_energy", "T7_latency"))):
         assert "\\begin{tabular}" in (report / "tables" / f"{table}.tex").read_text()
         assert (report / "tables" / f"{table}.md").stat().st_size > 0
-    for figure in ("F1_masks", "F2_admm_convergence", "F3_accuracy_vs_rate", "F4_storage_vs_rate", "F5_break_even",
+    for network in networks:  # every step of every schedule at every width (32 and 1 here) priced and judged
+        frontier = json.loads((results / "frontier" / f"{network}.json").read_text())
+        steps = len(evaluated_steps[network])
+        assert frontier["models_judged"] == 2 * (1 + steps) and frontier["val_size"] > 0
+        judged = pd.read_csv(results / "frontier" / network / "models.csv")
+        assert set(judged["quantized_by"].dropna()) == {"quantize stage", "snapped"}
+        verdicts = pd.read_csv(results / "frontier" / network / "verdicts.csv")
+        assert len(verdicts) == 3 * 2 * 2  # claims x widths x splits
+        assert verdicts["p_structured_cheaper"].between(0, 1).all() and set(verdicts["verdict"]) <= set(VERDICTS)
+        picks = pd.read_csv(results / "frontier" / network / "picks.csv")
+        assert picks.groupby(["method", "scheme"])["pick_probability"].sum().round(9).eq(1).all()
+        methods = pd.read_csv(results / "frontier" / network / "methods.csv")
+        assert methods["scheme"].tolist() == ["irregular", "filter"]
+    for figure in ("F0_frontiers", "F1_masks", "F2_admm_convergence", "F3_accuracy_vs_rate", "F4_storage_vs_rate", "F5_break_even",
                    "F6_energy_breakdown", "F7_latency_vs_sparsity", "F8_weight_distributions"):
         for network in networks:
             for ext in ("png", "svg"):
                 assert (report / "figures" / ext / f"{figure}_{network}.{ext}").stat().st_size > 1000
     claims = pd.read_csv(report / "tables" / "claims.csv", keep_default_na=False)
-    assert list(claims.columns) == ["claim", "published", *(c for n in networks for c in (f"{n}: ours", n))]
-    assert len(claims) == 6 and claims["published"].tolist()[0] == "348x"  # read from references/published_results.csv
+    assert list(claims.columns) == ["claim", "published", *(c for n in networks for c in (f"{n}: ours", n, f"{n}: {PROBABILITY}"))]
+    storage_row = claims[claims["claim"].str.startswith("With quantized weights")].iloc[0]
+    assert re.match(r"1-bit \d\.\d\d$", storage_row[f"lenet5-mnist: {PROBABILITY}"])  # the probability of the one width
+    assert len(claims) == 7 and claims["published"].tolist()[0] == "348x"  # read from references/published_results.csv
     # the energy claim once per memory assumption; accuracy claims carry their interval and McNemar's p
     assert sum("needs less energy" in c for c in claims["claim"]) == 2
     assert "95% CI [" in claims["lenet5-mnist: ours"][0] and "McNemar p = " in claims["lenet5-mnist: ours"][0]
@@ -174,7 +197,7 @@ def test_dvc_repro_on_tiny_data_then_every_notebook_by_hand(tmp_path: Path, monk
     t2 = pd.read_csv(report / "tables" / "T2_irregular.csv")
     assert t2["method"].str.startswith("iterative global magnitude pruning").sum() == 2  # one per network
     t3 = pd.read_csv(report / "tables" / "T3_schemes.csv")
-    assert set(t3["method"]) == {"ADMM", "magnitude"} and t3["McNemar p vs dense"].between(0, 1).all()  # every step
+    assert set(t3["method"]) == {"ADMM", "magnitude", "L1 filter"} and t3["McNemar p vs dense"].between(0, 1).all()  # every step
     t6 = pd.read_csv(report / "tables" / "T6_energy_lenet5-mnist.csv")
     assert (t6["total, weights on chip (nJ)"] <= t6["total (nJ)"]).all()
     assert set(claims["lenet5-mnist"]) <= set(VERDICTS)

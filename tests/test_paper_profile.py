@@ -20,8 +20,8 @@ from study.core.params import load_params
 from study.stages import launch
 from tests.conftest import ONE_THREAD, REPO
 
-ORDER = ("train", "prune", "magnitude", "quantize", "quantize_dense", "evaluate", "weights", "storage", "energy",
-         "latency", "seeds", "report")
+ORDER = ("train", "prune", "magnitude", "l1filter", "quantize", "quantize_dense", "evaluate", "weights", "storage", "energy",
+         "latency", "seeds", "frontier", "report")
 
 
 def _write_data(root: Path) -> None:
@@ -90,6 +90,8 @@ def test_every_stage_of_the_paper_profile_runs_on_a_residual_network(study_run: 
         # whole channel spaces leave: the compacted network is smaller than the masked one counts
         assert record["compact_pruning_rate"] > record["pruning_rate"] > 1.5
         assert record["compact_sizes"]["layer2.0.shortcut.conv"]["out_after"] == record["compact_sizes"]["layer2.0.conv2"]["out_after"]
+    l1 = json.loads((study_run / "results" / "l1filter" / "resnet18_cifar-cifar10.json").read_text())
+    assert l1["steps"] == [] and "plain chains only" in l1["not_applicable"]  # residual sums: the baseline says why not
 
 
 def test_imagenet_streams_through_training_and_evaluation(study_run: Path) -> None:

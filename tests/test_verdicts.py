@@ -177,8 +177,8 @@ def test_claims_table_has_one_verdict_column_per_network_and_a_summary_by_verdic
     vgg = [claims.latency_claim(_latency_models(0.4, 0.5)),
            *claims.energy_claims(_energy_models([("irregular", 4, 300.0, True), ("channel", 4, 200.0, True, 50.0)]), 256)]
     table = claims.claims_table({"lenet5-mnist": lenet, "vgg6-fashion_mnist": vgg})
-    assert list(table.columns) == ["claim", "published", "lenet5-mnist: ours", "lenet5-mnist",
-                                   "vgg6-fashion_mnist: ours", "vgg6-fashion_mnist"]
+    assert list(table.columns) == ["claim", "published", "lenet5-mnist: ours", "lenet5-mnist", f"lenet5-mnist: {claims.PROBABILITY}",
+                                   "vgg6-fashion_mnist: ours", "vgg6-fashion_mnist", f"vgg6-fashion_mnist: {claims.PROBABILITY}"]
     assert table["claim"].tolist() == [r["claim"] for r in lenet]  # one row per claim, in the order first seen
     assert table["lenet5-mnist"].tolist() == ["not reproduced at this budget", "holds", "does not hold", "does not hold"]
     # the rate claim is about LeNet-5 only: no verdict for the other network
@@ -189,3 +189,52 @@ def test_claims_table_has_one_verdict_column_per_network_and_a_summary_by_verdic
     assert summary[1].endswith("holds for lenet5-mnist; does not hold for vgg6-fashion_mnist.")
     assert summary[2].endswith("does not hold for lenet5-mnist; holds for vgg6-fashion_mnist.")
     assert summary[3] == summary[2].replace("read from DRAM at every inference", "on chip when they fit 256 KB")
+
+
+def _verdicts(rows: list[tuple[str, int, str, str, float]]) -> pd.DataFrame:
+    """(claim, bits, split, verdict, P(structured cheaper)) -> the frontier stage's verdicts.csv columns."""
+    return pd.DataFrame([{"claim": c, "weight_bits": b, "split": split, "verdict": v, "p_structured_cheaper": p,
+                          "irregular_cost": 20.0, "structured_cost": 10.0, "irregular_model": "ADMM irregular step 2 (40x), 8-bit",
+                          "structured_model": "ADMM column step 3 (6x), 8-bit", "irregular_cheaper_loss_pp": None,
+                          "structured_cheaper_loss_pp": "0.00-0.20", "undecided_cheaper_loss_pp": None}
+                         for c, b, split, v, p in rows])
+
+
+@pytest.mark.parametrize("per_width, verdict", [
+    ({8: ("holds", 0.99), 4: ("holds", 0.97)}, "holds"),
+    ({8: ("holds", 0.99), 4: ("undecided at this budget", 0.6)}, "undecided at this budget"),
+    ({8: ("holds", 0.99), 4: ("does not hold", 0.01)}, "does not hold"),
+    ({8: ("not measured", float("nan"))}, "not measured"),
+])
+def test_frontier_claims_combine_the_widths_and_carry_each_probability(per_width, verdict) -> None:
+    rows = [(claim, bits, split, v, p) for claim in claims.FRONTIER_CLAIMS for bits, (v, p) in per_width.items()
+            for split in ("val", "test")]
+    rows += [(claim, 32, "val", "does not hold", 0.0) for claim in claims.FRONTIER_CLAIMS]  # fp32: not the storage claim's
+    found = claims.frontier_claims(_verdicts(rows), 256)
+    assert len(found) == 3 and "fit 256 KB" in found[2]["claim"]
+    assert found[0]["at our scale"] == verdict  # storage: quantized widths only
+    assert found[1]["at our scale"] == "does not hold"  # energy: fp32 counts too ("the same bits")
+    if verdict == "holds":
+        assert found[0][claims.PROBABILITY] == "8-bit 0.99, 4-bit 0.97"
+        assert "8-bit: holds (P = 0.99; test 0.99); at the line structured 10 KB (ADMM column step 3" in found[0]["ours"]
+        assert "structured cheaper 0.00-0.20 pp below dense" in found[0]["ours"]
+
+
+def test_frontier_claims_without_the_stage_are_not_measured() -> None:
+    assert [r["at our scale"] for r in claims.frontier_claims(pd.DataFrame(), 256)] == ["not measured"] * 3
+
+
+@pytest.mark.parametrize("admm, rival, verdict", [
+    ((0.97, 0.02), (0.99, 0.0), "holds"),
+    ((0.97, 0.02), (0.50, 0.2), "undecided at this budget"),
+    ((0.97, 0.02), (0.0, 0.96), "does not hold"),
+])
+def test_prior_art_claim_needs_admm_ahead_on_every_scheme(admm, rival, verdict) -> None:
+    methods = pd.DataFrame([{"scheme": "irregular", "rival": "magnitude", "admm_rate_at_line": 80.0, "rival_rate_at_line": 40.0,
+                             "p_admm_higher": admm[0], "p_equal": 1 - sum(admm), "p_rival_higher": admm[1]},
+                            {"scheme": "filter", "rival": "L1 filter", "admm_rate_at_line": 4.0, "rival_rate_at_line": 4.0,
+                             "p_admm_higher": rival[0], "p_equal": 1 - sum(rival), "p_rival_higher": rival[1]}])
+    row = claims.prior_art_claim(methods)
+    assert row["at our scale"] == verdict
+    assert "irregular: ADMM 80x vs magnitude 40x at the line (P(ADMM higher) = 0.97" in row["ours"]
+    assert claims.prior_art_claim(pd.DataFrame())["at our scale"] == "not measured"

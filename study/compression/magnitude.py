@@ -65,14 +65,17 @@ class MagnitudeRun:
 
 def run_schedule(model: nn.Module, splits: Mapping[str, Split], rates: list[float], retrain: TrainConfig,
                  threshold: float, stop_after_misses: int, save_step: Callable[[int, float, nn.Module], str],
-                 progress: bool = True) -> MagnitudeRun:
+                 progress: bool = True, prune_to: Callable[[nn.Module, float], object] = prune_globally_to_rate) -> MagnitudeRun:
     """Prune ``model`` (in place) to each rate in turn, retraining with the masks fixed; stop after
-    ``stop_after_misses`` steps in a row below ``threshold`` (validation accuracy), as the ADMM schedule does."""
+    ``stop_after_misses`` steps in a row below ``threshold`` (validation accuracy), as the ADMM schedule does.
+
+    ``prune_to(model, rate)`` adds the step's masks through ``torch.nn.utils.prune`` (global magnitude pruning
+    by default; ``study.compression.l1_filter`` passes whole-filter pruning)."""
     training.seed_everything(retrain.seed)
     run, misses = MagnitudeRun(), 0
     for index, rate in enumerate(rates):
         with phase(f"step {index + 1}/{len(rates)} at {rate:g}x"):
-            prune_globally_to_rate(model, rate)
+            prune_to(model, rate)
             training.fit(model, splits["train"], splits["val"], retrain, progress=progress)
         plain = plain_copy(model)
         val = training.evaluate(plain, splits["val"])["accuracy"]

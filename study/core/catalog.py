@@ -95,7 +95,7 @@ def baseline_models(layout: paths.Layout, baseline: str, schemes: Iterable[str],
 class StepEntry:
     """One progressive step of a pruning schedule (ADMM's, or the magnitude baseline's) and its model."""
 
-    method: str  # "ADMM" or "magnitude", as table T3 names them
+    method: str  # "ADMM", "magnitude" or "L1 filter", as table T3 names them
     scheme: str
     step: int
     target_rate: float
@@ -106,10 +106,13 @@ class StepEntry:
 
 def step_models(layout: paths.Layout, baseline: str, schemes: Iterable[str]) -> list[StepEntry]:
     """Every step model of the baseline's pruning schedules: each scheme's ADMM steps, then the magnitude
-    baseline's, in the records' order. Missing records or checkpoints are errors naming the stage to rerun."""
+    baseline's, then the L1 filter baseline's (where filter pruning is compared), in the records' order.
+    Missing records or checkpoints are errors naming the stage to rerun."""
     names = record_names(baseline, schemes, [])["prune"]
     sources = [("ADMM", r) for r in records(layout, "prune", names)]
     sources.append(("magnitude", read_record(layout.read(paths.results("magnitude", baseline)))))
+    if "filter" in schemes:
+        sources.append(("L1 filter", read_record(layout.read(paths.results("l1filter", baseline)))))
     entries = []
     for method, record in sources:
         for step in record["steps"]:

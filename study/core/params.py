@@ -98,6 +98,15 @@ class ReportParams(_Strict):
         "fc1", description="F8: the layer whose weight distributions are drawn (null: each network's largest)")
 
 
+class VerdictParams(_Strict):
+    """Stage frontier@<baseline>: how the claims' verdicts are drawn along the frontiers (study.report.frontier)."""
+
+    resamples: int = Field(2000, ge=100, description="paired bootstrap replicates over the validation (and test) images")
+    confidence: float = Field(0.95, gt=0.5, le=1.0, description="share of replicates a verdict needs; below it: undecided")
+    band: float = Field(0.90, gt=0.0, lt=1.0, description="central share of the replicates the frontier figure shades")
+    levels: int = Field(21, ge=2, le=201, description="accuracy levels from the dense accuracy down to the tolerance line")
+
+
 class SpreadParams(_Strict):
     """Stage seeds@<baseline>: the dense baseline and the headline pruned models again at other seeds."""
 
@@ -381,6 +390,7 @@ class Params(_Strict):
     report: ReportParams = ReportParams()
     runtime: RuntimeParams = RuntimeParams()
     spread: SpreadParams = SpreadParams()
+    verdicts: VerdictParams = VerdictParams()
 
     @model_validator(mode="after")
     def _comparison(self) -> "Params":

@@ -6,7 +6,10 @@ Each function returns one row: the claim, the published figure, ours, and one of
 - *does not hold*: compared at equal accuracy (both models within the tolerance) and equal bits;
 - *not reproduced at this budget*: our run falls short, but it trained far less than the published one,
   so it neither confirms nor refutes the claim (the row states both budgets);
-- *not measured*: the evidence is missing (a stage not run, or no pair of models within tolerance).
+- *not measured*: the evidence is missing (a stage not run, or no pair of models within tolerance);
+
+and for the claims judged along frontiers (storage, energy) a fifth, *undecided at this budget*: the validation
+images cannot tell which side is cheaper at the tolerance line with 95% probability (``study.report.frontier``).
 
 Published numbers come only from ``references/published_results.csv``.
 """
@@ -18,6 +21,7 @@ from typing import Any
 
 import pandas as pd
 
+from study.report import frontier
 from study.report.common import network_of
 from study.report.compute import energy_comparison, latency_comparison
 from study.report.uncertainty import Evidence
@@ -26,7 +30,9 @@ PAPER = "Wang, Ye, He, Ma et al., arXiv 1907.02124"
 
 
 HOLDS, DOES_NOT_HOLD, NOT_AT_BUDGET, NOT_MEASURED = "holds", "does not hold", "not reproduced at this budget", "not measured"
-VERDICTS = (HOLDS, DOES_NOT_HOLD, NOT_AT_BUDGET, NOT_MEASURED)
+UNDECIDED = frontier.UNDECIDED  # a frontier verdict that the validation images cannot settle (see frontier_claims)
+VERDICTS = (HOLDS, DOES_NOT_HOLD, UNDECIDED, NOT_AT_BUDGET, NOT_MEASURED)
+PROBABILITY = "P(structured cheaper)"  # the claims table's probability column, per network
 
 
 def _row(claim: str, published: str, ours: str, holds: bool | str | None) -> dict[str, Any]:
@@ -134,6 +140,78 @@ def latency_claim(latency_models: pd.DataFrame) -> dict[str, Any]:
     return _row(claim, "structured faster", "; ".join(parts), holds)
 
 
+FRONTIER_CLAIMS = {
+    "storage_kb": ("With quantized weights, structured pruning stores less than irregular pruning (index bits included)",
+                   "structured smaller", "KB", True),
+    "energy_nj": ("At the same accuracy and bits, structured pruning needs less energy per inference than irregular "
+                  "(weights read from DRAM at every inference)", "structured lower", "nJ", False),
+    "energy_on_chip_nj": ("At the same accuracy and bits, structured pruning needs less energy per inference than irregular "
+                          "(weights on chip when they fit {on_chip_kb:g} KB)", "structured lower", "nJ", False),
+}
+
+
+def prior_art_claim(methods: pd.DataFrame, confidence: float = frontier.CONFIDENCE) -> dict[str, Any]:
+    """The abstract's "ADMM-NN-S consistently outperforms the prior art", at equal epochs per step: per scheme with a
+    baseline nobody here wrote (magnitude pruning for irregular, L1 filter pruning for filter), ADMM's rate at the
+    tolerance line against the rival's on the validation bootstrap (the frontier stage's ``methods.csv``).
+    Holds where ADMM reaches further with ``confidence`` for every scheme; does not hold where a rival does for any."""
+    claim = "ADMM-NN-S outperforms the prior art (higher pruning rate at the same accuracy, equal epochs)"
+    if methods.empty:
+        return _row(claim, "ADMM higher", "-", None) | {PROBABILITY: ""}
+    parts = [f"{r.scheme}: ADMM {r.admm_rate_at_line:.3g}x vs {r.rival} {r.rival_rate_at_line:.3g}x at the line "
+             f"(P(ADMM higher) = {r.p_admm_higher:.2f}, equal {r.p_equal:.2f})" for r in methods.itertuples()]
+    if (methods["p_rival_higher"] >= confidence).any():
+        verdict = DOES_NOT_HOLD
+    elif (methods["p_admm_higher"] >= confidence).all():
+        verdict = HOLDS
+    else:
+        verdict = UNDECIDED
+    probability = ", ".join(f"{r.scheme} {r.p_admm_higher:.2f}" for r in methods.itertuples())
+    return _row(claim, "ADMM higher", "; ".join(parts), verdict) | {PROBABILITY: f"P(ADMM higher): {probability}"}
+
+
+def combined_verdict(per_width: list[str]) -> str:
+    """A claim over several widths: holds where it holds at every one, does not hold where it fails at any one,
+    else undecided (or not measured where no width was measured)."""
+    measured = [v for v in per_width if v != NOT_MEASURED]
+    if not measured:
+        return NOT_MEASURED
+    if DOES_NOT_HOLD in measured:
+        return DOES_NOT_HOLD
+    return HOLDS if all(v == HOLDS for v in measured) else UNDECIDED
+
+
+def frontier_claims(verdicts: pd.DataFrame, on_chip_kb: float) -> list[dict[str, Any]]:
+    """The storage and energy claims from the frontier stage's verdicts (``verdicts.csv``): per width, the verdict
+    on validation with its probability, the test split's probability beside it, the two frontiers' costs at the
+    tolerance line and the loss band (points below dense) in which each side is cheaper."""
+    rows = []
+    for claim, (text, published, unit, quantized_only) in FRONTIER_CLAIMS.items():
+        text = text.format(on_chip_kb=on_chip_kb)
+        decided = verdicts[(verdicts["claim"] == claim) & (verdicts["split"] == "val")] if not verdicts.empty else verdicts
+        if quantized_only and not decided.empty:
+            decided = decided[decided["weight_bits"] < 32]
+        if decided.empty:
+            rows.append(_row(text, published, "-", None) | {PROBABILITY: ""})
+            continue
+        test = verdicts[(verdicts["claim"] == claim) & (verdicts["split"] == "test")].set_index("weight_bits")
+        parts, probabilities = [], []
+        for r in decided.sort_values("weight_bits", ascending=False).itertuples():
+            confirm = f"; test {test.loc[r.weight_bits, 'p_structured_cheaper']:.2f}" if r.weight_bits in test.index else ""
+            if r.verdict == NOT_MEASURED:
+                parts.append(f"{r.weight_bits}-bit: not measured")
+                continue
+            bands = "; ".join(f"{side} cheaper {getattr(r, f'{side}_cheaper_loss_pp')} pp below dense"
+                              for side in frontier.SIDES if isinstance(getattr(r, f"{side}_cheaper_loss_pp"), str))
+            parts.append(f"{r.weight_bits}-bit: {r.verdict} (P = {r.p_structured_cheaper:.2f}{confirm}); at the line "
+                         f"structured {r.structured_cost:.4g} {unit} ({r.structured_model}) vs irregular "
+                         f"{r.irregular_cost:.4g} {unit} ({r.irregular_model})" + (f"; {bands}" if bands else ""))
+            probabilities.append(f"{r.weight_bits}-bit {r.p_structured_cheaper:.2f}")
+        row = _row(text, published, " | ".join(parts), combined_verdict(list(decided["verdict"])))
+        rows.append(row | {PROBABILITY: ", ".join(probabilities)})
+    return rows
+
+
 def claims_table(rows_by_network: dict[str, list[dict[str, Any]]]) -> pd.DataFrame:
     """One row per claim, and per network two columns: our numbers (``<network>: ours``) and the verdict
     (``<network>``). A claim about one network only (the LeNet-5 rate) leaves the others' cells empty."""
@@ -142,7 +220,8 @@ def claims_table(rows_by_network: dict[str, list[dict[str, Any]]]) -> pd.DataFra
         for row in rows:
             entry = claims.setdefault(row["claim"], {"claim": row["claim"], "published": row["published"]})
             entry[f"{network}: ours"], entry[network] = row["ours"], row["at our scale"]
-    columns = ["claim", "published"] + [c for n in rows_by_network for c in (f"{n}: ours", n)]
+            entry[f"{network}: {PROBABILITY}"] = row.get(PROBABILITY, "")
+    columns = ["claim", "published"] + [c for n in rows_by_network for c in (f"{n}: ours", n, f"{n}: {PROBABILITY}")]
     return pd.DataFrame(list(claims.values()), columns=columns).fillna("")
 
 

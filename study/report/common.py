@@ -164,9 +164,9 @@ def structured_table(records: Iterable[dict[str, Any]], evidence: Evidence | Non
     for r in records:
         if r["scheme"] == "dense" or "steps" not in r:
             continue
-        admm = "method" not in r  # the magnitude baseline's record names its method
+        admm = "method" not in r  # the baselines' records name their method (and the L1 filter one its short label)
         threshold = accuracy_threshold(r["baseline_val_accuracy"], r["tolerance_pp"])
-        method = "ADMM" if admm else "magnitude"
+        method = "ADMM" if admm else r.get("method_label", "magnitude")
         for step in r["steps"]:
             selected = step["step"] == r["selected_step"]
             rows.append({
@@ -179,8 +179,8 @@ def structured_table(records: Iterable[dict[str, Any]], evidence: Evidence | Non
                 "within tolerance": step["val_accuracy"] >= threshold,
                 "selected": selected,
                 # dead units removed (same outputs): known for the selected step, whose compact model is built
-                "rate after compaction (x)": round(r["compact_pruning_rate"], 1)
-                if admm and selected else None,
+                "rate after compaction (x)": round(step["compact_pruning_rate"], 1) if "compact_pruning_rate" in step
+                else round(r["compact_pruning_rate"], 1) if admm and selected else None,
             })
     table = pd.DataFrame(rows)
     if not table.empty:

@@ -25,6 +25,7 @@ step function is a few lines, and no package we know computes it for paired, poo
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -143,6 +144,15 @@ class FrontierBootstrap:
         self.replicates = bootstrap_accuracies(stacked, resamples, seed)
         self.resamples = resamples
 
+    def priced(self, costs: Sequence[float]) -> "FrontierBootstrap":
+        """The same models and replicates under other costs (another claim): the resampling is done once."""
+        costs = np.asarray(costs, dtype=float)
+        if costs.shape != self.costs.shape or np.isnan(costs).any():
+            raise ValueError(f"{costs.shape[0]} costs (NaN: {bool(np.isnan(costs).any())}) for {len(self.costs)} models")
+        other = copy.copy(self)
+        other.costs = costs
+        return other
+
     def _side(self, side: str) -> np.ndarray:
         return (self.sides == side) | (self.sides == BOTH)
 
@@ -204,3 +214,24 @@ def bands(losses: np.ndarray, probability: np.ndarray, confidence: float = CONFI
             out[str(label[start])].append((float(losses[start]), float(losses[i - 1])))
             start = i
     return out
+
+
+def pick_shares(rates: Sequence[float], accuracies: np.ndarray, lines: np.ndarray) -> np.ndarray:
+    """How often each step of a schedule is the pick of ``study.contract.select_step`` over the replicates:
+    the highest-rate step at or above the replicate's line, else the most accurate one (the first among equals).
+    ``accuracies``: (replicates, steps); ``lines``: (replicates,). Returns the share per step (sums to 1)."""
+    rates = np.asarray(rates, dtype=float)
+    accuracies = np.atleast_2d(np.asarray(accuracies, dtype=float))
+    reached = accuracies >= np.asarray(lines, dtype=float).reshape(-1, 1)
+    by_rate = np.where(reached, rates[None, :], -np.inf)
+    # ties in rate: select_step's max() keeps the first of equal rates
+    highest = np.argmax(by_rate == by_rate.max(axis=1, keepdims=True), axis=1)
+    picks = np.where(reached.any(axis=1), highest, np.argmax(accuracies, axis=1))
+    return np.bincount(picks, minlength=len(rates)) / len(picks)
+
+
+def rate_at_line(rates: Sequence[float], accuracies: np.ndarray, lines: np.ndarray) -> np.ndarray:
+    """Per replicate, the highest pruning rate among models at or above the line (1.0, the unpruned model, where
+    none is): a method's reach at the tolerance line, the frontier of rate instead of cost."""
+    reach = -frontier(-np.asarray(rates, dtype=float), accuracies, lines)
+    return np.where(np.isfinite(reach), np.maximum(reach, 1.0), 1.0)

@@ -10,7 +10,7 @@ before any work starts, and an invalid file ends the stage with the validation's
 By hand: ``python -m study.stages.launch prune --stage prune@lenet5-mnist-irregular`` (writes the
 pipeline's outputs, like ``dvc repro``; to explore without touching them, run the notebook itself).
 
-Distributed: with ``runtime.processes`` > 1 a training stage (train, prune, magnitude, quantize) starts
+Distributed: with ``runtime.processes`` > 1 a training stage (train, prune, magnitude, l1filter, quantize) starts
 itself again under ``torchrun --standalone --nproc_per_node=N``; every process runs the notebook (the
 kernel inherits torchrun's environment and joins the process group), rank 0's executed notebook is the
 one kept. Across machines, start the same command under torchrun on every node yourself (README).
@@ -36,10 +36,10 @@ if TYPE_CHECKING:
     from study.core.params import Params
 
 # Stages that train, and so may run on several processes; the others read checkpoints and count.
-DISTRIBUTED_KINDS = frozenset({"train", "prune", "magnitude", "quantize", "quantize_dense", "seeds"})
-NOTEBOOKS = {"train": "train", "prune": "prune", "magnitude": "magnitude", "quantize": "quantize",
+DISTRIBUTED_KINDS = frozenset({"train", "prune", "magnitude", "l1filter", "quantize", "quantize_dense", "seeds"})
+NOTEBOOKS = {"train": "train", "prune": "prune", "magnitude": "magnitude", "l1filter": "l1filter", "quantize": "quantize",
              "quantize_dense": "quantize", "evaluate": "evaluate", "weights": "weights", "storage": "storage",
-             "energy": "energy", "latency": "latency", "seeds": "seeds", "report": "report"}
+             "energy": "energy", "latency": "latency", "seeds": "seeds", "frontier": "frontier", "report": "report"}
 
 
 StageItems = dict[str, tuple[str, str, dict[str, Any]]]
@@ -62,7 +62,7 @@ def _items(trained: list[str], compared: list[str], schemes: list[str], weight_b
                 items[f"quantize@{b}-{s}-{bits}"] = ("quantize", paths.item(b, s, bits), {"baseline": b, "scheme": s, "bits": bits})
         for bits in weight_bits:
             items[f"quantize_dense@{b}-{bits}"] = ("quantize", paths.item(b, "dense", bits), {"baseline": b, "scheme": "dense", "bits": bits})
-        for kind in ("magnitude", "evaluate", "weights", "storage", "energy", "latency", "seeds"):
+        for kind in ("magnitude", "l1filter", "evaluate", "weights", "storage", "energy", "latency", "seeds", "frontier"):
             items[f"{kind}@{b}"] = (kind, b, {"baseline": b})
     items["report"] = ("report", "report", {})
     return items

@@ -26,12 +26,13 @@ from study.report import compute as report_compute
 from study.report import storage as report_storage
 from study.report import spread as report_spread
 from study.report import weights as report_weights
+from study.report.frontier_plot import plot_frontiers
 from study.report.uncertainty import Evidence
 
 PUBLISHED = "references/published_results.csv"
 STAGE_TABLES = {"storage": ("models", "ideal", "break-even", "formats"), "energy": ("models",),
                 "latency": ("models", "sweep", "crossover"), "evaluate": ("models", "steps"),
-                "seeds": ("per_seed", "spread")}
+                "seeds": ("per_seed", "spread"), "frontier": ("models", "verdicts", "curves", "picks", "methods")}
 
 
 @dataclass
@@ -56,7 +57,15 @@ def _with_timings(records: list[dict[str, Any]], layout: paths.Layout, stage: st
 
 def _stage_tables(layout: paths.Layout, stage: str, baseline: str) -> dict[str, pd.DataFrame]:
     folder = layout.read(paths.tables(stage, baseline))
-    return {n: pd.read_csv(folder / f"{n}.csv") for n in STAGE_TABLES[stage]}
+    return {n: _read_table(folder / f"{n}.csv") for n in STAGE_TABLES[stage]}
+
+
+def _read_table(path: Path) -> pd.DataFrame:
+    """A stage's CSV table; one written from an empty table (no rows, no columns) reads back empty."""
+    try:
+        return pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        return pd.DataFrame()
 
 
 def summary(baseline_records: list[dict], prune_records: list[dict], storage: dict, energy: dict) -> dict[str, Any]:
@@ -107,6 +116,8 @@ def run(params: Params, layout: paths.Layout, label: str = "") -> Report:
         prune_records += catalog.records(layout, "prune", names["prune"])
         quantize_records += catalog.records(layout, "quantize", names["quantize"])
     magnitude_records = [catalog.read_record(layout.read(paths.results("magnitude", b))) for b in compare.baselines]
+    l1filter_records = [catalog.read_record(layout.read(paths.results("l1filter", b)))
+                        for b in compare.baselines if "filter" in compare.schemes]
     stage_tables = {stage: {b: _stage_tables(layout, stage, b) for b in compare.baselines} for stage in STAGE_TABLES}
     stage_records = {stage: {b: catalog.read_record(layout.read(paths.results(stage, b))) for b in compare.baselines}
                      for stage in ("storage", "energy")}
@@ -131,17 +142,25 @@ def run(params: Params, layout: paths.Layout, label: str = "") -> Report:
         rows[baseline].append(report_claims.binarization_claim(
             [r for r in quantize_records if report.network_of(r) == baseline], dense["test_accuracy"], tolerance,
             evidence))
-        rows[baseline].append(report_claims.storage_claim(report_storage.iso_bits_comparison(stage_tables["storage"][baseline]["models"])))
-        rows[baseline] += report_claims.energy_claims(stage_tables["energy"][baseline]["models"], params.energy.on_chip_kb)
+        # storage and energy: along both frontiers, every model of every schedule, with the bootstrap's probability
+        rows[baseline] += report_claims.frontier_claims(stage_tables["frontier"][baseline]["verdicts"], params.energy.on_chip_kb)
+        rows[baseline].append(report_claims.prior_art_claim(stage_tables["frontier"][baseline]["methods"], params.verdicts.confidence))
         rows[baseline].append(report_claims.latency_claim(stage_tables["latency"][baseline]["models"]))
     claims = report_claims.claims_table(rows)
     table("claims", claims)
     out.texts["claims_summary"] = report_claims.claims_summary(claims, compare.baselines)
 
+    for b in compare.baselines:  # the figure the report opens with
+        frontier_tables = stage_tables["frontier"][b]
+        figure(f"F0_frontiers_{b}", plot_frontiers(frontier_tables["models"], frontier_tables["curves"], b,
+                                                    params.admm.tolerance_for(b), band=params.verdicts.band))
+        table(f"verdicts_{b}", frontier_tables["verdicts"])
+        table(f"picks_{b}", frontier_tables["picks"])
+
     table("T1_baselines", report.baseline_table(baseline_records))
     table("T2_irregular", report.irregular_table(prune_records + magnitude_records, published, evidence))
     out.texts["admm_vs_magnitude"] = report.admm_against_magnitude(prune_records, magnitude_records)
-    t3 = report.structured_table(prune_records + magnitude_records, evidence)
+    t3 = report.structured_table(prune_records + magnitude_records + l1filter_records, evidence)
     table("T3_schemes", t3)
     table("T4_quantization", report.quantization_table(quantize_records, evidence))
     if not t3.empty:
@@ -201,6 +220,8 @@ def run(params: Params, layout: paths.Layout, label: str = "") -> Report:
         metric_files += [layout.read(paths.metrics(s, n)) for s in ("prune", "quantize") for n in names[s]]
         metric_files += [layout.read(paths.metrics(s, b)) for s in ("magnitude", "evaluate", "storage", "energy", "latency",
                                                                       "seeds")]
+        metric_files += [layout.read(paths.metrics("l1filter", b))] if "filter" in compare.schemes else []
+        metric_files += [layout.read(paths.metrics("frontier", b))]
     table("provenance", report.provenance_table(metric_files, roots=(layout.out, layout.fallback)))
     artifacts.write_json(layout.write("metrics/summary.json"),
                          summary(baseline_records, prune_records, stage_records["storage"], stage_records["energy"]))
