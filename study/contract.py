@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 # Pruning schemes. Filter = whole output filters / neurons (GEMM rows); channel = whole input channels /
@@ -50,16 +51,66 @@ def within_tolerance(accuracy: float, reference_accuracy: float, tolerance_pp: f
     return bool(accuracy >= accuracy_threshold(reference_accuracy, tolerance_pp))
 
 
-def select_step(steps: Iterable[Mapping[str, Any]], threshold: float) -> Mapping[str, Any]:
-    """Model selection of a pruning schedule: the highest-rate step whose validation accuracy reaches
-    ``threshold``; if none does, the most accurate step. The test split is never looked at."""
+# The selection rule. A step's *loss* is the dense model's validation accuracy minus its own, measured on the same
+# images; per image the difference is +1 (only dense right), -1 (only the step right) or 0, so the loss is a mean
+# whose standard error comes from the disagreements alone (a paired comparison: a few images where a binomial
+# interval of each accuracy would need tens). A step is *within tolerance* when the one-sided 95% upper bound of
+# its loss is at most the tolerance, and *clearly outside* when the lower bound exceeds it: a step one image
+# past the line is neither, so one image can no longer turn a pick into a miss or stop a schedule.
+Z_ONE_SIDED_95 = 1.6448536269514722  # the standard normal's 95% quantile
+PAIRED_KEYS = ("val_only_dense_right", "val_only_step_right", "val_images")  # what a step record carries for it
+SELECTION_RULE = "highest rate whose paired 95% upper bound of the validation loss is within the tolerance"
+
+
+def paired_loss_bounds(only_reference_right: Any, only_model_right: Any, n: int, z: float = Z_ONE_SIDED_95) -> tuple[Any, Any]:
+    """One-sided lower and upper bounds (fractions) of the loss, reference accuracy minus the model's, from the
+    counts of images only one of the two gets right out of ``n``: mean -+ z standard errors of the per-image
+    difference. Works elementwise on numpy arrays of counts (bootstrap replicates) as on numbers."""
+    if n < 2:
+        raise ValueError(f"a paired bound needs at least 2 images, got {n}")
+    b, c = np.asarray(only_reference_right, dtype=float), np.asarray(only_model_right, dtype=float)
+    mean = (b - c) / n
+    variance = np.maximum((b + c) / n - mean**2, 0.0) * n / (n - 1)
+    half = z * np.sqrt(variance / n)
+    low, high = mean - half, mean + half
+    return (float(low), float(high)) if low.ndim == 0 else (low, high)
+
+
+def step_loss_bounds(step: Mapping[str, Any]) -> tuple[float, float]:
+    """The paired loss bounds of a schedule step's record (its ``PAIRED_KEYS``)."""
+    missing = [k for k in PAIRED_KEYS if k not in step]
+    if missing:
+        raise KeyError(f"step {step.get('step')} lacks {missing}: records written before the paired rule; rerun its stage")
+    return paired_loss_bounds(step["val_only_dense_right"], step["val_only_step_right"], int(step["val_images"]))
+
+
+def step_within_tolerance(step: Mapping[str, Any], tolerance_pp: float) -> bool:
+    return bool(step_loss_bounds(step)[1] <= tolerance_pp / 100 + 1e-12)
+
+
+def step_clearly_outside(step: Mapping[str, Any], tolerance_pp: float) -> bool:
+    return bool(step_loss_bounds(step)[0] > tolerance_pp / 100 + 1e-12)
+
+
+def select_step(steps: Iterable[Mapping[str, Any]], tolerance_pp: float) -> Mapping[str, Any]:
+    """Model selection of a pruning schedule (``SELECTION_RULE``): the highest-rate step within tolerance by its
+    paired upper bound; if none is, the most accurate step. The test split is never looked at."""
     steps = list(steps)
     if not steps:
         raise ValueError("no pruning steps to select from")
-    qualifying = [s for s in steps if s["val_accuracy"] >= threshold]
+    qualifying = [s for s in steps if step_within_tolerance(s, tolerance_pp)]
     if qualifying:
         return max(qualifying, key=lambda s: s["pruning_rate"])
     return max(steps, key=lambda s: s["val_accuracy"])
+
+
+def paired_counts(reference_hits: np.ndarray, hits: np.ndarray) -> dict[str, int]:
+    """The ``PAIRED_KEYS`` of a step from per-image correctness of the dense model and the step's model."""
+    reference_hits, hits = np.asarray(reference_hits, dtype=bool), np.asarray(hits, dtype=bool)
+    if reference_hits.shape != hits.shape:
+        raise ValueError(f"the dense model was judged on {reference_hits.shape} images, the step on {hits.shape}")
+    return {"val_only_dense_right": int((reference_hits & ~hits).sum()), "val_only_step_right": int((hits & ~reference_hits).sum()),
+            "val_images": int(hits.size)}
 
 
 def lowest_within_tolerance(table: pd.DataFrame, by: str) -> pd.Series:

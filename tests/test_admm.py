@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -110,7 +111,10 @@ def _run(trained, splits, scheme: str, schedule: PruneSchedule, tmp_path: Path, 
         saved[step] = {k: v.clone() for k, v in model.state_dict().items()}
         return str(tmp_path / f"step{step}.pt")
 
-    run = schedule_run.run_schedule(net, splits, scheme, schedule, TINY_ADMM, 0, 0.0, save_step, progress=False, **kwargs)
+    reference = training.correct_predictions(trained, splits["val"])
+    # a tolerance of 100 points: no step is ever clearly outside it, every rate runs
+    run = schedule_run.run_schedule(net, splits, scheme, schedule, TINY_ADMM, 0, reference, 100.0, save_step, progress=False,
+                                    **kwargs)
     for step, state in saved.items():
         assert all(torch.equal(state[k], run.states[step - 1][k]) for k in state)  # saved what the step left
     return net, run
@@ -175,9 +179,11 @@ def test_regrow_schedule_drops_the_earlier_masks(splits, trained, tmp_path: Path
 
 def test_schedule_stops_after_its_misses(splits, trained, tmp_path: Path) -> None:
     net = _clone(trained)
+    perfect = np.ones(len(splits["val"]), dtype=bool)  # a dense model right on every image, and a step must *gain* a
     run = schedule_run.run_schedule(net, splits, "irregular", _schedule(rates=[2.0, 4.0, 8.0], stop_after_misses=1),
-                                    TINY_ADMM, 0, 1.01, lambda step, rate, model: "", progress=False)
-    assert len(run.steps) == 1 and run.misses == 1  # no accuracy reaches 101%: one miss ends the schedule
+                                    TINY_ADMM, 0, perfect, -1.0, lambda step, rate, model: "", progress=False)
+    assert len(run.steps) == 1 and run.misses == 1  # point: every step is clearly outside, one miss ends the schedule
+    assert run.steps[0]["val_only_dense_right"] == round((1 - run.steps[0]["val_accuracy"]) * len(perfect))
 
 
 def test_split_rate_reaches_the_overall_rate() -> None:
@@ -313,13 +319,15 @@ def test_masked_mapping_rejects_bad_fractions(splits, trained) -> None:
 
 
 def test_selection_uses_validation_only() -> None:
+    paired = {"val_only_dense_right": 0, "val_only_step_right": 0, "val_images": 1000}
     steps = [
-        {"step": 1, "pruning_rate": 10.0, "val_accuracy": 0.990, "test_accuracy": 0.980},
-        {"step": 2, "pruning_rate": 20.0, "val_accuracy": 0.989, "test_accuracy": 0.999},
-        {"step": 3, "pruning_rate": 40.0, "val_accuracy": 0.970, "test_accuracy": 0.999},
+        {"step": 1, "pruning_rate": 10.0, "val_accuracy": 0.990, "test_accuracy": 0.980, **paired},
+        {"step": 2, "pruning_rate": 20.0, "val_accuracy": 0.989, "test_accuracy": 0.999, **paired, "val_only_dense_right": 1},
+        {"step": 3, "pruning_rate": 40.0, "val_accuracy": 0.970, "test_accuracy": 0.999, **paired, "val_only_dense_right": 20},
     ]
-    assert contract.select_step(steps, threshold=0.988)["step"] == 2  # highest rate within tolerance
-    assert contract.select_step(steps, threshold=0.995)["step"] == 1  # none qualifies: the most accurate on val
+    assert contract.select_step(steps, tolerance_pp=1.0)["step"] == 2  # highest rate within tolerance
+    none = [s | {"val_only_dense_right": 50} for s in steps]
+    assert contract.select_step(none, tolerance_pp=1.0)["step"] == 1  # none qualifies: the most accurate on val
 
 
 def test_drop_dead_prunes_dead_survivors_and_keeps_them_zero(splits, trained) -> None:

@@ -57,8 +57,8 @@ def test_demo_runs_every_stage_and_labels_every_table_and_the_page(synthetic_roo
     assert len(tables) >= 10 and all(t.read_text().startswith("*DEMO profile: a test*") for t in tables)
     assert all(t.read_text().startswith("% DEMO profile: a test") for t in (out / "report" / "tables").glob("*.tex"))
     figures = {p.name.split("_")[0] for p in (out / "report" / "figures" / "png").glob("*.png")}
-    assert figures == {f"F{i}" for i in range(1, 10)}  # one network: each of F1-F9 once
-    assert len(list((out / "report" / "figures" / "png").glob("*.png"))) == 9
+    assert figures == {f"F{i}" for i in range(0, 10)}  # one network: each of F0-F9 once
+    assert len(list((out / "report" / "figures" / "png").glob("*.png"))) == 10
     seeds = (out / "results" / "seeds" / "lenet5-mnist" / "per_seed.csv").read_text().splitlines()
     assert len(seeds) > 1 and all(line.startswith("0,") for line in seeds[1:])  # the demo runs no extra seed
     assert page == out / "report" / "index.html" and "DEMO profile: a test" in page.read_text()

@@ -66,18 +66,23 @@ def test_a_side_whose_models_all_miss_the_line_falls_back_to_the_dense_model() -
     assert result.verdict == fr.HOLDS
 
 
-def test_moving_one_image_flips_the_pick_but_not_the_verdict() -> None:
-    """Today's rule picks the cheap irregular model when it clears the line by one image and the next one
-    when it misses by one; the pooled frontier verdict is the same either way, since a second irregular
-    model, well inside the line, is cheaper than the structured one too."""
+def test_moving_one_image_flips_a_point_pick_but_not_the_paired_pick_nor_the_verdict() -> None:
+    """A point rule (the highest step at or above the line) picks the cheap irregular model when it sits on the line
+    and the next one when it misses by one image. The paired rule of ``study.contract`` keeps the step well inside
+    both times, and the pooled frontier verdict is the same either way, since a second irregular model, well inside
+    the line, is cheaper than the structured one too."""
     line = contract.accuracy_threshold(DENSE.mean(), 100 * TOLERANCE)
-    picks, verdicts = [], []
+    point_picks, paired_picks, verdicts = [], [], []
     for lost in (10, 11):  # on the line, one image below it
-        steps = [{"step": 1, "pruning_rate": 5.0, "val_accuracy": correctness(2).mean()},
-                 {"step": 2, "pruning_rate": 10.0, "val_accuracy": correctness(lost).mean()}]
-        picks.append(contract.select_step(steps, line)["step"])
+        steps = [{"step": 1, "pruning_rate": 5.0, **contract.paired_counts(DENSE, correctness(2))},
+                 {"step": 2, "pruning_rate": 10.0, **contract.paired_counts(DENSE, correctness(lost))}]
+        for step, lost_images in zip(steps, (2, lost)):
+            step["val_accuracy"] = correctness(lost_images).mean()
+        point_picks.append(max((s for s in steps if s["val_accuracy"] >= line), key=lambda s: s["pruning_rate"])["step"])
+        paired_picks.append(contract.select_step(steps, 100 * TOLERANCE)["step"])
         verdicts.append(comparison([("irregular", 10, lost), ("irregular", 12, 2), ("structured", 30, 2)]).compare(TOLERANCE))
-    assert picks == [2, 1]
+    assert point_picks == [2, 1]
+    assert paired_picks == [1, 1]
     assert [v.verdict for v in verdicts] == [fr.DOES_NOT_HOLD, fr.DOES_NOT_HOLD]
 
 
@@ -169,17 +174,28 @@ def test_priced_reuses_the_replicates_under_other_costs() -> None:
 
 
 @settings(max_examples=100, deadline=None)
-@given(st.lists(st.tuples(st.sampled_from([2.0, 4.0, 8.0, 16.0]), st.integers(0, 6)), min_size=1, max_size=5),
-       st.lists(st.integers(0, 6), min_size=1, max_size=4))
-def test_pick_shares_agree_with_the_selection_rule_replicate_by_replicate(steps, lines) -> None:
-    rates = [r for r, _ in steps]
-    rows = np.array([[(a + shift) % 7 / 10 for _, a in steps] for shift in range(len(lines))])  # one row per replicate
-    levels = np.array(lines, dtype=float) / 10
+@given(st.lists(st.tuples(st.sampled_from([2.0, 4.0, 8.0, 16.0]), st.integers(0, 30), st.integers(0, 10)), min_size=1, max_size=5),
+       st.integers(1, 4))
+def test_pick_shares_agree_with_the_selection_rule_replicate_by_replicate(steps, replicates) -> None:
+    rates = [r for r, _, _ in steps]
+    n, tolerance_pp = 1000, 1.0  # ten images
+    b = np.array([[(lost + 3 * r) % 31 for _, lost, _ in steps] for r in range(replicates)])  # only dense right
+    c = np.array([[(won + r) % 11 for _, _, won in steps] for r in range(replicates)])  # only the step right
     expected = np.zeros(len(steps))
-    for row, level in zip(rows, levels):
-        records = [{"step": i, "pruning_rate": r, "val_accuracy": a} for i, (r, a) in enumerate(zip(rates, row))]
-        expected[contract.select_step(records, level)["step"]] += 1 / len(levels)
-    np.testing.assert_allclose(fr.pick_shares(rates, rows, levels), expected)
+    for row_b, row_c in zip(b, c):
+        records = [{"step": i, "pruning_rate": rate, "val_accuracy": 0.9 + (cc - bb) / n, "val_only_dense_right": int(bb),
+                    "val_only_step_right": int(cc), "val_images": n} for i, (rate, bb, cc) in enumerate(zip(rates, row_b, row_c))]
+        expected[contract.select_step(records, tolerance_pp)["step"]] += 1 / replicates
+    np.testing.assert_allclose(fr.pick_shares(rates, b, c, n, tolerance_pp), expected)
+
+
+def test_bootstrap_counts_are_exact_counts_of_the_drawn_images() -> None:
+    flags = np.zeros((2, 30), dtype=bool)
+    flags[0, :5] = True
+    counts = fr.bootstrap_counts(flags, 3, seed=0)
+    draws = np.concatenate(list(fr.resample_counts(30, 3, seed=0)))
+    np.testing.assert_array_equal(counts[:, 0], draws[:, :5].sum(axis=1))
+    assert (counts[:, 1] == 0).all()
 
 
 def test_rate_at_line_is_the_highest_rate_reaching_it_or_the_unpruned_model() -> None:

@@ -79,7 +79,8 @@ def test_the_schedule_reaches_each_rate_and_retraining_keeps_the_filters_removed
         return str(path)
 
     retrain = TrainConfig(epochs=1, batch_size=32, lr=0.05, lr_schedule="constant", seed=0)
-    run = magnitude.run_schedule(net, splits, [2, 4, 8], retrain, threshold=0.0, stop_after_misses=2, save_step=save_step,
+    reference = training.correct_predictions(net, splits["val"])
+    run = magnitude.run_schedule(net, splits, [2, 4, 8], retrain, reference, 100.0, stop_after_misses=2, save_step=save_step,
                                  progress=False, prune_to=lambda m, r: l1_filter.prune_filters_to_rate(m, r, DENSITY, SHAPE))
     assert [s["target_rate"] for s in run.steps] == [2, 4, 8]
     previous = None

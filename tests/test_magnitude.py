@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -72,9 +73,10 @@ def test_the_schedule_retrains_with_masks_fixed_and_stops_after_its_misses(synth
         return str(path)
 
     retrain = TrainConfig(epochs=1, batch_size=32, lr=0.05, lr_schedule="constant", seed=0)
-    run = magnitude.run_schedule(net, splits, [5, 20, 60], retrain, threshold=2.0, stop_after_misses=2,
+    perfect = np.ones(len(splits["val"]), dtype=bool)  # a dense model right on every image, and a step must gain a point:
+    run = magnitude.run_schedule(net, splits, [5, 20, 60], retrain, perfect, -1.0, stop_after_misses=2,
                                  save_step=save_step, progress=False)
-    assert [s["step"] for s in run.steps] == [1, 2]  # an impossible threshold: two misses, then stop
+    assert [s["step"] for s in run.steps] == [1, 2]  # every step clearly outside: two misses, then stop
     for step, path in zip(run.steps, saved):
         loaded, _ = training.load_model(path, "lenet5")
         assert models.pruning_rate(loaded) == pytest.approx(step["pruning_rate"])

@@ -161,10 +161,20 @@ def test_compute_verdict_names_the_accuracies_it_compares() -> None:
 
 def test_tolerance_rule_and_selection() -> None:
     assert contract.within_tolerance(0.9880, 0.9900, 0.2) and not contract.within_tolerance(0.9879, 0.9900, 0.2)
-    steps = [{"step": 1, "pruning_rate": 10.0, "val_accuracy": 0.990}, {"step": 2, "pruning_rate": 20.0, "val_accuracy": 0.989},
-             {"step": 3, "pruning_rate": 40.0, "val_accuracy": 0.970}]
-    assert contract.select_step(steps, 0.988)["step"] == 2
-    assert contract.select_step(steps, 0.995)["step"] == 1  # none qualifies: the most accurate
+    # 10,000 images, dense at 99.00%: step 2 loses 10 images net (20 against 10), step 3 loses 200
+    steps = [{"step": 1, "pruning_rate": 10.0, "val_accuracy": 0.990, "val_only_dense_right": 5, "val_only_step_right": 5},
+             {"step": 2, "pruning_rate": 20.0, "val_accuracy": 0.989, "val_only_dense_right": 20, "val_only_step_right": 10},
+             {"step": 3, "pruning_rate": 40.0, "val_accuracy": 0.970, "val_only_dense_right": 210, "val_only_step_right": 10}]
+    steps = [s | {"val_images": 10_000} for s in steps]
+    low, high = contract.step_loss_bounds(steps[1])  # 0.10 points lost, standard error sqrt(30) / 10,000
+    assert (low, high) == pytest.approx((0.001 - 1.6449 * 0.000548, 0.001 + 1.6449 * 0.000548), abs=1e-6)
+    assert contract.select_step(steps, 0.2)["step"] == 2  # 0.10 + 0.09 points: within 0.2
+    assert contract.select_step(steps, 0.15)["step"] == 1  # the bound, not the 0.10 points, must fit
+    assert contract.select_step(steps, 0.05)["step"] == 1  # step 1 loses nothing net: its bound is 0.07 points
+    assert contract.select_step(steps, 0.01)["step"] == 1  # none qualifies: the most accurate
+    assert contract.step_clearly_outside(steps[2], 0.2) and not contract.step_clearly_outside(steps[1], 0.05)
+    with pytest.raises(KeyError, match="rerun its stage"):
+        contract.select_step([{"step": 1, "pruning_rate": 2.0, "val_accuracy": 0.99}], 0.2)
     table = pd.DataFrame({"scheme": ["a", "b", "c"], "kb": [3.0, 1.0, 2.0], "within_tolerance": [True, False, True]})
     assert contract.lowest_within_tolerance(table, "kb")["scheme"] == "c"
     assert contract.lowest_within_tolerance(table.assign(within_tolerance=False), "kb")["scheme"] == "b"

@@ -1,8 +1,7 @@
 """Would a larger validation split pick the pruning step a large held-out set would pick more often?
 
-Selection (``study.contract.select_step``) compares each step's validation accuracy with the dense model's
-minus the tolerance; with 5,000 validation images one standard error at 99% is 0.14 points, close to
-LeNet-5's 0.2-point tolerance. This measures that selection noise on the models the study already has:
+Selection (``study.contract.select_step``) compares each step with the dense model on the same validation images
+(the paired upper bound of its loss against the tolerance); a smaller split widens that bound. This measures that selection noise on the models the study already has:
 every step checkpoint of every pruning schedule and the dense model are run on the 10,000 test images
 (per image, as the evaluate stage does); the "right" step is the one the selection rule picks on all
 10,000; then validation sets of n images are drawn from them (with replacement, 2,000 draws per size),
@@ -24,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from study import paths
-from study.contract import accuracy_threshold, select_step
+from study.contract import paired_counts, select_step
 from study.core import catalog, training
 from study.core.params import load_params
 from study.stages.common import load_splits, use_threads
@@ -34,9 +33,9 @@ def selection_agreement(dense: np.ndarray, steps: list[dict], correct: list[np.n
                         sizes: list[int], draws: int, seed: int = 0) -> dict[int, float]:
     """Per validation size: the fraction of draws whose selection equals the selection on every image."""
     def chosen(rows: np.ndarray) -> int:
-        accuracies = [{"step": s["step"], "pruning_rate": s["pruning_rate"], "val_accuracy": float(c[rows].mean())}
-                      for s, c in zip(steps, correct)]
-        return select_step(accuracies, accuracy_threshold(float(dense[rows].mean()), tolerance_pp))["step"]
+        judged = [{"step": s["step"], "pruning_rate": s["pruning_rate"], "val_accuracy": float(c[rows].mean()),
+                   **paired_counts(dense[rows], c[rows])} for s, c in zip(steps, correct)]
+        return select_step(judged, tolerance_pp)["step"]
 
     everything = np.arange(len(dense))
     right = chosen(everything)

@@ -14,11 +14,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn.utils import prune
 
 from study.compression.pruning import kept_fractions
+from study.contract import paired_counts, step_clearly_outside, step_within_tolerance
 from study.core import models, training
 from study.core.data import Split
 from study.core.training import TrainConfig
@@ -64,10 +66,12 @@ class MagnitudeRun:
 
 
 def run_schedule(model: nn.Module, splits: Mapping[str, Split], rates: list[float], retrain: TrainConfig,
-                 threshold: float, stop_after_misses: int, save_step: Callable[[int, float, nn.Module], str],
+                 reference_hits: np.ndarray, tolerance_pp: float, stop_after_misses: int,
+                 save_step: Callable[[int, float, nn.Module], str],
                  progress: bool = True, prune_to: Callable[[nn.Module, float], object] = prune_globally_to_rate) -> MagnitudeRun:
     """Prune ``model`` (in place) to each rate in turn, retraining with the masks fixed; stop after
-    ``stop_after_misses`` steps in a row below ``threshold`` (validation accuracy), as the ADMM schedule does.
+    ``stop_after_misses`` steps in a row clearly outside ``tolerance_pp`` (paired against the dense model's
+    per-image validation ``reference_hits``), as the ADMM schedule does.
 
     ``prune_to(model, rate)`` adds the step's masks through ``torch.nn.utils.prune`` (global magnitude pruning
     by default; ``study.compression.l1_filter`` passes whole-filter pruning)."""
@@ -80,14 +84,15 @@ def run_schedule(model: nn.Module, splits: Mapping[str, Split], rates: list[floa
         plain = plain_copy(model)
         val = training.evaluate(plain, splits["val"])["accuracy"]
         step = {"step": index + 1, "target_rate": rate, "pruning_rate": models.pruning_rate(plain),
-                "val_accuracy": val, "test_accuracy": training.evaluate(plain, splits["test"])["accuracy"],
+                "val_accuracy": val, **paired_counts(reference_hits, training.correct_predictions(plain, splits["val"])),
+                "test_accuracy": training.evaluate(plain, splits["test"])["accuracy"],
                 "per_layer": kept_fractions(plain),
                 "checkpoint": save_step(index + 1, rate, plain)}
         run.steps.append(step)
-        misses = misses + 1 if val < threshold else 0
+        misses = misses + 1 if step_clearly_outside(step, tolerance_pp) else 0
         line(f"step {index + 1} done", rate=round(step["pruning_rate"], 1), val_accuracy=val,
-             test_accuracy=step["test_accuracy"], within_tolerance=misses == 0)
+             test_accuracy=step["test_accuracy"], within_tolerance=step_within_tolerance(step, tolerance_pp))
         if misses >= stop_after_misses:
-            line(f"stopping: {misses} step(s) in a row below the tolerance")
+            line(f"stopping: {misses} step(s) in a row clearly outside the tolerance")
             break
     return run

@@ -1,7 +1,8 @@
 """Run one progressive pruning schedule (params.yaml ``prune.<baseline>.<scheme>``) step by step.
 
 The step math lives in ``study.compression.pruning``; this module is the loop around it: per-step kept fractions,
-the stop rule (stop after ``stop_after_misses`` steps below the validation threshold), a checkpoint
+the stop rule (stop after ``stop_after_misses`` steps in a row clearly outside the tolerance, by the paired bound
+of ``study.contract``), a checkpoint
 per step, and a resume file so that a killed stage restarts after its last finished step instead of
 from the dense model (a LeNet-5 schedule is ~10-30 minutes of CPU).
 """
@@ -15,10 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
 from study.compression import pruning
+from study.contract import SELECTION_RULE, paired_counts, step_clearly_outside, step_within_tolerance
 from study.progress import line, phase
 from study.core import artifacts, models, training
 from study.core.data import Split
@@ -35,14 +38,15 @@ class ScheduleRun:
     steps: list[dict[str, Any]] = field(default_factory=list)  # rate, val/test accuracy, per-layer, checkpoint
     admm_rows: list[dict[str, Any]] = field(default_factory=list)  # ADMM history of every step (figure F2)
     masks: dict[str, torch.Tensor] | None = None  # masks after the last step
-    misses: int = 0  # consecutive steps below the threshold
+    misses: int = 0  # consecutive steps clearly outside the tolerance
     states: list[dict[str, torch.Tensor]] = field(default_factory=list)  # model weights after each step
 
 
 def run_key(schedule: PruneSchedule, settings: ADMMParams, seed: int, dense_sha256: str, augment: str = "none") -> str:
-    """What a resume file must have been written by: the same schedule, ADMM settings, seed, augmentation and dense model."""
+    """What a resume file must have been written by: the same schedule, ADMM settings, seed, augmentation, dense
+    model and selection rule (the stop rule and the step records follow it)."""
     return json.dumps({"schedule": schedule.model_dump(), "admm": settings.model_dump(), "seed": seed,
-                       "dense": dense_sha256, "augment": augment}, sort_keys=True)
+                       "dense": dense_sha256, "augment": augment, "rule": SELECTION_RULE}, sort_keys=True)
 
 
 def _load_resume(path: Path, key: str) -> ScheduleRun | None:
@@ -69,7 +73,8 @@ def run_schedule(
     schedule: PruneSchedule,
     settings: ADMMParams,
     seed: int,
-    threshold: float,
+    reference_hits: np.ndarray,
+    tolerance_pp: float,
     save_step: SaveStep,
     resume_path: Path | str | None = None,
     resume_key: str = "",
@@ -78,7 +83,8 @@ def run_schedule(
 ) -> ScheduleRun:
     """Prune ``net`` in place through the schedule's rates; return every finished step.
 
-    A step below ``threshold`` (validation accuracy) counts as a miss; the schedule stops after
+    A step clearly outside ``tolerance_pp`` (the paired lower bound of its validation loss against the dense
+    model's per-image ``reference_hits`` exceeds it) counts as a miss; the schedule stops after
     ``schedule.stop_after_misses`` misses in a row. With ``schedule.regrow`` each ADMM phase
     constrains all weights (earlier zeros may come back if the loss wants them, as in the original
     ADMM pruning code); without it an earlier step's zeros stay zero. With ``resume_path``, the state
@@ -118,18 +124,19 @@ def run_schedule(
             "target_rate": rate,
             "pruning_rate": models.pruning_rate(net),
             "val_accuracy": result.val_accuracy,
+            **paired_counts(reference_hits, training.correct_predictions(net, splits["val"])),
             "test_accuracy": training.evaluate(net, splits["test"])["accuracy"],  # reported, never selected on
             "per_layer": pruning.kept_fractions(net),
             "checkpoint": save_step(index + 1, rate, net),
         }
         run.steps.append(step)
-        run.misses = run.misses + 1 if result.val_accuracy < threshold else 0
+        run.misses = run.misses + 1 if step_clearly_outside(step, tolerance_pp) else 0
         line(f"step {index + 1} done", rate=round(step["pruning_rate"], 1), val_accuracy=step["val_accuracy"],
-             test_accuracy=step["test_accuracy"], within_tolerance=run.misses == 0)
+             test_accuracy=step["test_accuracy"], within_tolerance=step_within_tolerance(step, tolerance_pp))
         run.states.append({k: v.detach().clone() for k, v in net.state_dict().items()})
         if resume_path:
             _save_resume(Path(resume_path), resume_key, run)
         if run.misses >= schedule.stop_after_misses:
-            line(f"stopping: {run.misses} step(s) in a row below the tolerance")
+            line(f"stopping: {run.misses} step(s) in a row clearly outside the tolerance")
             break
     return run

@@ -243,7 +243,8 @@ class PruneSchedule(_Strict):
     min_keep: float = Field(0.0, ge=0, le=1, description="magnitude allocation: floor of any layer's kept fraction")
     admm_epochs: int = Field(ge=1)
     retrain_epochs: int = Field(ge=0)
-    stop_after_misses: int = Field(1, ge=1, description="stop after this many steps below the accuracy tolerance")
+    stop_after_misses: int = Field(2, ge=1, description="stop after this many steps in a row clearly outside the accuracy "
+                                   "tolerance (the paired lower bound of the validation loss above it)")
     drop_dead: bool = Field(False, description="after each step's projection also prune the weights that cannot change "
                             "the output (unread units; readers of a unit that only emits its bias, folded into their bias)")
     regrow: bool = Field(False, description="each ADMM phase constrains all weights, so an earlier step's zeros may "

@@ -16,7 +16,7 @@ from matplotlib.ticker import FuncFormatter  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from study.contract import SCHEMES, accuracy_threshold  # noqa: E402
+from study.contract import PAIRED_KEYS, SCHEMES, accuracy_threshold, step_within_tolerance  # noqa: E402
 from study.core.artifacts import atomic_write_bytes, atomic_write_text  # noqa: E402
 from study.report.uncertainty import Evidence  # noqa: E402
 
@@ -176,7 +176,9 @@ def structured_table(records: Iterable[dict[str, Any]], evidence: Evidence | Non
                 "val accuracy (%)": _pct(step["val_accuracy"]), "test accuracy (%)": _pct(step["test_accuracy"]),
                 CI_COLUMN: evidence.interval(network_of(r), step["test_accuracy"]),
                 P_COLUMN: evidence.step_p_value(network_of(r), method, r["scheme"], step["step"]),
-                "within tolerance": step["val_accuracy"] >= threshold,
+                # the selection rule's (paired upper bound of the loss); records older than it: the point rule
+                "within tolerance": step_within_tolerance(step, r["tolerance_pp"]) if PAIRED_KEYS[-1] in step
+                else step["val_accuracy"] >= threshold,
                 "selected": selected,
                 # dead units removed (same outputs): known for the selected step, whose compact model is built
                 "rate after compaction (x)": round(step["compact_pruning_rate"], 1) if "compact_pruning_rate" in step

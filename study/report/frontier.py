@@ -31,6 +31,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from study import contract
+
 HOLDS, DOES_NOT_HOLD, UNDECIDED, NOT_MEASURED = "holds", "does not hold", "undecided at this budget", "not measured"
 SIDES = ("irregular", "structured")
 BOTH = "both"  # the unpruned model: each side's rate-1 point
@@ -71,15 +73,21 @@ def resample_counts(n_images: int, resamples: int, seed: int, chunk: int = 250) 
         yield rng.multinomial(n_images, uniform, size=min(chunk, resamples - start)).astype(np.int32)
 
 
+def bootstrap_counts(flags: np.ndarray, resamples: int, seed: int) -> np.ndarray:
+    """How many of each row's flagged images each paired resample draws: (resamples, rows) from (rows, images)
+    booleans. Every row of a replicate sees the same images; the same seed, the same draws."""
+    flags = np.asarray(flags, dtype=bool)
+    if flags.ndim != 2:
+        raise ValueError(f"per-image flags must be (models, images), got shape {flags.shape}")
+    columns = flags.astype(np.float32).T  # (images, rows); counts stay exact in float32 below 2^24 images
+    return np.concatenate([counts.astype(np.float32) @ columns for counts in resample_counts(flags.shape[1], resamples, seed)])
+
+
 def bootstrap_accuracies(correct: np.ndarray, resamples: int, seed: int) -> np.ndarray:
     """Every model's accuracy on each paired resample: (resamples, models) from per-image ``correct``
-    (models, images) booleans. All models of a replicate see the same images; the same seed, the same draws."""
+    (models, images) booleans."""
     correct = np.asarray(correct, dtype=bool)
-    if correct.ndim != 2:
-        raise ValueError(f"per-image correctness must be (models, images), got shape {correct.shape}")
-    hits = correct.astype(np.float32).T  # (images, models)
-    n = correct.shape[1]
-    return np.concatenate([(counts.astype(np.float32) @ hits) / n for counts in resample_counts(n, resamples, seed)])
+    return bootstrap_counts(correct, resamples, seed) / correct.shape[-1]
 
 
 @dataclass(frozen=True)
@@ -216,17 +224,21 @@ def bands(losses: np.ndarray, probability: np.ndarray, confidence: float = CONFI
     return out
 
 
-def pick_shares(rates: Sequence[float], accuracies: np.ndarray, lines: np.ndarray) -> np.ndarray:
-    """How often each step of a schedule is the pick of ``study.contract.select_step`` over the replicates:
-    the highest-rate step at or above the replicate's line, else the most accurate one (the first among equals).
-    ``accuracies``: (replicates, steps); ``lines``: (replicates,). Returns the share per step (sums to 1)."""
+def pick_shares(rates: Sequence[float], only_reference_right: np.ndarray, only_model_right: np.ndarray, n: int,
+                tolerance_pp: float) -> np.ndarray:
+    """How often each step of a schedule is the pick of ``study.contract.select_step`` over the replicates: the
+    highest-rate step whose paired upper loss bound is within the tolerance, else the most accurate one (the first
+    among equals). Counts: (replicates, steps) of the resampled images only the dense model / only the step gets
+    right, out of ``n``. Returns the share per step (sums to 1)."""
     rates = np.asarray(rates, dtype=float)
-    accuracies = np.atleast_2d(np.asarray(accuracies, dtype=float))
-    reached = accuracies >= np.asarray(lines, dtype=float).reshape(-1, 1)
+    b = np.atleast_2d(np.asarray(only_reference_right, dtype=float))
+    c = np.atleast_2d(np.asarray(only_model_right, dtype=float))
+    _, upper = contract.paired_loss_bounds(b, c, n)
+    reached = upper <= tolerance_pp / 100 + 1e-12
     by_rate = np.where(reached, rates[None, :], -np.inf)
-    # ties in rate: select_step's max() keeps the first of equal rates
-    highest = np.argmax(by_rate == by_rate.max(axis=1, keepdims=True), axis=1)
-    picks = np.where(reached.any(axis=1), highest, np.argmax(accuracies, axis=1))
+    highest = np.argmax(by_rate == by_rate.max(axis=1, keepdims=True), axis=1)  # select_step's max(): first of equals
+    most_accurate = np.argmax(c - b == (c - b).max(axis=1, keepdims=True), axis=1)  # accuracy = dense's + (c - b) / n
+    picks = np.where(reached.any(axis=1), highest, most_accurate)
     return np.bincount(picks, minlength=len(rates)) / len(picks)
 
 

@@ -27,6 +27,7 @@ import torch
 
 from study import paths
 from study.compression import quantize
+from study import contract
 from study.contract import FULL_PRECISION_BITS, STRUCTURED_SCHEMES
 from study.core import artifacts, catalog, models, training
 from study.core.params import Params
@@ -153,25 +154,31 @@ RIVALS = {"irregular": "magnitude", "filter": "L1 filter"}
 def schedule_tables(table: pd.DataFrame, correct: dict[str, np.ndarray], tolerance_pp: float, params: Params
                     ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """On the validation bootstrap, fp32 models only: how often each step of each schedule is the selection
-    rule's pick (``picks``), and ADMM's reach at the tolerance line against its rival's (``methods``: the rate of
-    the highest step at or above the line, and the probability that ADMM's is higher)."""
+    rule's pick (``picks``, ``study.contract.select_step``), and ADMM's reach at the tolerance line against its
+    rival's (``methods``: the rate of the highest step at or above the line, and the probability that ADMM's is higher)."""
     steps = table[(table["weight_bits"] == FULL_PRECISION_BITS) & (table["method"] != "dense")].reset_index(drop=True)
-    reference = table[(table["scheme"] == "dense") & (table["weight_bits"] == FULL_PRECISION_BITS)]["id"].iloc[0]
-    stacked = np.stack([correct[f"val/{i}"] for i in steps["id"]] + [correct[f"val/{reference}"]])
-    replicates = fr.bootstrap_accuracies(stacked, params.verdicts.resamples, params.seed)
-    point = stacked.mean(axis=1)
-    lines, point_line = replicates[:, -1] - tolerance_pp / 100, point[-1] - tolerance_pp / 100
+    reference_id = table[(table["scheme"] == "dense") & (table["weight_bits"] == FULL_PRECISION_BITS)]["id"].iloc[0]
+    reference = correct[f"val/{reference_id}"]
+    hits = np.stack([correct[f"val/{i}"] for i in steps["id"]])
+    n, resamples, seed = reference.size, params.verdicts.resamples, params.seed
+    # one set of draws (the seed) for all three: counts of images only dense / only the step gets right, and accuracy
+    only_dense = fr.bootstrap_counts(reference & ~hits, resamples, seed)
+    only_step = fr.bootstrap_counts(hits & ~reference, resamples, seed)
+    replicates = fr.bootstrap_accuracies(np.vstack([hits, reference[None, :]]), resamples, seed)
+    lines, point_line = replicates[:, -1] - tolerance_pp / 100, reference.mean() - tolerance_pp / 100
     picks, reach = [], {}
     for (method, scheme), group in steps.groupby(["method", "scheme"], sort=False):
         index = group.index.to_numpy()
         rates = group["pruning_rate"].to_numpy()
-        shares = fr.pick_shares(rates, replicates[:, index], lines)
-        chosen = fr.pick_shares(rates, point[index][None, :], np.array([point_line]))
-        picks += [{"method": method, "scheme": scheme, "step": int(r.step), "pruning_rate": r.pruning_rate,
-                   "val_accuracy": r.val_accuracy, "picked": bool(c), "pick_probability": float(p)}
-                  for r, p, c in zip(group.itertuples(), shares, chosen)]
+        records = [{"step": int(r.step), "pruning_rate": r.pruning_rate, "val_accuracy": r.val_accuracy,
+                    **contract.paired_counts(reference, hits[i])} for i, r in zip(index, group.itertuples())]
+        chosen = contract.select_step(records, tolerance_pp)["step"]
+        shares = fr.pick_shares(rates, only_dense[:, index], only_step[:, index], n, tolerance_pp)
+        picks += [{"method": method, "scheme": scheme, "step": r["step"], "pruning_rate": r["pruning_rate"],
+                   "val_accuracy": r["val_accuracy"], "loss_upper_bound_pp": 100 * contract.step_loss_bounds(r)[1],
+                   "picked": r["step"] == chosen, "pick_probability": float(p)} for r, p in zip(records, shares)]
         reach[(method, scheme)] = (fr.rate_at_line(rates, replicates[:, index], lines),
-                                   float(fr.rate_at_line(rates, point[index][None, :], np.array([point_line]))[0]))
+                                   float(fr.rate_at_line(rates, hits[index].mean(axis=1)[None, :], np.array([point_line]))[0]))
     methods = []
     for scheme, rival in RIVALS.items():
         if ("ADMM", scheme) not in reach or (rival, scheme) not in reach:
@@ -179,7 +186,7 @@ def schedule_tables(table: pd.DataFrame, correct: dict[str, np.ndarray], toleran
         (ours, ours_point), (theirs, theirs_point) = reach[("ADMM", scheme)], reach[(rival, scheme)]
         methods.append({"scheme": scheme, "rival": rival, "admm_rate_at_line": ours_point, "rival_rate_at_line": theirs_point,
                         "p_admm_higher": float((ours > theirs).mean()), "p_equal": float((ours == theirs).mean()),
-                        "p_rival_higher": float((ours < theirs).mean()), "resamples": params.verdicts.resamples})
+                        "p_rival_higher": float((ours < theirs).mean()), "resamples": resamples})
     return pd.DataFrame(picks), pd.DataFrame(methods)
 
 

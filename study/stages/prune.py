@@ -10,7 +10,7 @@ import torch
 from study import paths
 from study.compression import compaction, pruning
 from study.compression import schedule as progressive
-from study.contract import PRUNING_SCHEMES, accuracy_threshold, check_scheme, select_step
+from study.contract import PRUNING_SCHEMES, accuracy_threshold, check_scheme, select_step, step_within_tolerance
 from study.core import artifacts, data, execution, models, training
 from study.core.params import Params
 from study.progress import line, phase
@@ -30,9 +30,11 @@ def run(params: Params, layout: paths.Layout, baseline: str, scheme: str) -> Sta
     net = execution.place(net)
     dense_val = training.evaluate(net, splits["val"])["accuracy"]
     dense_test = training.evaluate(net, splits["test"])["accuracy"]
-    threshold = accuracy_threshold(dense_val, settings.tolerance_for(baseline))
-    line(f"{baseline}: dense val {100 * dense_val:.2f}%, test {100 * dense_test:.2f}%; "
-         f"a step qualifies with val >= {100 * threshold:.2f}%")
+    dense_hits = training.correct_predictions(net, splits["val"])  # each step is judged against it, image by image
+    tolerance = settings.tolerance_for(baseline)
+    threshold = accuracy_threshold(dense_val, tolerance)
+    line(f"{baseline}: dense val {100 * dense_val:.2f}%, test {100 * dense_test:.2f}%; a step qualifies when the paired "
+         f"95% upper bound of its loss is within {tolerance:g} points (val >= {100 * threshold:.2f}% at the least)")
     out_dir = paths.prune_dir(baseline, scheme)
 
     def save_step(step: int, rate: float, model: torch.nn.Module) -> str:
@@ -43,12 +45,12 @@ def run(params: Params, layout: paths.Layout, baseline: str, scheme: str) -> Sta
     # The state after each finished step goes to the resume file; a rerun of this very configuration continues there.
     with phase(f"prune {baseline} {scheme}"):
         run_ = progressive.run_schedule(
-            net, splits, scheme, schedule, settings, params.seed, threshold, save_step,
+            net, splits, scheme, schedule, settings, params.seed, dense_hits, tolerance, save_step,
             layout.write(paths.resume("prune", paths.item(baseline, scheme))),
             progressive.run_key(schedule, settings, params.seed, data.sha256_of(Path(dense_checkpoint)), base.augment),
             augment=base.augment,
         )
-    selected = select_step(run_.steps, threshold)
+    selected = select_step(run_.steps, tolerance)
     chosen, _ = training.load_model(layout.write(selected["checkpoint"]), base.model)
     selected_checkpoint = f"{out_dir}/selected.pt"  # what the quantize stages start from
     training.save_model(layout.write(selected_checkpoint), chosen, base.model, base.dataset,
@@ -66,10 +68,10 @@ def run(params: Params, layout: paths.Layout, baseline: str, scheme: str) -> Sta
         "test_accuracy": selected["test_accuracy"],
         "val_accuracy": selected["val_accuracy"],
         "pruning_rate": selected["pruning_rate"],
-        "meets_tolerance": selected["val_accuracy"] >= threshold,
+        "meets_tolerance": step_within_tolerance(selected, tolerance),
         "baseline_val_accuracy": dense_val,
         "baseline_test_accuracy": dense_test,
-        "tolerance_pp": settings.tolerance_for(baseline),
+        "tolerance_pp": tolerance,
         "selected_step": selected["step"],
         "selected_checkpoint": selected_checkpoint,
         "compact_pruning_rate": compact_rate,

@@ -20,7 +20,7 @@ import torch
 
 from study import paths
 from study.compression import schedule as progressive
-from study.contract import accuracy_threshold
+from study.contract import step_within_tolerance
 from study.core import catalog, execution, models, training
 from study.core.params import Params, PruneSchedule
 from study.progress import line, phase
@@ -75,10 +75,10 @@ def run(params: Params, layout: paths.Layout, baseline: str) -> StageResult:
         with phase(f"seed {seed}: dense {baseline}"):
             training.fit(net, splits["train"], splits["val"], base.train_config(seed),
                          resume_path=layout.write(paths.resume("seeds", paths.item(baseline, "dense", seed))))
+        dense_hits = training.correct_predictions(net, splits["val"])  # the steps are judged against it, image by image
         dense_val = training.evaluate(net, splits["val"])["accuracy"]
         rows.append(_row(seed, "dense", None, models.pruning_rate(net), dense_val,
                          training.evaluate(net, splits["test"])["accuracy"], None))
-        threshold = accuracy_threshold(dense_val, tolerance)
         dense_sha = _state_sha256(net)
         for scheme, record in chosen.items():
             schedule = cut_at(require(schedules, scheme, f"prune.{baseline}", "add a schedule for this scheme"),
@@ -87,14 +87,14 @@ def run(params: Params, layout: paths.Layout, baseline: str) -> StageResult:
             resume = layout.write(paths.resume("seeds", paths.item(baseline, scheme, seed)))
             with phase(f"seed {seed}: {scheme} {baseline} to step {record['selected_step']}"):
                 steps = progressive.run_schedule(
-                    pruned, splits, scheme, schedule, params.admm, seed, threshold,
+                    pruned, splits, scheme, schedule, params.admm, seed, dense_hits, tolerance,
                     save_step=lambda step, rate, model: "", resume_path=resume,
                     resume_key=progressive.run_key(schedule, params.admm, seed, dense_sha, base.augment),
                     augment=base.augment,
                 ).steps
             last = steps[-1]
             rows.append(_row(seed, scheme, last["step"], last["pruning_rate"], last["val_accuracy"], last["test_accuracy"],
-                             last["val_accuracy"] >= threshold))
+                             step_within_tolerance(last, tolerance)))
             resume.unlink(missing_ok=True)
         layout.write(paths.resume("seeds", paths.item(baseline, "dense", seed))).unlink(missing_ok=True)
     per_seed = pd.DataFrame(rows)
