@@ -21,6 +21,7 @@ from study import paths
 from study.core import artifacts, catalog, data, models, training
 from study.costs import encoding, energy
 from study.core.params import ParamsError, load_params
+from study.explore.session import Candidate, Explorer
 from tests.conftest import REPO
 
 FINISHED = b'{"finished": "an earlier run; must survive every failure"}'
@@ -95,42 +96,65 @@ def _stage_outputs_without_checkpoint(tmp: Path) -> object:
                             {**record, "scheme": "irregular", "selected_checkpoint": "models/gone.pt"})
     return catalog.baseline_models(layout, "lenet5-mnist", ["irregular"], [])
 
+
+@dataclass(frozen=True)
+class ParamsCase:
+    """A bad value of params.yaml: the edit that makes it, and what its error must say. Also run under `dvc repro`
+    on the tiny pipeline (tests/test_notebooks.py), where no earlier output may be lost to it."""
+
+    name: str
+    edit: Callable[[dict], object]
+    match: str
+
+
+PARAMS_CASES = [
+    ParamsCase("params: unknown top-level key", lambda p: p.update(sed=1), r"sed: unknown key"),
+    ParamsCase("params: unknown model", lambda p: p["baselines"]["lenet5-mnist"].update(model="lenet6"),
+               r"baselines\.lenet5-mnist\.model: unknown model 'lenet6'"),
+    ParamsCase("params: negative epochs", lambda p: p["baselines"]["lenet5-mnist"].update(epochs=-3),
+               r"baselines\.lenet5-mnist\.epochs"),
+    ParamsCase("params: epochs not an integer", lambda p: p["baselines"]["lenet5-mnist"].update(epochs="many"),
+               r"baselines\.lenet5-mnist\.epochs"),
+    ParamsCase("params: kept fraction split on a missing layer",
+               lambda p: p["prune"]["lenet5-mnist"]["irregular"]["density_weights"].update(fc3=1),
+               r"density_weights\.fc3: the model has no layer 'fc3'"),
+    ParamsCase("params: channel pruning of a 1-channel input",
+               lambda p: p["prune"]["lenet5-mnist"]["channel"]["density_weights"].update(conv1=1),
+               r"conv1 has a single channel unit"),
+    ParamsCase("params: unknown pruning scheme", lambda p: p["prune"]["lenet5-mnist"].update(kernel={}),
+               r"prune\.lenet5-mnist\.kernel"),
+    ParamsCase("params: infinite learning rate", lambda p: p["baselines"]["lenet5-mnist"].update(lr=float("inf")),
+               r"baselines\.lenet5-mnist\.lr: .*finite"),
+    ParamsCase("params: NaN tolerance", lambda p: p["admm"].update(tolerance_pp=float("nan")),
+               r"admm\.tolerance_pp"),
+    ParamsCase("params: infinite energy entry", lambda p: p["energy"]["table_pj"].update(fp32_add=float("inf")),
+               r"energy\.table_pj"),
+    ParamsCase("params: rates not increasing", lambda p: p["prune"]["lenet5-mnist"]["irregular"].update(rates=[40, 15]),
+               r"strictly increasing"),
+    ParamsCase("params: negative energy entry", lambda p: p["energy"]["table_pj"].update(dram_32bit_read=-1),
+               r"energy\.table_pj: .*dram_32bit_read"),
+    ParamsCase("params: missing energy entry", lambda p: p["energy"]["table_pj"].pop("fp32_add"),
+               r"missing entr.*fp32_add"),
+    ParamsCase("params: unknown energy component", lambda p: p["energy"]["table_pj"].update(int4_mult=0.1),
+               r"unknown component.*int4_mult"),
+    ParamsCase("params: lanes below one", lambda p: p["energy"].update(lanes=0), r"energy\.lanes"),
+    ParamsCase("params: negative on-chip memory", lambda p: p["energy"].update(on_chip_kb=-1),
+               r"energy\.on_chip_kb"),
+    ParamsCase("params: index width out of range", lambda p: p["storage"].update(index_bits=0),
+               r"storage\.index_bits"),
+    ParamsCase("params: unknown sparse format", lambda p: p["storage"].update(formats=["coo"]),
+               r"storage\.formats: .*\['coo'\]"),
+    ParamsCase("params: unstorable weight width", lambda p: p["storage"].update(break_even_weight_bits=[9]),
+               r"break_even_weight_bits: .*\[9\]"),
+    ParamsCase("params: sparsities not increasing", lambda p: p["latency"].update(sweep_sparsities=[0.9, 0.5]),
+               r"latency\.sweep_sparsities"),
+    ParamsCase("params: malformed sweep layer", lambda p: p["latency"]["sweep_layers"].update(bad=[10, 0]),
+               r"latency\.sweep_layers: .*bad"),
+]
+
 CASES = [
     # --- params.yaml: validated before any work
-    Case("params: unknown top-level key", _params_with(lambda p: p.update(sed=1)), ParamsError, r"sed: unknown key"),
-    Case("params: unknown model", _params_with(lambda p: p["baselines"]["lenet5-mnist"].update(model="lenet6")),
-         ParamsError, r"baselines\.lenet5-mnist\.model: unknown model 'lenet6'"),
-    Case("params: epochs not an integer", _params_with(lambda p: p["baselines"]["lenet5-mnist"].update(epochs="many")),
-         ParamsError, r"baselines\.lenet5-mnist\.epochs"),
-    Case("params: kept fraction split on a missing layer",
-         _params_with(lambda p: p["prune"]["lenet5-mnist"]["irregular"]["density_weights"].update(fc3=1)),
-         ParamsError, r"density_weights\.fc3: the model has no layer 'fc3'"),
-    Case("params: channel pruning of a 1-channel input",
-         _params_with(lambda p: p["prune"]["lenet5-mnist"]["channel"]["density_weights"].update(conv1=1)),
-         ParamsError, r"conv1 has a single channel unit"),
-    Case("params: unknown pruning scheme", _params_with(lambda p: p["prune"]["lenet5-mnist"].update(kernel={})),
-         ParamsError, r"prune\.lenet5-mnist\.kernel"),
-    Case("params: rates not increasing", _params_with(lambda p: p["prune"]["lenet5-mnist"]["irregular"].update(rates=[40, 15])),
-         ParamsError, r"strictly increasing"),
-    Case("params: negative energy entry", _params_with(lambda p: p["energy"]["table_pj"].update(dram_32bit_read=-1)),
-         ParamsError, r"energy\.table_pj: .*dram_32bit_read"),
-    Case("params: missing energy entry", _params_with(lambda p: p["energy"]["table_pj"].pop("fp32_add")),
-         ParamsError, r"missing entr.*fp32_add"),
-    Case("params: unknown energy component", _params_with(lambda p: p["energy"]["table_pj"].update(int4_mult=0.1)),
-         ParamsError, r"unknown component.*int4_mult"),
-    Case("params: lanes below one", _params_with(lambda p: p["energy"].update(lanes=0)), ParamsError, r"energy\.lanes"),
-    Case("params: negative on-chip memory", _params_with(lambda p: p["energy"].update(on_chip_kb=-1)), ParamsError,
-         r"energy\.on_chip_kb"),
-    Case("params: index width out of range", _params_with(lambda p: p["storage"].update(index_bits=0)),
-         ParamsError, r"storage\.index_bits"),
-    Case("params: unknown sparse format", _params_with(lambda p: p["storage"].update(formats=["coo"])),
-         ParamsError, r"storage\.formats: .*\['coo'\]"),
-    Case("params: unstorable weight width", _params_with(lambda p: p["storage"].update(break_even_weight_bits=[9])),
-         ParamsError, r"break_even_weight_bits: .*\[9\]"),
-    Case("params: sparsities not increasing", _params_with(lambda p: p["latency"].update(sweep_sparsities=[0.9, 0.5])),
-         ParamsError, r"latency\.sweep_sparsities"),
-    Case("params: malformed sweep layer", _params_with(lambda p: p["latency"]["sweep_layers"].update(bad=[10, 0])),
-         ParamsError, r"latency\.sweep_layers: .*bad"),
+    *(Case(c.name, _params_with(c.edit), ParamsError, c.match) for c in PARAMS_CASES),
     # --- data files
     Case("data: truncated IDX", lambda t: data.read_idx(_idx(t, lambda b: b[:-100])), data.DataError, r"truncated"),
     Case("data: wrong IDX magic", lambda t: data.read_idx(_idx(t, lambda b: b"\x1f\x8b\x08\x00" + b[4:])),
@@ -139,11 +163,19 @@ CASES = [
          r"run `python -m study.core.data fetch`"),
     Case("data: unknown dataset", lambda t: data.load_dataset("cifar100", t), ValueError,
          r"unknown dataset 'cifar100'; valid datasets"),
+    Case("data: validation split larger than the files at hand", lambda t: data.load_dataset(
+        "mnist", data.write_synthetic("mnist", t / "tiny", n_train=64, n_test=16, seed=0) or t / "tiny", val_size=500,
+        check_sha256=False), data.DataError, r"data\.val_size=500: the mnist files at hand hold 64 training images"),
+    # --- the explorer
+    Case("explorer: negative validation images", lambda t: Explorer(Candidate("x", t / "x.pt", t / "p.yaml"), -5),
+         ValueError, r"val_images=-5: .* at least 1"),
+    Case("explorer: no validation images", lambda t: Explorer(Candidate("x", t / "x.pt", t / "p.yaml"), 0),
+         ValueError, r"val_images=0: .* at least 1"),
     # --- checkpoints
     Case("checkpoint: wrong shapes", lambda t: training.load_model(_checkpoint(t, _wrong_shape)), artifacts.CheckpointError,
          r"size mismatch for fc1.weight"),
     Case("checkpoint: truncated bytes", lambda t: training.load_model(_checkpoint(t, raw=lambda b: b[: len(b) // 2])),
-         artifacts.CheckpointError, r"unreadable"),
+         artifacts.CheckpointError, r"is truncated \([\d,]+ bytes, an incomplete zip archive\)"),
     Case("checkpoint: another model", lambda t: training.load_model(_checkpoint(t), "resnet20"), artifacts.CheckpointError,
          r"holds model 'lenet5', expected 'resnet20'"),
     Case("checkpoint: arbitrary pickled objects", lambda t: artifacts.load_checkpoint(_evil(t)), artifacts.CheckpointError,
@@ -191,3 +223,26 @@ def test_the_suite_is_large_enough() -> None:
     assert len(CASES) >= 25, f"the bad-input suite has {len(CASES)} cases; keep at least 25"
     assert len({c.name for c in CASES}) == len(CASES)
 
+
+
+def test_a_setting_to_fix_ends_a_stage_with_its_sentence_not_a_traceback(tmp_path: Path) -> None:
+    """runtime.device: cuda on a machine without a GPU: the launcher prints the one sentence that says what to change."""
+    import subprocess
+    import sys
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: cuda is a valid device here")
+    root = tmp_path / "data"
+    data.write_synthetic("mnist", root, seed=1)
+    from tests.conftest import write_tiny_params
+
+    params = write_tiny_params(tmp_path / "params.yaml", root)
+    settings = yaml.safe_load(params.read_text())
+    settings["runtime"]["device"] = "cuda"
+    params.write_text(yaml.safe_dump(settings))
+    result = subprocess.run([sys.executable, "-m", "study.stages.launch", "train", "--stage", "train@lenet5-mnist",
+                             "--params", str(params)], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                            env={**__import__("os").environ, "PYTHONPATH": str(REPO)})
+    assert result.returncode == 2
+    assert "error: runtime.device is 'cuda' but torch sees no GPU" in result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.splitlines()) <= 3, result.stderr

@@ -88,6 +88,31 @@ def _run_by_hand(notebook: Path, executed: Path) -> None:
                 raise
 
 
+def _every_bad_value_under_dvc_repro_keeps_every_output(project: Path, env: dict[str, str]) -> None:
+    """The bad-input suite's params.yaml cases under plain `dvc repro`: the validate stage refuses each with its own
+    message before DVC removes any stage's outputs, so every file but params.yaml stays byte-identical."""
+    import yaml
+
+    from tests.test_bad_inputs import PARAMS_CASES
+
+    params_file = project / "params.yaml"
+    good = params_file.read_text()
+    before = {k: v for k, v in _snapshot(project).items() if k != "params.yaml"}
+    for case in PARAMS_CASES:
+        settings = yaml.safe_load(good)
+        case.edit(settings)
+        params_file.write_text(yaml.safe_dump(settings, sort_keys=False))
+        result = subprocess.run([sys.executable, "-m", "dvc", "repro"], cwd=project, env=env, capture_output=True,
+                                text=True, timeout=600)
+        assert result.returncode != 0, f"{case.name}: dvc repro accepted it"
+        assert re.search(case.match, result.stdout + result.stderr), f"{case.name}: {result.stderr[-1500:]}"
+        after = {k: v for k, v in _snapshot(project).items() if k != "params.yaml"}
+        assert after == before, f"{case.name}: changed {sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))[:5]}"
+    params_file.write_text(good)
+    assert "Data and pipelines are up to date" in _dvc(project, env, "status")
+    print(f"bad-input suite under dvc repro: {len(PARAMS_CASES)} of {len(PARAMS_CASES)} refused, every output intact")
+
+
 def test_dvc_repro_on_tiny_data_then_every_notebook_by_hand(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     project = tmp_path / "project"
     _copy_project(project)
@@ -106,6 +131,7 @@ def test_dvc_repro_on_tiny_data_then_every_notebook_by_hand(tmp_path: Path, monk
     assert "[train lenet5-mnist] epoch 1/1" in log and "[train vgg6-fashion_mnist] epoch 1/1" in log and "[prune lenet5-mnist irregular / step 1/2 at 15x / ADMM]" in log
     assert "Data and pipelines are up to date" in _dvc(project, env, "status")
     assert not netlog.exists(), f"network use during the pipeline:\n{netlog.read_text()}"
+    _every_bad_value_under_dvc_repro_keeps_every_output(project, env)
 
     results = project / "results"
     networks = ("lenet5-mnist", "vgg6-fashion_mnist")  # the FC-dominated and the conv-dominated network

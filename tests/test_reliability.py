@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -138,3 +139,35 @@ def test_sigkilled_pruning_resumes_after_its_last_finished_step(tmp_path: Path) 
     folder = paths.prune_dir("lenet5-mnist", "irregular")
     assert sorted(p.name for p in (killed / folder).iterdir()) == sorted(p.name for p in (reference / folder).iterdir())
     assert not resume.exists()
+
+
+@pytest.mark.parametrize("change", [("data", "val_size", 80), ("runtime", "threads", 2)], ids=lambda c: f"{c[0]}.{c[1]}")
+def test_a_resume_file_from_other_settings_is_set_aside_and_training_starts_over(tmp_path: Path, change) -> None:
+    """Killed under one setting, rerun under another: the result is the uninterrupted run's under the new one."""
+    section, key, value = change
+    root = tmp_path / "data"
+    write_synthetic("mnist", root, n_train=2048, n_test=64, seed=3)
+    before = write_tiny_params(tmp_path / "before.yaml", root)
+    settings = yaml.safe_load(before.read_text())
+    settings["baselines"]["lenet5-mnist"].update(epochs=6)
+    before.write_text(yaml.safe_dump(settings))
+    settings[section][key] = value
+    after = tmp_path / "after.yaml"
+    after.write_text(yaml.safe_dump(settings))
+    reference, killed = tmp_path / "reference", tmp_path / "killed"
+    reference.mkdir(), killed.mkdir()
+    subprocess.run(_train_command(after, reference), check=True, cwd=REPO, timeout=600, capture_output=True)
+
+    resume = killed / paths.resume("train", "lenet5-mnist")
+    _kill_once_written(_train_command(before, killed), resume)
+    assert 1 <= len(load_checkpoint(resume)["history"]) < 6, "the kill must land mid-training"
+    rerun = subprocess.run(_train_command(after, killed), cwd=REPO, timeout=600, capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    notebook = (killed / "run.ipynb").read_text()
+    said = re.search(rf"{re.escape(str(resume))} was written under other settings \(([^)]*) differ\): starting over", notebook)
+    assert said and section in said.group(1).split(", "), "the rerun must say why it starts over"
+    assert "resuming from" not in notebook
+    assert _record(killed, "train", "lenet5-mnist") == _record(reference, "train", "lenet5-mnist")
+    a, _ = training.load_model(reference / paths.dense_checkpoint("lenet5-mnist"))
+    b, _ = training.load_model(killed / paths.dense_checkpoint("lenet5-mnist"))
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))

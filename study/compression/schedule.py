@@ -42,11 +42,13 @@ class ScheduleRun:
     states: list[dict[str, torch.Tensor]] = field(default_factory=list)  # model weights after each step
 
 
-def run_key(schedule: PruneSchedule, settings: ADMMParams, seed: int, dense_sha256: str, augment: str = "none") -> str:
+def run_key(schedule: PruneSchedule, settings: ADMMParams, seed: int, dense_sha256: str, augment: str = "none",
+            context: Mapping[str, Any] | None = None) -> str:
     """What a resume file must have been written by: the same schedule, ADMM settings, seed, augmentation, dense
-    model and selection rule (the stop rule and the step records follow it)."""
+    model, selection rule (the stop rule and the step records follow it) and ``context`` (data, runtime settings)."""
     return json.dumps({"schedule": schedule.model_dump(), "admm": settings.model_dump(), "seed": seed,
-                       "dense": dense_sha256, "augment": augment, "rule": SELECTION_RULE}, sort_keys=True)
+                       "dense": dense_sha256, "augment": augment, "rule": SELECTION_RULE, **dict(context or {})},
+                      sort_keys=True)
 
 
 def _load_resume(path: Path, key: str) -> ScheduleRun | None:
@@ -54,7 +56,12 @@ def _load_resume(path: Path, key: str) -> ScheduleRun | None:
         return None
     state = artifacts.load_checkpoint(path)
     if state.get("run_key") != key:
-        line(f"{path} was written by other settings: starting over")
+        try:
+            written, wanted = json.loads(state.get("run_key") or "{}"), json.loads(key)
+            differing = sorted(k for k in set(written) | set(wanted) if written.get(k) != wanted.get(k))
+        except (TypeError, ValueError):
+            differing = ["its key"]
+        line(f"{path} was written under other settings ({', '.join(differing)} differ): starting over")
         return None
     torch.set_rng_state(state["rng_state"])
     return ScheduleRun(state["steps"], state["admm_rows"], state["masks"], state["misses"], state["step_states"])

@@ -14,6 +14,7 @@ import os
 import platform
 import subprocess
 import tempfile
+import zipfile
 from collections.abc import Mapping
 from importlib import metadata
 from pathlib import Path
@@ -90,6 +91,11 @@ def load_checkpoint(path: Path | str) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist; run the stage that produces it (`dvc repro`)")
+    with path.open("rb") as head:
+        zipped = head.read(4) == b"PK\x03\x04"
+    if zipped and not zipfile.is_zipfile(path):  # torch.save writes a zip archive; a cut one lost its central directory
+        raise CheckpointError(f"checkpoint {path} is truncated ({path.stat().st_size:,} bytes, an incomplete zip archive): "
+                              "rerun the stage that wrote it (`dvc repro --force <stage>`)")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:

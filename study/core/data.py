@@ -358,7 +358,8 @@ def held_out(n: int, val_size: int, seed: int, name: str) -> tuple[np.ndarray, n
     """(validation, training) indices of ``n`` training images: a fixed seeded draw of ``val_size`` of them,
     each part in file order (every data set holds its validation split out this way)."""
     if not 0 <= val_size < n:
-        raise ValueError(f"val_size={val_size} must be in [0, {n}) for {name}")
+        raise DataError(f"data.val_size={val_size}: the {name} files at hand hold {n} training images, and the validation "
+                        f"split is drawn from them; set data.val_size in params.yaml to at least 0 and below {n}")
     order = np.random.default_rng(seed).permutation(n)
     return np.sort(order[:val_size]), np.sort(order[val_size:])
 

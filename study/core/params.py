@@ -31,8 +31,9 @@ from study.core.training import AUGMENTATIONS, LR_SCHEDULES, TrainConfig
 
 
 class _Strict(BaseModel):
-    # Unknown keys are errors (a typo must not silently fall back to a default).
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Unknown keys are errors (a typo must not silently fall back to a default); infinities and NaN are refused
+    # wherever a number is read (an `lr: .inf` would train to NaN and fail much later, naming no key).
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 def dataset_shape(name: str) -> tuple[int, int, int]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -177,12 +177,14 @@ def fit(
     step_hooks: Sequence[StepHook] = (),
     loss_terms: Sequence[LossTerm] = (),
     progress: bool = True,
+    resume_key: Mapping[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """Train ``model`` in place; return the per-epoch history (train loss, val accuracy/loss, lr, seconds).
 
     With ``resume_path``, the full training state (weights, optimizer, RNG, history) is saved there
-    atomically after every epoch, and a rerun with the same config continues after the last finished
-    epoch instead of starting over.
+    atomically after every epoch, and a rerun with the same config and ``resume_key`` (what else shapes the
+    result: data, runtime settings) continues after the last finished epoch; a resume file written under other
+    settings is set aside with a line saying what differs, and training starts over.
 
     Batches go to the model's device. In a distributed run every rank draws the same global batch
     (same seeded generator) and trains on its part through DistributedDataParallel; the loss is scaled
@@ -198,13 +200,14 @@ def fit(
     )
     history: list[dict[str, Any]] = []
     start_epoch = 0
-    if resume_path is not None and Path(resume_path).exists():
-        state = load_checkpoint(resume_path)
-        if state.get("config") != asdict(config):
-            raise CheckpointError(
-                f"resume checkpoint {resume_path} was written with config {state.get('config')}, "
-                f"not {asdict(config)}; delete it to start over"
-            )
+    key = {"config": asdict(config), **dict(resume_key or {})}
+    state = load_checkpoint(resume_path) if resume_path is not None and Path(resume_path).exists() else None
+    if state is not None and state.get("key") != key:
+        written = state.get("key") or {"config": state.get("config")}  # files from before the key: their config
+        differing = sorted(k for k in set(written) | set(key) if written.get(k) != key.get(k))
+        line(f"{resume_path} was written under other settings ({', '.join(differing)} differ): starting over")
+        state = None
+    if state is not None:
         load_state_into(model, state["model_state"], str(resume_path))
         optimizer.load_state_dict(state["optimizer_state"])
         generator.set_state(state["generator_state"])
@@ -216,13 +219,13 @@ def fit(
     model.train()
     with channels_last(model):
         _epochs(model, train, val, config, optimizer, generator, history, start_epoch, resume_path, step_hooks,
-                loss_terms, progress)
+                loss_terms, progress, key)
     return history
 
 
 def _epochs(model: nn.Module, train: Split, val: Split, config: TrainConfig, optimizer: torch.optim.Optimizer,
             generator: torch.Generator, history: list[dict[str, Any]], start_epoch: int, resume_path: Path | str | None,
-            step_hooks: Sequence[StepHook], loss_terms: Sequence[LossTerm], progress: bool) -> None:
+            step_hooks: Sequence[StepHook], loss_terms: Sequence[LossTerm], progress: bool, key: Mapping[str, Any]) -> None:
     """The epochs of :func:`fit` from ``start_epoch`` on, appending to ``history``."""
     run = execution.current()
     device = execution.model_device(model)
@@ -272,6 +275,7 @@ def _epochs(model: nn.Module, train: Split, val: Split, config: TrainConfig, opt
             save_checkpoint(
                 resume_path,
                 {
+                    "key": key,
                     "config": asdict(config),
                     "model_state": model.state_dict(),
                     "optimizer_state": optimizer.state_dict(),

@@ -121,6 +121,9 @@ class Explorer:
     """One model in memory: its layers, their MAC positions, the energy settings and a validation subset."""
 
     def __init__(self, candidate: Candidate, val_images: int = 2000) -> None:
+        if isinstance(val_images, bool) or not isinstance(val_images, int) or val_images < 1:
+            raise ValueError(f"val_images={val_images!r}: the explorer measures accuracy on that many validation images; "
+                             "give a whole number of at least 1 (2000 answers within about a second on 2 cores)")
         self.candidate = candidate
         self.model, payload = training.load_model(candidate.checkpoint)
         self.model.eval()

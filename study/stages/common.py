@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -62,6 +63,26 @@ def load_splits(params: Params, dataset: str) -> dict[str, data.Split]:
                                        params.data.workers)
     return data.load_dataset(dataset, root, params.data.val_size, split_seed=params.seed,
                              check_sha256=params.data.check_sha256)
+
+
+def split_fingerprint(split: data.Split | vision_data.StreamedSplit) -> str:
+    """sha256 of a split held in memory (its images and labels, as the stage sees them), or, for a split streamed
+    from disk, of its size and its image indices: what a resume file must have been trained on."""
+    digest = hashlib.sha256()
+    if isinstance(split, data.Split):
+        for tensor in (split.images, split.labels):
+            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    else:
+        digest.update(str(len(split)).encode())
+        digest.update(split.indices.cpu().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def resume_context(params: Params, splits: Mapping[str, Any]) -> dict[str, Any]:
+    """Everything besides a stage's own settings that shapes what it trains, for its resume key: the data settings,
+    the runtime settings that change bits (threads, device, mixed precision, processes) and the data themselves."""
+    return {"data": params.data.model_dump(), "runtime": params.runtime.model_dump(),
+            "splits": {name: split_fingerprint(split) for name, split in splits.items()}}
 
 
 def require(mapping: Mapping[str, Any], key: str, where: str, hint: str) -> Any:

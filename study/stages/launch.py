@@ -42,7 +42,17 @@ NOTEBOOKS = {"train": "train", "prune": "prune", "magnitude": "magnitude", "l1fi
              "energy": "energy", "latency": "latency", "seeds": "seeds", "frontier": "frontier", "report": "report"}
 
 
+# The stage every other one depends on: params.yaml checked in full, before DVC removes any stage's outputs (it
+# does so right before a stage's command runs, so a bad value caught inside a stage would cost its last good
+# outputs). Its one output never changes while the file is valid, so passing it reruns nothing downstream.
+VALIDATE = "validate"
+VALID_STAMP = "results/params.valid"
+VALID_TEXT = "params.yaml passed the full check (study.core.params) before any stage ran\n"
+
 StageItems = dict[str, tuple[str, str, dict[str, Any]]]
+# Errors that say what to fix in params.yaml, the data or a checkpoint: the launcher prints their message alone (the
+# traceback stays in the notebook as far as it ran, under tmp/running/).
+USER_ERRORS = frozenset({"ParamsError", "ExecutionError", "DataError", "CheckpointError"})
 
 
 def stage_items(params: Params) -> StageItems:
@@ -109,6 +119,17 @@ def _skip_iri_grammar() -> None:
     sys.modules.setdefault("rfc3987_syntax", None)  # a None entry makes `import rfc3987_syntax` fail at once
 
 
+def kernel_imports_this_checkout(root: Path = paths.REPO_ROOT) -> None:
+    """Make the notebook's kernel import ``study`` from ``root``, the checkout this launcher runs in, not from
+    wherever the package is installed. DVC runs ``dvc exp run --temp`` and queued experiments in a temporary copy
+    of the repository (the working directory of the stage's command, which ``python -m`` imports from) and even
+    points ``$DVC_ROOT`` at the workspace there; the kernel starts in ``notebooks/`` and, without this, would
+    import the editable install, whose paths and params.yaml are the workspace's."""
+    existing = os.environ.get("PYTHONPATH", "")
+    entries = [str(root), *(p for p in existing.split(os.pathsep) if p and Path(p).resolve() != root.resolve())]
+    os.environ["PYTHONPATH"] = os.pathsep.join(entries)
+
+
 def run_notebook(notebook: Path, executed: Path, parameters: dict[str, Any], **options: Any) -> None:
     """``notebook`` through papermill into ``executed``, with the two start-up costs of a stage cut: the
     unused grammar (:func:`_skip_iri_grammar`), and the kernel's shutdown, stopped at once after the last
@@ -120,6 +141,18 @@ def run_notebook(notebook: Path, executed: Path, parameters: dict[str, Any], **o
 
     papermill.execute_notebook(str(notebook), str(executed), parameters=parameters, cwd=str(notebook.parent),
                                progress_bar=False, shutdown_kernel="immediate", **options)
+
+
+def validate(params_file: str = "params.yaml") -> Path:
+    """The ``validate`` stage: the full check of ``params_file`` (a ParamsError names the key), then the stamp."""
+    from study.core.artifacts import atomic_write_text
+    from study.core.params import load_params
+
+    params = load_params(paths.from_root(params_file))
+    stamp = paths.REPO_ROOT / VALID_STAMP
+    atomic_write_text(stamp, VALID_TEXT)
+    print(f"{params_file}: valid ({len(params.baselines)} baseline(s): {', '.join(params.baselines)})")
+    return stamp
 
 
 def execute(kind: str, stage: str, params_file: str = "params.yaml") -> Path:
@@ -144,8 +177,10 @@ def execute(kind: str, stage: str, params_file: str = "params.yaml") -> Path:
     handler.addFilter(_CellOutput())
     handler.setFormatter(logging.Formatter("%(message)s"))
     logger = logging.getLogger("papermill")
-    logger.addHandler(handler)
+    if rank == 0:  # every rank runs the notebook; one prints it, as study.progress.line speaks for rank 0 alone
+        logger.addHandler(handler)
     logger.setLevel(logging.INFO)
+    kernel_imports_this_checkout()
     try:
         run_notebook(notebook, running, {**identity, "params_file": params_file, "out_root": "."}, log_output=True)
         executed.parent.mkdir(parents=True, exist_ok=True)
@@ -190,15 +225,18 @@ def _needs_torchrun(kind: str, params_file: str) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m study.stages.launch", description=__doc__.split("\n\n")[0])
-    parser.add_argument("kind", choices=sorted(NOTEBOOKS), help="the stage kind (dvc.yaml's stage name before '@')")
+    parser.add_argument("kind", choices=sorted([*NOTEBOOKS, VALIDATE]), help="the stage kind (dvc.yaml's stage name before '@')")
     parser.add_argument("--stage", default=os.environ.get("DVC_STAGE"),
                         help="the full stage name, e.g. prune@lenet5-mnist-irregular (default: $DVC_STAGE, set by DVC)")
     parser.add_argument("--params", default="params.yaml", help="parameters file, relative to the repository root")
     args = parser.parse_args(argv)
-    stage = args.stage or (args.kind if args.kind == "report" else None)
+    stage = args.stage or (args.kind if args.kind in ("report", VALIDATE) else None)
     if not stage:
         parser.error("no stage name: pass --stage <kind>@<item> (DVC sets $DVC_STAGE)")
     try:
+        if args.kind == VALIDATE:
+            validate(args.params)
+            return 0
         processes = _needs_torchrun(args.kind, args.params)
         if processes:
             return subprocess.call(torchrun_command(args.kind, stage, args.params, processes))
@@ -207,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:  # papermill's error for a failed cell carries the exception's name and message
-        if getattr(exc, "ename", None) == ParamsError.__name__:
+        if getattr(exc, "ename", None) in USER_ERRORS:  # a setting or a file to fix: its sentence, not a traceback
             print(f"error: {exc.evalue}", file=sys.stderr)  # type: ignore[attr-defined]
             return 2
         raise

@@ -14,7 +14,7 @@ from study.contract import PRUNING_SCHEMES, accuracy_threshold, check_scheme, se
 from study.core import artifacts, data, execution, models, training
 from study.core.params import Params
 from study.progress import line, phase
-from study.stages.common import StageResult, begin, finish, load_splits, require
+from study.stages.common import StageResult, begin, finish, load_splits, require, resume_context
 
 
 def run(params: Params, layout: paths.Layout, baseline: str, scheme: str) -> StageResult:
@@ -47,7 +47,8 @@ def run(params: Params, layout: paths.Layout, baseline: str, scheme: str) -> Sta
         run_ = progressive.run_schedule(
             net, splits, scheme, schedule, settings, params.seed, dense_hits, tolerance, save_step,
             layout.write(paths.resume("prune", paths.item(baseline, scheme))),
-            progressive.run_key(schedule, settings, params.seed, data.sha256_of(Path(dense_checkpoint)), base.augment),
+            progressive.run_key(schedule, settings, params.seed, data.sha256_of(Path(dense_checkpoint)), base.augment,
+                                resume_context(params, splits)),
             augment=base.augment,
         )
     selected = select_step(run_.steps, tolerance)

@@ -25,7 +25,7 @@ from study.core import catalog, execution, models, training
 from study.core.params import Params, PruneSchedule
 from study.progress import line, phase
 from study.report.spread import headline_models, spread_table
-from study.stages.common import StageResult, begin, finish, load_splits, require, write_tables
+from study.stages.common import StageResult, begin, finish, load_splits, require, resume_context, write_tables
 
 
 def cut_at(schedule: PruneSchedule, step: int) -> PruneSchedule:
@@ -74,7 +74,8 @@ def run(params: Params, layout: paths.Layout, baseline: str) -> StageResult:
         net = execution.place(models.build_model(base.model))
         with phase(f"seed {seed}: dense {baseline}"):
             training.fit(net, splits["train"], splits["val"], base.train_config(seed),
-                         resume_path=layout.write(paths.resume("seeds", paths.item(baseline, "dense", seed))))
+                         resume_path=layout.write(paths.resume("seeds", paths.item(baseline, "dense", seed))),
+                         resume_key=resume_context(seeded, splits))
         dense_hits = training.correct_predictions(net, splits["val"])  # the steps are judged against it, image by image
         dense_val = training.evaluate(net, splits["val"])["accuracy"]
         rows.append(_row(seed, "dense", None, models.pruning_rate(net), dense_val,
@@ -89,7 +90,8 @@ def run(params: Params, layout: paths.Layout, baseline: str) -> StageResult:
                 steps = progressive.run_schedule(
                     pruned, splits, scheme, schedule, params.admm, seed, dense_hits, tolerance,
                     save_step=lambda step, rate, model: "", resume_path=resume,
-                    resume_key=progressive.run_key(schedule, params.admm, seed, dense_sha, base.augment),
+                    resume_key=progressive.run_key(schedule, params.admm, seed, dense_sha, base.augment,
+                                                   resume_context(seeded, splits)),
                     augment=base.augment,
                 ).steps
             last = steps[-1]

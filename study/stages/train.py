@@ -8,7 +8,7 @@ from study import paths
 from study.core import artifacts, execution, models, training
 from study.core.params import Params
 from study.progress import phase
-from study.stages.common import StageResult, begin, finish, load_splits, require
+from study.stages.common import StageResult, begin, finish, load_splits, require, resume_context
 
 
 def run(params: Params, layout: paths.Layout, baseline: str) -> StageResult:
@@ -21,7 +21,8 @@ def run(params: Params, layout: paths.Layout, baseline: str) -> StageResult:
     macs = models.count_macs(net, models.INPUT_SHAPES[base.model])
     resume = layout.write(paths.resume("train", baseline))
     with phase(f"train {baseline}"):
-        history = pd.DataFrame(training.fit(net, splits["train"], splits["val"], config, resume_path=resume))
+        history = pd.DataFrame(training.fit(net, splits["train"], splits["val"], config, resume_path=resume,
+                                            resume_key=resume_context(params, splits)))
     test = training.evaluate(net, splits["test"])
     val = training.evaluate(net, splits["val"])
     training.save_model(layout.write(paths.dense_checkpoint(baseline)), net, base.model, base.dataset)
