@@ -132,3 +132,22 @@ def test_the_launcher_hands_training_stages_to_torchrun(tmp_path: Path, monkeypa
     command = launch.torchrun_command("prune", "prune@lenet5-mnist-irregular", "params.yaml", 4)
     assert command[1:6] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=4", "-m"]
     assert command[-4:] == ["--stage", "prune@lenet5-mnist-irregular", "--params", "params.yaml"]
+
+
+def test_only_rank_zero_prints_the_notebook(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """Under torchrun every rank runs the stage's notebook; the terminal shows one copy of its output, rank 0's."""
+    import logging
+
+    monkeypatch.setattr(launch, "declared", lambda _: ({"train@b": ("train", "b", {"baseline": "b"})}, 2))
+    monkeypatch.setattr(launch.paths, "REPO_ROOT", tmp_path)
+    monkeypatch.setenv("PYTHONPATH", "")
+
+    def notebook_that_prints(notebook: Path, executed: Path, parameters: dict, **options: object) -> None:
+        logging.getLogger("papermill").info("the stage's summary")
+        Path(executed).write_text("{}")
+
+    monkeypatch.setattr(launch, "run_notebook", notebook_that_prints)
+    for rank, shown in (("1", False), ("0", True)):
+        monkeypatch.setenv("RANK", rank)
+        launch.execute("train", "train@b")
+        assert ("the stage's summary" in capsys.readouterr().out) is shown, f"rank {rank}"
