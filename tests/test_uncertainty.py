@@ -92,3 +92,11 @@ def test_every_step_of_t3_and_the_magnitude_row_of_t2_carry_their_own_mcnemar_p(
     by_method = dict(zip(t2["method"], t2[common.P_COLUMN]))
     assert by_method["iterative global magnitude pruning"] == U.paired_comparison(dense, hits[("magnitude", 1)])["mcnemar_p"]
     assert by_method["ours (ADMM-NN-S, this suite)"] == U.paired_comparison(dense, hits[("ADMM", 2)])["mcnemar_p"]
+
+    picks = pd.DataFrame([{"method": "ADMM", "scheme": "irregular", "step": 2, "pick_probability": 0.61},
+                          {"method": "ADMM", "scheme": "irregular", "step": 1, "pick_probability": 0.39},
+                          {"method": "magnitude", "scheme": "irregular", "step": 1, "pick_probability": 0.97}])
+    t2 = common.irregular_table([admm, magnitude], pd.DataFrame(columns=["model", "dataset", "scheme"]), evidence,
+                                {"lenet5-mnist": picks})
+    assert dict(zip(t2["method"], t2[common.PICK_COLUMN])) == {"ours (ADMM-NN-S, this suite)": 0.61,
+                                                               "iterative global magnitude pruning": 0.97}

@@ -123,8 +123,22 @@ def network_column(table: pd.DataFrame) -> pd.Series:
     return table["model"] + "-" + table["dataset"]
 
 
+PICK_COLUMN = "P(this step is the pick)"
+
+
+def pick_probability(picks: dict[str, pd.DataFrame], record: dict[str, Any]) -> float | None:
+    """The bootstrap probability (frontier stage, ``picks.csv``) that a record's selected step is the selection
+    rule's pick, or None where the frontier stage has not run or does not know the step."""
+    table = picks.get(network_of(record))
+    if table is None or table.empty:
+        return None
+    method = "ADMM" if "method" not in record else record.get("method_label", "magnitude")
+    row = table[(table["method"] == method) & (table["scheme"] == record["scheme"]) & (table["step"] == record["selected_step"])]
+    return None if row.empty else round(float(row["pick_probability"].iloc[0]), 3)
+
+
 def irregular_table(records: Iterable[dict[str, Any]], published: pd.DataFrame,
-                    evidence: Evidence | None = None) -> pd.DataFrame:
+                    evidence: Evidence | None = None, picks: dict[str, pd.DataFrame] | None = None) -> pd.DataFrame:
     """Table T2: our non-structured results (rate, accuracy with its 95% interval and McNemar's p against
     the dense model, per-layer kept %) beside published ones. Records with a ``method`` (the magnitude
     baseline's) are rows of their own, named by it."""
@@ -142,6 +156,7 @@ def irregular_table(records: Iterable[dict[str, Any]], published: pd.DataFrame,
             P_COLUMN: evidence.step_p_value(network_of(r), "magnitude", "irregular", r["selected_step"]) if "method" in r
             else evidence.p_value(network_of(r), "irregular", 32),
             "baseline test accuracy (%)": _pct(r["baseline_test_accuracy"]),
+            PICK_COLUMN: pick_probability(picks or {}, r),
         }
         row.update({f"{layer} kept (%)": round(100 * f, 2) for layer, f in r["per_layer"].items()})
         row["source"] = "this run"

@@ -158,7 +158,8 @@ def run(params: Params, layout: paths.Layout, label: str = "") -> Report:
         table(f"picks_{b}", frontier_tables["picks"])
 
     table("T1_baselines", report.baseline_table(baseline_records))
-    table("T2_irregular", report.irregular_table(prune_records + magnitude_records, published, evidence))
+    picks = {b: stage_tables["frontier"][b]["picks"] for b in compare.baselines}
+    table("T2_irregular", report.irregular_table(prune_records + magnitude_records, published, evidence, picks))
     out.texts["admm_vs_magnitude"] = report.admm_against_magnitude(prune_records, magnitude_records)
     t3 = report.structured_table(prune_records + magnitude_records + l1filter_records, evidence)
     table("T3_schemes", t3)
