@@ -38,10 +38,6 @@ def prune_dir(baseline: str, scheme: str) -> str:
     return f"models/{baseline}/prune-{scheme}"
 
 
-def l1filter_dir(baseline: str) -> str:
-    return f"models/{baseline}/l1filter"
-
-
 def quantized_checkpoint(baseline: str, scheme: str, bits: int) -> str:
     return f"models/{baseline}/quantize-{scheme}-{bits}/model.pt"
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -97,3 +98,18 @@ def write_tiny_params(path: Path, data_root: Path | str, weight_bits: list[int] 
     params["latency"].update(batches=[1, 4], min_run_time_s=0.01, sweep_layers={"tiny": [8, 16, 2]}, sweep_sparsities=[0.5, 0.9])
     path.write_text(yaml.safe_dump(params, sort_keys=False))
     return path
+
+
+def step_saver(folder: Path) -> tuple[Callable[[int, float, torch.nn.Module], str], list[Path]]:
+    """A ``save_step`` for pruning schedules run in tests (LeNet-5 checkpoints under ``folder``) and the list it fills."""
+    from study.core import training
+
+    saved: list[Path] = []
+
+    def save_step(step: int, rate: float, model: torch.nn.Module) -> str:
+        path = folder / f"step{step}.pt"
+        training.save_model(path, model, "lenet5", "mnist", {"target_rate": rate})
+        saved.append(path)
+        return str(path)
+
+    return save_step, saved

@@ -12,6 +12,7 @@ import torch
 from study.compression import l1_filter, magnitude, pruning
 from study.core import data, models, training
 from study.core.training import TrainConfig
+from tests.conftest import step_saver
 
 DENSITY = {"conv1": 2, "conv2": 1, "fc1": 1}  # the LeNet-5 filter schedule's split (fc2's rows are the classes)
 SHAPE = models.INPUT_SHAPES["lenet5"]
@@ -70,14 +71,7 @@ def test_networks_that_join_channels_are_refused_with_the_reason() -> None:
 def test_the_schedule_reaches_each_rate_and_retraining_keeps_the_filters_removed(synthetic_root: Path, tmp_path: Path) -> None:
     splits = data.load_dataset("mnist", synthetic_root, val_size=56, check_sha256=False)
     net = _lenet(3)
-    saved = []
-
-    def save_step(step: int, rate: float, model: torch.nn.Module) -> str:
-        path = tmp_path / f"step{step}.pt"
-        training.save_model(path, model, "lenet5", "mnist", {"target_rate": rate})
-        saved.append(path)
-        return str(path)
-
+    save_step, saved = step_saver(tmp_path)
     retrain = TrainConfig(epochs=1, batch_size=32, lr=0.05, lr_schedule="constant", seed=0)
     reference = training.correct_predictions(net, splits["val"])
     run = magnitude.run_schedule(net, splits, [2, 4, 8], retrain, reference, 100.0, stop_after_misses=2, save_step=save_step,

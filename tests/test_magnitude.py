@@ -12,6 +12,7 @@ import torch
 from study.compression import magnitude
 from study.core import data, models, training
 from study.core.training import TrainConfig
+from tests.conftest import step_saver
 
 
 def _lenet(seed: int = 0) -> torch.nn.Module:
@@ -64,14 +65,7 @@ def test_plain_copy_folds_the_masks_into_the_weights() -> None:
 def test_the_schedule_retrains_with_masks_fixed_and_stops_after_its_misses(synthetic_root: Path, tmp_path: Path) -> None:
     splits = data.load_dataset("mnist", synthetic_root, val_size=56, check_sha256=False)
     net = _lenet(3)
-    saved = []
-
-    def save_step(step: int, rate: float, model: torch.nn.Module) -> str:
-        path = tmp_path / f"step{step}.pt"
-        training.save_model(path, model, "lenet5", "mnist", {"target_rate": rate})
-        saved.append(path)
-        return str(path)
-
+    save_step, saved = step_saver(tmp_path)
     retrain = TrainConfig(epochs=1, batch_size=32, lr=0.05, lr_schedule="constant", seed=0)
     perfect = np.ones(len(splits["val"]), dtype=bool)  # a dense model right on every image, and a step must gain a point:
     run = magnitude.run_schedule(net, splits, [5, 20, 60], retrain, perfect, -1.0, stop_after_misses=2,
