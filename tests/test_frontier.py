@@ -114,7 +114,7 @@ def test_frontier_agrees_with_a_brute_force_scan(models, levels) -> None:
     accuracies = np.array([a for _, a in models])
     got = fr.frontier(costs, accuracies, np.array(levels))
     for level, value in zip(levels, got):
-        reaching = [c for c, a in models if a >= level]
+        reaching = [c for c, a in models if a >= level - fr.ROUNDING]
         assert value == (min(reaching) if reaching else np.inf)
     # replicates: each row its own accuracies and level
     rows = np.stack([accuracies, accuracies[::-1]])
@@ -201,3 +201,10 @@ def test_bootstrap_counts_are_exact_counts_of_the_drawn_images() -> None:
 def test_rate_at_line_is_the_highest_rate_reaching_it_or_the_unpruned_model() -> None:
     rows = np.array([[0.99, 0.98, 0.90], [0.97, 0.96, 0.95]])
     assert fr.rate_at_line([2.0, 4.0, 8.0], rows, np.array([0.975, 0.98])).tolist() == [4.0, 1.0]
+
+
+def test_a_model_exactly_on_the_line_reaches_it() -> None:
+    """0.99 - 0.005 is not 0.985 in floating point; a model losing exactly the tolerance is still at the line."""
+    judged = comparison([("irregular", 20, 0), ("structured", 10, 10)], resamples=100)
+    assert judged.compare(TOLERANCE).structured_cost == 10  # ten images lost of 2,000: exactly 0.5 points
+    assert fr.frontier(np.array([1.0]), np.array([0.985]), 0.99 - 0.005) == 1.0

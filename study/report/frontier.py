@@ -39,6 +39,9 @@ BOTH = "both"  # the unpruned model: each side's rate-1 point
 CONFIDENCE = 0.95  # a verdict needs this share of the replicates; 1 - CONFIDENCE is the chance it is the images' doing
 MIN_RESAMPLES = 2000  # percentile statements at 95% need a few thousand replicates (Efron & Tibshirani 1993, sec. 13.3)
 BAND = 0.90  # the frontier figure's bootstrap band: 5th to 95th percentile
+# Accuracies are whole images over n, levels a difference of such fractions: a model exactly on a level must not
+# fall below it by a rounding error.
+ROUNDING = 1e-12
 
 
 def frontier(costs: np.ndarray, accuracies: np.ndarray, levels: np.ndarray | float) -> np.ndarray:
@@ -53,12 +56,12 @@ def frontier(costs: np.ndarray, accuracies: np.ndarray, levels: np.ndarray | flo
     if accuracies.shape[-1] != costs.shape[0]:
         raise ValueError(f"{costs.shape[0]} costs for {accuracies.shape[-1]} models")
     if accuracies.ndim == 1:
-        reached = accuracies[None, :] >= levels.reshape(-1)[:, None]  # (levels, models)
+        reached = accuracies[None, :] >= levels.reshape(-1)[:, None] - ROUNDING  # (levels, models)
         return np.where(reached, costs, np.inf).min(axis=1, initial=np.inf).reshape(levels.shape)
     if levels.ndim == 0 or levels.shape[0] != accuracies.shape[0]:
         raise ValueError(f"levels of shape {levels.shape} for {accuracies.shape[0]} replicates: one row per replicate")
     per_row = levels.reshape(levels.shape[0], -1)  # (replicates, levels)
-    reached = accuracies[:, None, :] >= per_row[:, :, None]  # (replicates, levels, models)
+    reached = accuracies[:, None, :] >= per_row[:, :, None] - ROUNDING  # (replicates, levels, models)
     return np.where(reached, costs, np.inf).min(axis=2, initial=np.inf).reshape(levels.shape)
 
 
@@ -87,7 +90,7 @@ def bootstrap_accuracies(correct: np.ndarray, resamples: int, seed: int) -> np.n
     """Every model's accuracy on each paired resample: (resamples, models) from per-image ``correct``
     (models, images) booleans."""
     correct = np.asarray(correct, dtype=bool)
-    return bootstrap_counts(correct, resamples, seed) / correct.shape[-1]
+    return bootstrap_counts(correct, resamples, seed).astype(np.float64) / correct.shape[-1]
 
 
 @dataclass(frozen=True)
@@ -121,7 +124,7 @@ def _cheaper_share(irregular: np.ndarray, structured: np.ndarray) -> np.ndarray:
 
 
 def _cheapest(costs: np.ndarray, accuracies: np.ndarray, level: float) -> int | None:
-    reached = np.flatnonzero(accuracies >= level)
+    reached = np.flatnonzero(accuracies >= level - ROUNDING)
     return None if reached.size == 0 else int(reached[np.argmin(costs[reached])])  # the first of equal costs
 
 
