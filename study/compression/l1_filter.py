@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-import torch
 from torch import nn
 from torch.nn.utils import prune
 
@@ -51,8 +50,3 @@ def prune_filters_to_rate(model: nn.Module, rate: float, density_weights: Mappin
             prune.ln_structured(layer, "weight", amount=now - target, n=1, dim=0)
         kept[name] = min(now, target)
     return kept
-
-
-def filter_mask_rows(model: nn.Module) -> dict[str, torch.Tensor]:
-    """Per layer, which output filters have any non-zero weight (a plain model, masks folded in)."""
-    return {name: (layer.weight.detach().flatten(1) != 0).any(dim=1) for name, layer in models.prunable_layers(model).items()}

@@ -57,9 +57,8 @@ def _load_resume(path: Path, key: str) -> ScheduleRun | None:
     state = artifacts.load_checkpoint(path)
     if state.get("run_key") != key:
         try:
-            written, wanted = json.loads(state.get("run_key") or "{}"), json.loads(key)
-            differing = sorted(k for k in set(written) | set(wanted) if written.get(k) != wanted.get(k))
-        except (TypeError, ValueError):
+            differing = artifacts.differing_keys(json.loads(state.get("run_key") or "{}"), json.loads(key))
+        except (TypeError, ValueError, AttributeError):
             differing = ["its key"]
         line(f"{path} was written under other settings ({', '.join(differing)} differ): starting over")
         return None

@@ -105,6 +105,12 @@ def load_checkpoint(path: Path | str) -> dict[str, Any]:
     return payload
 
 
+def differing_keys(written: Mapping[str, Any], wanted: Mapping[str, Any]) -> list[str]:
+    """The top-level keys whose values differ between the key a resume file was written under and the one wanted
+    (what a stage names when it sets the file aside and starts over)."""
+    return sorted(k for k in set(written) | set(wanted) if written.get(k) != wanted.get(k))
+
+
 def load_state_into(model: torch.nn.Module, state_dict: Mapping[str, torch.Tensor], source: str) -> None:
     """Load weights, turning shape/key mismatches into an error that names the checkpoint."""
     try:

@@ -23,7 +23,7 @@ from torch.nn.utils import prune
 from study.core import augment, execution
 from study.core.augment import AUGMENTATIONS
 from study.progress import line
-from study.core.artifacts import CheckpointError, load_checkpoint, load_state_into, save_checkpoint
+from study.core.artifacts import CheckpointError, differing_keys, load_checkpoint, load_state_into, save_checkpoint
 from study.core.data import Split
 
 LR_SCHEDULES = ("constant", "cosine")
@@ -204,8 +204,7 @@ def fit(
     state = load_checkpoint(resume_path) if resume_path is not None and Path(resume_path).exists() else None
     if state is not None and state.get("key") != key:
         written = state.get("key") or {"config": state.get("config")}  # files from before the key: their config
-        differing = sorted(k for k in set(written) | set(key) if written.get(k) != key.get(k))
-        line(f"{resume_path} was written under other settings ({', '.join(differing)} differ): starting over")
+        line(f"{resume_path} was written under other settings ({', '.join(differing_keys(written, key))} differ): starting over")
         state = None
     if state is not None:
         load_state_into(model, state["model_state"], str(resume_path))

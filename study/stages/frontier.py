@@ -48,11 +48,12 @@ def side_of(scheme: str) -> str:
 
 def model_costs(net: torch.nn.Module, scheme: str, bits: int, model_name: str, params: Params) -> dict[str, float]:
     """Stored KB and energy per inference (nJ, both memory assumptions) of one model, as the storage and energy
-    stages count them (structured models compacted, irregular layers in the cheapest allowed format)."""
+    stages count them (structured models compacted, irregular layers in the cheapest allowed format), and the
+    non-zero weights of the stored model (``stored_nonzero``: the compacted rate's denominator)."""
     store, settings = params.storage, params.energy
     shape = models.INPUT_SHAPES[model_name]
     layers = storage.model_storage(net, scheme, bits, shape, store.index_bits, store.formats)
-    costs = {"storage_kb": float(layers["total_bits"].sum()) / 8 / 1024}
+    costs = {"storage_kb": float(layers["total_bits"].sum()) / 8 / 1024, "stored_nonzero": int(layers["nonzero"].sum())}
     if settings is not None:
         config = settings.config()
         spent = energy.model_energy(net, scheme, bits, shape, settings.table_pj, config, store.index_bits, tuple(store.formats))
@@ -98,13 +99,14 @@ def price_and_judge(rows: list[dict], model_name: str, splits: dict, params: Par
         name = f"m{index}"
         hits = {split: training.correct_predictions(net, splits[split]) for split in SPLITS}
         correct.update({f"{split}/{name}": h for split, h in hits.items()})
-        compacted = storage.storable(net, row["scheme"], models.INPUT_SHAPES[model_name])
+        costs = model_costs(net, row["scheme"], row["weight_bits"], model_name, params)
+        stored_nonzero = costs.pop("stored_nonzero")  # of the stored model: compacted where the scheme is structured
         table.append({"id": name, **{k: v for k, v in row.items() if k != "checkpoint"},
                       "side": side_of(row["scheme"]),
                       "pruning_rate": models.count_weights(net) / max(1, models.count_nonzero_weights(net)),
-                      "compact_pruning_rate": models.count_weights(net) / max(1, models.count_nonzero_weights(compacted))
+                      "compact_pruning_rate": models.count_weights(net) / max(1, stored_nonzero)
                       if row["scheme"] in STRUCTURED_SCHEMES else None,
-                      **model_costs(net, row["scheme"], row["weight_bits"], model_name, params),
+                      **costs,
                       "val_accuracy": float(hits["val"].mean()), "test_accuracy": float(hits["test"].mean())})
         if (index + 1) % 25 == 0 or index + 1 == len(rows):
             line(f"priced and judged {index + 1}/{len(rows)} models")
