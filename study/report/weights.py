@@ -46,9 +46,15 @@ def plot_masks(masks: dict[str, np.ndarray], layer: str) -> plt.Figure:
 
 
 def plot_weight_distributions(histograms: pd.DataFrame, layer: str, schemes: tuple[str, ...] = ("dense", "irregular"),
-                              weight_bits: tuple[int, ...] = (32, 4, 2, 1)) -> plt.Figure:
-    """Figure F8: histograms of a layer's non-zero weights, fp32 against each quantized width."""
+                              weight_bits: tuple[int, ...] | None = None) -> plt.Figure:
+    """Figure F8: histograms of a layer's non-zero weights, fp32 against each quantized width.
+
+    By default fp32 and the three narrowest widths present: 8-bit levels are too fine to tell from fp32 here.
+    """
     data = histograms[histograms["layer"] == layer]
+    if weight_bits is None:
+        quantized = sorted(set(int(b) for b in data["weight_bits"]) - {32})
+        weight_bits = (32, *reversed(quantized[:3]))
     fig, axes = plt.subplots(len(schemes), len(weight_bits), figsize=(4 * len(weight_bits), 3.2 * len(schemes)),
                              sharex=True, squeeze=False)
     for i, scheme in enumerate(schemes):
