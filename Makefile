@@ -17,8 +17,9 @@ EXPLORE_PORT ?= 8866
 
 .PHONY: paper test install lock data validate clean-outputs demo explore profile-paper
 
+# dvc repro, with a line at each stage's start: stage k of N and the time left by the last run's stage times.
 paper: install data validate
-	dvc repro
+	python -m study.repro
 	@echo "Study regenerated: open report/index.html (tables in report/tables/)."
 
 # Two workers (pytest-xdist), whole files each: the long pipeline test on one core, the rest on the other.
