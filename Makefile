@@ -63,7 +63,7 @@ $(PARAMS_STAMP): params.yaml $(VENV)/.installed $(shell find study -name '*.py')
 	python -m study.core.params params.yaml
 	@mkdir -p $(@D) && touch $@
 
-# The paper-scale profile (GPUs; README "Paper scale"): params.yaml becomes profiles/paper.yaml (git checkout
+# The paper-scale profile (GPUs; docs/paper-scale.md): params.yaml becomes profiles/paper.yaml (git checkout
 # params.yaml returns to the CPU profile), CIFAR-10 is fetched where the network allows, ImageNet is yours to place.
 profile-paper: install
 	python -m study.core.params profiles/paper.yaml

@@ -1,0 +1,48 @@
+"""The front door: README.md is one page that links to the long form under docs/, and no link is broken."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = sorted((ROOT / "docs").glob("*.md"))
+PAGES = [ROOT / "README.md", *DOCS]
+LINK = re.compile(r"\[[^\]]+\]\(([^)\s]+)\)")
+
+
+def anchors(page: Path) -> set[str]:
+    """GitHub's heading anchors: lower case, punctuation dropped, spaces to hyphens."""
+    headings = re.findall(r"^#+ (.+)$", page.read_text(), flags=re.MULTILINE)
+    return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-") for h in headings}
+
+
+def local_links(page: Path) -> list[str]:
+    return [t for t in LINK.findall(page.read_text()) if not re.match(r"[a-z]+:", t)]
+
+
+def test_readme_is_a_page() -> None:
+    lines = (ROOT / "README.md").read_text().splitlines()
+    assert len(lines) <= 200, f"README.md has {len(lines)} lines; move the long form to docs/"
+    long = [i + 1 for i, line in enumerate(lines) if len(line) > 300 and not line.startswith("|")]
+    assert not long, f"README.md lines {long} are longer than a sentence or two"
+    assert "make paper" in "\n".join(lines) and "make test" in "\n".join(lines)
+
+
+def test_every_docs_page_is_reached_from_the_readme() -> None:
+    linked = {(ROOT / t.split("#")[0]).resolve() for t in local_links(ROOT / "README.md")}
+    assert DOCS and not [p.name for p in DOCS if p.resolve() not in linked]
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_links_lead_somewhere(page: Path) -> None:
+    broken = []
+    for target in local_links(page):
+        path, _, anchor = target.partition("#")
+        file = (page.parent / path).resolve() if path else page
+        if not file.exists():
+            broken.append(target)
+        elif anchor and file.suffix == ".md" and anchor not in anchors(file):
+            broken.append(target)
+    assert not broken, f"{page.name}: broken links {broken}"
