@@ -76,16 +76,6 @@ def test_iso_bits_prefers_a_structured_model_within_tolerance_over_a_smaller_one
     assert (row["smallest structured"], row["smaller"], row["both within tolerance"]) == ("filter", "irregular", True)
 
 
-@pytest.mark.parametrize("rows, verdict", [
-    ([("irregular", 4, 6.0, True, 0.99), ("filter", 4, 5.0, True, 0.99), ("irregular", 32, 20.0, True, 0.99),
-      ("filter", 32, 60.0, True, 0.99)], "holds"),  # 32-bit rows do not count: the claim is about quantized weights
-    ([("irregular", 4, 6.0, True, 0.99), ("filter", 4, 9.0, True, 0.99)], "does not hold"),
-    ([("irregular", 4, 6.0, True, 0.99), ("filter", 4, 5.0, False, 0.95)], "not measured"),  # no equal-accuracy pair
-])
-def test_storage_claim(rows, verdict) -> None:
-    assert claims.storage_claim(report_storage.iso_bits_comparison(_storage_models(rows)))["at our scale"] == verdict
-
-
 def test_storage_verdict_names_the_smaller_model_its_accuracy_and_what_ideal_coding_changes() -> None:
     models = _storage_models([("irregular", 8, 10.0, True, 0.99), ("channel", 8, 17.0, True, 0.99),
                               ("channel", 1, 2.0, False, 0.767)])
@@ -107,23 +97,9 @@ def test_storage_verdict_says_when_the_accuracies_differ() -> None:
     assert "channel 4.0 KB (98.37% test, outside tolerance): **structured** is smaller; not an equal-accuracy comparison" in text
 
 
-@pytest.mark.parametrize("rows, verdict", [
-    ([("irregular", 8, 3.0, True), ("channel", 8, 2.0, True), ("dense", 8, 1.0, True)], "holds"),  # dense never competes
-    ([("irregular", 8, 2.0, True), ("channel", 8, 3.0, True)], "does not hold"),
-    ([("irregular", 8, 2.0, True), ("channel", 8, 1.0, False)], "not measured"),
-])
-def test_energy_claim(rows, verdict) -> None:
-    dram, on_chip = claims.energy_claims(_energy_models(rows), 256)
-    assert dram["at our scale"] == verdict == on_chip["at our scale"]  # no model changes with the assumption here
-    assert "(weights read from DRAM at every inference)" in dram["claim"]
-    assert "(weights on chip when they fit 256 KB)" in on_chip["claim"]
-
-
 def test_the_memory_assumption_can_flip_the_energy_verdict() -> None:
     # irregular wins while DRAM reads dominate; on chip its index decoding and idle lanes cost more
     models = _energy_models([("irregular", 8, 2.0, True, 0.6), ("channel", 8, 3.0, True, 0.4)])
-    dram, on_chip = claims.energy_claims(models, 64)
-    assert (dram["at our scale"], on_chip["at our scale"]) == ("does not hold", "holds")
     text = compute.compute_verdict(models, _latency_models(2.2, 0.22), 64)
     assert "8-bit weights, weights on chip when they fit 64 KB, both models within tolerance: irregular 1 nJ" in text
     assert ("At 8 bits the memory assumption decides: irregular needs least energy with the weights read from DRAM, "
@@ -182,10 +158,14 @@ def test_tolerance_rule_and_selection() -> None:
 
 def test_claims_table_has_one_verdict_column_per_network_and_a_summary_by_verdict() -> None:
     rate = claims.irregular_rate_claim([_prune_record(111.0, 0.9909)], PUBLISHED, 0.2, 10)
+    energy = [claims.FRONTIER_CLAIMS[c][0] for c in ("energy_nj", "energy_on_chip_nj")]
+    lenet_rows = [(c, 4, split, v, p) for c, v, p in (("energy_nj", "does not hold", 0.01), ("energy_on_chip_nj", "does not hold", 0.0))
+                  for split in ("val", "test")]
+    vgg_rows = [(c, 4, split, "holds", 0.99) for c in ("energy_nj", "energy_on_chip_nj") for split in ("val", "test")]
     lenet = [rate, claims.latency_claim(_latency_models(2.0, 0.5)),
-             *claims.energy_claims(_energy_models([("irregular", 4, 100.0, True), ("channel", 4, 200.0, True)]), 256)]
+             *[r for r in claims.frontier_claims(_verdicts(lenet_rows), 256) if r["claim"].split(" (")[0] in energy[0]]]
     vgg = [claims.latency_claim(_latency_models(0.4, 0.5)),
-           *claims.energy_claims(_energy_models([("irregular", 4, 300.0, True), ("channel", 4, 200.0, True, 50.0)]), 256)]
+           *[r for r in claims.frontier_claims(_verdicts(vgg_rows), 256) if r["claim"].split(" (")[0] in energy[0]]]
     table = claims.claims_table({"lenet5-mnist": lenet, "vgg6-fashion_mnist": vgg})
     assert list(table.columns) == ["claim", "published", "lenet5-mnist: ours", "lenet5-mnist", f"lenet5-mnist: {claims.PROBABILITY}",
                                    "vgg6-fashion_mnist: ours", "vgg6-fashion_mnist", f"vgg6-fashion_mnist: {claims.PROBABILITY}"]
@@ -248,3 +228,50 @@ def test_prior_art_claim_needs_admm_ahead_on_every_scheme(admm, rival, verdict) 
     assert row["at our scale"] == verdict
     assert "irregular: ADMM 80x vs magnitude 40x at the line (P(ADMM higher) = 0.97" in row["ours"]
     assert claims.prior_art_claim(pd.DataFrame())["at our scale"] == "not measured"
+
+
+def _per_seed(irregular_meets: list[bool], column_meets: list[bool]) -> pd.DataFrame:
+    """The seeds stage's per_seed.csv: dense, irregular step 2 and column step 3 at seeds 0, 1, ..."""
+    rows = []
+    for seed, (i_ok, c_ok) in enumerate(zip(irregular_meets, column_meets)):
+        rows += [{"seed": seed, "scheme": "dense", "step": None, "meets_tolerance": None},
+                 {"seed": seed, "scheme": "irregular", "step": 2, "meets_tolerance": i_ok},
+                 {"seed": seed, "scheme": "column", "step": 3, "meets_tolerance": c_ok}]
+    return pd.DataFrame(rows)
+
+
+def _frontier_models(irregular_kb: float, column_kb: float, bits: int = 8) -> pd.DataFrame:
+    return pd.DataFrame([{"method": "ADMM", "scheme": s, "step": step, "weight_bits": bits, "storage_kb": kb}
+                         for s, step, kb in (("irregular", 2, irregular_kb), ("column", 3, column_kb),
+                                             ("irregular", 3, 1.0))])  # another step: never the pair's
+
+
+@pytest.mark.parametrize("verdict, irregular_ok, column_ok, costs, expected", [
+    ("holds", [True, True, True], [True, False, True], (20.0, 10.0), (2, 3)),  # column out at seed 1
+    ("holds", [True, False, False], [True, True, True], (20.0, 10.0), (3, 3)),  # irregular out only widens the gap
+    ("does not hold", [True, True, False], [True, True, True], (10.0, 20.0), (2, 3)),
+    ("holds", [True, True, True], [True, True, True], (10.0, 20.0), (0, 3)),  # the pair favours the other side
+])
+def test_seed_agreement_counts_seeds_where_the_favoured_model_stays_within_and_cheaper(
+        verdict, irregular_ok, column_ok, costs, expected) -> None:
+    found = claims.seed_agreement(_per_seed(irregular_ok, column_ok), _frontier_models(*costs), "storage_kb", 8, verdict)
+    assert found[:2] == expected
+    assert found[2].startswith("irregular step 2 and column step 3")
+    if expected[0] == 0:
+        assert "the verdict rests on other models" in found[2]
+
+
+def test_seed_agreement_has_nothing_to_count_without_a_decided_verdict_or_a_pair() -> None:
+    per_seed, models = _per_seed([True, True], [True, True]), _frontier_models(20.0, 10.0)
+    assert claims.seed_agreement(per_seed, models, "storage_kb", 8, "undecided at this budget") is None
+    assert claims.seed_agreement(per_seed[per_seed["scheme"] != "column"], models, "storage_kb", 8, "holds") is None
+    assert claims.seed_agreement(per_seed, models, "storage_kb", 4, "holds") is None  # no model at that width
+    assert claims.seed_agreement(pd.DataFrame(), models, "storage_kb", 8, "holds") is None
+
+
+def test_frontier_claims_say_at_how_many_seeds_the_verdict_is_the_same() -> None:
+    rows = [("storage_kb", 8, split, "holds", 0.99) for split in ("val", "test")]
+    per_seed = _per_seed([True, True, True], [True, "False", "True"])  # as read back from CSV, strings or booleans
+    storage = claims.frontier_claims(_verdicts(rows), 256, per_seed, _frontier_models(20.0, 10.0))[0]
+    assert storage[claims.PROBABILITY] == "8-bit 0.99 (seeds 2/3)"
+    assert "the same at 2 of 3 seeds (irregular step 2 and column step 3)" in storage["ours"]

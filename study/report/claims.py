@@ -23,7 +23,7 @@ import pandas as pd
 
 from study.report import frontier
 from study.report.common import network_of
-from study.report.compute import energy_comparison, latency_comparison
+from study.report.compute import latency_comparison
 from study.report.uncertainty import Evidence
 
 PAPER = "Wang, Ye, He, Ma et al., arXiv 1907.02124"
@@ -99,36 +99,6 @@ def binarization_claim(quantize_records: Iterable[dict], baseline_test_accuracy:
                 loss <= tolerance_pp)
 
 
-def storage_claim(iso_bits: pd.DataFrame) -> dict[str, Any]:
-    """Judged where both models are quantized and within the accuracy tolerance (equal accuracy)."""
-    claim = "With quantized weights, structured pruning stores less than irregular pruning (index bits included)"
-    quantized = iso_bits[(iso_bits["weight bits"] < 32) & iso_bits["both within tolerance"]] if not iso_bits.empty else iso_bits
-    if quantized.empty:
-        return _row(claim, "structured smaller", "no quantized irregular and structured pair within tolerance", None)
-    wins = quantized[quantized["smaller"] == "structured"]["weight bits"].tolist()
-    losses = quantized[quantized["smaller"] == "irregular"]["weight bits"].tolist()
-    listed = lambda bits: ", ".join(f"{b}-bit" for b in bits) or "none"  # noqa: E731
-    ours = f"models within tolerance: structured smaller at {listed(wins)}; irregular smaller at {listed(losses)}"
-    return _row(claim, "structured smaller", ours, not losses)
-
-
-def energy_claims(energy_models: pd.DataFrame, on_chip_kb: float) -> list[dict[str, Any]]:
-    """The energy claim under each memory assumption: weights streamed from DRAM at every inference, and
-    weights kept on chip when the stored model fits ``on_chip_kb`` (where MACs, decoding and idle lanes decide)."""
-    claim = "At the same accuracy and bits, structured pruning needs less energy per inference than irregular"
-    rows = []
-    for total, assumption in (("total_nj", "weights read from DRAM at every inference"),
-                              ("total_nj_on_chip", f"weights on chip when they fit {on_chip_kb:g} KB")):
-        compared = energy_comparison(energy_models, total).sort_values("weight_bits", ascending=False)
-        text = f"{claim} ({assumption})"
-        if compared.empty:
-            rows.append(_row(text, "structured lower", "-", None))
-            continue
-        ours = "lowest energy within tolerance: " + ", ".join(f"{r.weight_bits}-bit {r.lowest}" for r in compared.itertuples())
-        rows.append(_row(text, "structured lower", ours, bool((compared["lowest"] != "irregular").all())))
-    return rows
-
-
 def latency_claim(latency_models: pd.DataFrame) -> dict[str, Any]:
     claim = "Irregular sparsity brings little real speedup; structured pruning does"
     compared = latency_comparison(latency_models)
@@ -181,10 +151,50 @@ def combined_verdict(per_width: list[str]) -> str:
     return HOLDS if all(v == HOLDS for v in measured) else UNDECIDED
 
 
-def frontier_claims(verdicts: pd.DataFrame, on_chip_kb: float) -> list[dict[str, Any]]:
+def seed_agreement(per_seed: pd.DataFrame, models: pd.DataFrame, claim: str, weight_bits: int, verdict: str
+                   ) -> tuple[int, int, str] | None:
+    """At how many seeds the pair the seeds stage repeats (the picked irregular model and the structured model of the
+    highest compacted rate, each made again at every seed by its schedule up to the same step) keeps a verdict: the
+    side the verdict favours still costs less, and its model is still within tolerance of its own seed's dense model
+    (the other side's falling out only widens the gap). Costs are the study's own models of the same steps (same
+    rates; index bits of another seed's mask differ by little); tolerance is judged at fp32, the seeds stage's width.
+
+    Returns (agreeing seeds, seeds, a short description of the pair), or None where there is nothing to count: no
+    decided verdict, no pair, or no cost for it."""
+    if verdict not in (HOLDS, DOES_NOT_HOLD) or per_seed.empty or models.empty:
+        return None
+    pruned = per_seed[per_seed["scheme"] != "dense"]
+    structured = [s for s in dict.fromkeys(pruned["scheme"]) if s != "irregular"]
+    if "irregular" not in set(pruned["scheme"]) or not structured:
+        return None
+    pair = {"irregular": "irregular", "structured": structured[0]}
+    costs, steps = {}, {}
+    for side, scheme in pair.items():
+        steps[side] = int(pruned[pruned["scheme"] == scheme]["step"].iloc[0])
+        found = models[(models["method"] == "ADMM") & (models["scheme"] == scheme) & (models["step"] == steps[side])
+                       & (models["weight_bits"] == weight_bits)]
+        if found.empty or claim not in found:
+            return None
+        costs[side] = float(found[claim].iloc[0])
+    favoured = "structured" if verdict == HOLDS else "irregular"
+    other = "irregular" if favoured == "structured" else "structured"
+    described = f"irregular step {steps['irregular']} and {pair['structured']} step {steps['structured']}"
+    seeds = sorted(pruned["seed"].unique())
+    if not costs[favoured] < costs[other]:
+        return 0, len(seeds), described + f", where {other} costs less: the verdict rests on other models"
+    meets = pruned[pruned["scheme"] == pair[favoured]].set_index("seed")["meets_tolerance"]
+    within = [str(meets.get(seed)) == "True" for seed in seeds]  # a CSV gives True, False or "True", "False"
+    return sum(within), len(seeds), described
+
+
+def frontier_claims(verdicts: pd.DataFrame, on_chip_kb: float, per_seed: pd.DataFrame | None = None,
+                    models: pd.DataFrame | None = None) -> list[dict[str, Any]]:
     """The storage and energy claims from the frontier stage's verdicts (``verdicts.csv``): per width, the verdict
     on validation with its probability, the test split's probability beside it, the two frontiers' costs at the
-    tolerance line and the loss band (points below dense) in which each side is cheaper."""
+    tolerance line, the loss band (points below dense) in which each side is cheaper, and, given the seeds stage's
+    rows and the frontier's models, at how many seeds the verdict comes out the same (``seed_agreement``)."""
+    per_seed = per_seed if per_seed is not None else pd.DataFrame()
+    models = models if models is not None else pd.DataFrame()
     rows = []
     for claim, (text, published, unit, quantized_only) in FRONTIER_CLAIMS.items():
         text = text.format(on_chip_kb=on_chip_kb)
@@ -203,10 +213,13 @@ def frontier_claims(verdicts: pd.DataFrame, on_chip_kb: float) -> list[dict[str,
                 continue
             bands = "; ".join(f"{side} cheaper {getattr(r, f'{side}_cheaper_loss_pp')} pp below dense"
                               for side in frontier.SIDES if isinstance(getattr(r, f"{side}_cheaper_loss_pp"), str))
+            agreement = seed_agreement(per_seed, models, claim, int(r.weight_bits), r.verdict)
+            seeds = (f"; the same at {agreement[0]} of {agreement[1]} seeds ({agreement[2]})" if agreement else "")
             parts.append(f"{r.weight_bits}-bit: {r.verdict} (P = {r.p_structured_cheaper:.2f}{confirm}); at the line "
                          f"structured {r.structured_cost:.4g} {unit} ({r.structured_model}) vs irregular "
-                         f"{r.irregular_cost:.4g} {unit} ({r.irregular_model})" + (f"; {bands}" if bands else ""))
-            probabilities.append(f"{r.weight_bits}-bit {r.p_structured_cheaper:.2f}")
+                         f"{r.irregular_cost:.4g} {unit} ({r.irregular_model})" + (f"; {bands}" if bands else "") + seeds)
+            probabilities.append(f"{r.weight_bits}-bit {r.p_structured_cheaper:.2f}"
+                                 + (f" (seeds {agreement[0]}/{agreement[1]})" if agreement else ""))
         row = _row(text, published, " | ".join(parts), combined_verdict(list(decided["verdict"])))
         rows.append(row | {PROBABILITY: ", ".join(probabilities)})
     return rows

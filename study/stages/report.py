@@ -143,7 +143,9 @@ def run(params: Params, layout: paths.Layout, label: str = "") -> Report:
             [r for r in quantize_records if report.network_of(r) == baseline], dense["test_accuracy"], tolerance,
             evidence))
         # storage and energy: along both frontiers, every model of every schedule, with the bootstrap's probability
-        rows[baseline] += report_claims.frontier_claims(stage_tables["frontier"][baseline]["verdicts"], params.energy.on_chip_kb)
+        frontier_tables = stage_tables["frontier"][baseline]
+        rows[baseline] += report_claims.frontier_claims(frontier_tables["verdicts"], params.energy.on_chip_kb,
+                                                        stage_tables["seeds"][baseline]["per_seed"], frontier_tables["models"])
         rows[baseline].append(report_claims.prior_art_claim(stage_tables["frontier"][baseline]["methods"], params.verdicts.confidence))
         rows[baseline].append(report_claims.latency_claim(stage_tables["latency"][baseline]["models"]))
     claims = report_claims.claims_table(rows)
