@@ -1,0 +1,109 @@
+"""Model files: every scheme and width round-trips bit for bit, the streams are the storage count's bits, and a
+damaged file is refused with its own message."""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+
+import pytest
+import torch
+
+import study
+from study.compression import constraints, quantize
+from study.core import models
+from study.costs import model_file, storage
+
+INPUT = models.INPUT_SHAPES["vgg6"]
+SCHEMES = ("dense", "irregular", "filter", "channel", "column")
+
+
+def _model(scheme: str, bits: int, seed: int = 0) -> torch.nn.Module:
+    """A VGG-6 pruned 3x by ``scheme`` (every layer its scheme can prune) and put on its b-bit levels."""
+    torch.manual_seed(seed)
+    net = models.build_model("vgg6")
+    layers = list(models.prunable_layers(net).items())
+    with torch.no_grad():
+        for i, (name, layer) in enumerate(layers):
+            if scheme == "dense" or (scheme == "channel" and i == 0) or (scheme == "filter" and i == len(layers) - 1):
+                continue  # conv1 has one input channel; the last layer's outputs are the classes
+            units = constraints.group_count(layer.weight, scheme)
+            layer.weight.copy_(constraints.project_pruned(layer.weight, scheme, max(1, units // 3))[0])
+    if bits < 32:
+        quantize.snap_to_levels(net, bits, keep_support=scheme != "dense")
+    return net
+
+
+@pytest.mark.parametrize("bits", [32, 8, 3, 1])
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_every_scheme_and_width_round_trips_bit_for_bit(tmp_path, scheme: str, bits: int) -> None:
+    net = _model(scheme, bits)
+    path = tmp_path / f"{scheme}-{bits}{model_file.SUFFIX}"
+    header = model_file.save(path, net, model="vgg6", dataset="fashion_mnist", scheme=scheme, weight_bits=bits)
+    loaded = study.load(path)
+    stored = storage.storable(net, scheme, INPUT)  # what the storage stage counts: compacted when structured
+    expected, got = stored.state_dict(), loaded.state_dict()
+    assert list(got) == list(expected)
+    for name, tensor in expected.items():
+        assert got[name].dtype == torch.float32 and torch.equal(got[name], tensor), name
+    counted = int(storage.model_storage(net, scheme, bits, INPUT)["total_bits"].sum())
+    assert header["stream_bits"] == counted and header["stream_bytes"] == math.ceil(counted / 8)
+    biases = sum(4 * t.numel() for n, t in expected.items() if not n.endswith("weight"))
+    head = len(json.dumps(header, sort_keys=True).encode())
+    assert path.stat().st_size == model_file.PREFIX.size + head + math.ceil(counted / 8) + biases
+    x = torch.randn(2, *INPUT)
+    assert torch.equal(loaded(x), stored.eval()(x))
+    assert header["compacted"] == (scheme in ("filter", "channel", "column"))
+
+
+@pytest.fixture(scope="module")
+def written(tmp_path_factory) -> bytes:
+    path = tmp_path_factory.mktemp("file") / "irregular-4.stm"
+    model_file.save(path, _model("irregular", 4), model="vgg6", dataset="fashion_mnist", scheme="irregular", weight_bits=4)
+    return path.read_bytes()
+
+
+def _reread(tmp_path, data: bytes):
+    path = tmp_path / "damaged.stm"
+    path.write_bytes(data)
+    return study.load(path)
+
+
+def _rewritten(data: bytes, edit) -> bytes:
+    """The file with its header edited and its checksum made right again: only the edit is wrong."""
+    _, version, length, _ = model_file.PREFIX.unpack_from(data)
+    header = json.loads(data[model_file.PREFIX.size:model_file.PREFIX.size + length])
+    edit(header)
+    head = json.dumps(header, sort_keys=True).encode()
+    payload = data[model_file.PREFIX.size + length:]
+    return model_file.PREFIX.pack(model_file.MAGIC, version, len(head), hashlib.sha256(head + payload).digest()) + head + payload
+
+
+def _shape_edit(header: dict) -> None:
+    header["layers"][1]["shape"] = [8, 16, 3, 3]
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda d: d[:-1], "is truncated: .* bytes, its header says"),
+    (lambda d: d[:20], "is truncated: 20 bytes, shorter than the 46-byte prefix"),
+    (lambda d: d[:-200] + bytes([d[-200] ^ 0x01]) + d[-199:], "fails its checksum"),
+    (lambda d: d[:60] + bytes([d[60] ^ 0x20]) + d[61:], "fails its checksum|damaged header"),
+    (lambda d: d[:8] + (2).to_bytes(2, "big") + d[10:], "is format version 2; this study reads version 1"),
+    (lambda d: b"PK\x03\x04" + d[4:], "is not a study model file"),
+    (lambda d: _rewritten(d, _shape_edit), "shape mismatch in layer conv2: the stream holds \\(16, 16, 3, 3\\), the header "
+                                           "says \\(8, 16, 3, 3\\)"),
+    (lambda d: _rewritten(d, lambda h: h.update(model="lenet5")), "shape mismatch in layer conv1: stored"),
+])
+def test_a_damaged_file_is_refused_with_its_own_message(tmp_path, written: bytes, damage, message: str) -> None:
+    with pytest.raises(model_file.ModelFileError, match=message):
+        _reread(tmp_path, damage(written))
+
+
+def test_the_header_describes_the_file(tmp_path, written: bytes) -> None:
+    path = tmp_path / "m.stm"
+    path.write_bytes(written)
+    header = model_file.read_header(path)
+    assert (header["model"], header["scheme"], header["weight_bits"], header["format_version"]) == ("vgg6", "irregular", 4, 1)
+    assert [layer["name"] for layer in header["layers"]] == list(models.prunable_layers(models.build_model("vgg6")))
+    assert all(layer["format"] in ("dense", "rel_csc", "rel_csr", "csr", "bitmap") for layer in header["layers"])
+    assert sum(layer["bits"] for layer in header["layers"]) == header["stream_bits"]
