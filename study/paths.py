@@ -42,6 +42,11 @@ def quantized_checkpoint(baseline: str, scheme: str, bits: int) -> str:
     return f"models/{baseline}/quantize-{scheme}-{bits}/model.pt"
 
 
+def published(baseline: str) -> str:
+    """The folder of a baseline's published model files (committed to git, so a fresh clone has them)."""
+    return f"models/published/{baseline}"
+
+
 def results(stage: str, name: str) -> str:
     """The record a stage writes for later stages: deterministic (no timings, no provenance)."""
     return f"results/{stage}/{name}.json"

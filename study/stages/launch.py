@@ -13,7 +13,7 @@ pipeline's outputs, like ``dvc repro``; to explore without touching them, run th
 Distributed: with ``runtime.processes`` > 1 a training stage (train, prune, magnitude, l1filter, quantize) starts
 itself again under ``torchrun --standalone --nproc_per_node=N``; every process runs the notebook (the
 kernel inherits torchrun's environment and joins the process group), rank 0's executed notebook is the
-one kept. Across machines, start the same command under torchrun on every node yourself (README).
+one kept. Across machines, start the same command under torchrun on every node yourself (docs/paper-scale.md).
 """
 
 from __future__ import annotations
@@ -39,7 +39,8 @@ if TYPE_CHECKING:
 DISTRIBUTED_KINDS = frozenset({"train", "prune", "magnitude", "l1filter", "quantize", "quantize_dense", "seeds"})
 NOTEBOOKS = {"train": "train", "prune": "prune", "magnitude": "magnitude", "l1filter": "l1filter", "quantize": "quantize",
              "quantize_dense": "quantize", "evaluate": "evaluate", "weights": "weights", "storage": "storage",
-             "energy": "energy", "latency": "latency", "seeds": "seeds", "frontier": "frontier", "report": "report"}
+             "energy": "energy", "latency": "latency", "seeds": "seeds", "frontier": "frontier", "export": "export",
+             "report": "report"}
 
 
 # The stage every other one depends on: params.yaml checked in full, before DVC removes any stage's outputs (it
@@ -72,7 +73,8 @@ def _items(trained: list[str], compared: list[str], schemes: list[str], weight_b
                 items[f"quantize@{b}-{s}-{bits}"] = ("quantize", paths.item(b, s, bits), {"baseline": b, "scheme": s, "bits": bits})
         for bits in weight_bits:
             items[f"quantize_dense@{b}-{bits}"] = ("quantize", paths.item(b, "dense", bits), {"baseline": b, "scheme": "dense", "bits": bits})
-        for kind in ("magnitude", "l1filter", "evaluate", "weights", "storage", "energy", "latency", "seeds", "frontier"):
+        for kind in ("magnitude", "l1filter", "evaluate", "weights", "storage", "energy", "latency", "seeds", "frontier",
+                     "export"):
             items[f"{kind}@{b}"] = (kind, b, {"baseline": b})
     items["report"] = ("report", "report", {})
     return items
