@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 import shutil
@@ -21,14 +22,16 @@ import numpy as np
 import pandas as pd
 import papermill
 import pytest
+import torch
 
+import study
 from study.core.data import write_synthetic
 from study.report.claims import PROBABILITY, VERDICTS
 from tests.conftest import REPO, write_tiny_params
 
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
 STAGE_ORDER = ["train", "prune", "magnitude", "l1filter", "quantize", "evaluate", "weights", "storage", "energy", "latency", "seeds",
-               "frontier",
+               "frontier", "export",
                "report"]
 DISPLAY = re.compile(r"^\s*(display\(|show_figure\(|for b in result\.baselines|result\.(tables|headline)|def show_figure|"
                      r"for name, png in|if name\.startswith|from IPython|from study\.report\.common import styled)")
@@ -205,6 +208,16 @@ def test_dvc_repro_on_tiny_data_then_every_notebook_by_hand(tmp_path: Path, monk
         assert picks.groupby(["method", "scheme"])["pick_probability"].sum().round(9).eq(1).all()
         methods = pd.read_csv(results / "frontier" / network / "methods.csv")
         assert methods["scheme"].tolist() == ["irregular", "filter"]
+        # the published files: dense and picked at every width, frontier members; each loads with its priced bits
+        index = pd.read_csv(project / "models" / "published" / network / "index.csv")
+        assert {"dense-fp32.safetensors", "dense-1bit.stm"} <= set(index["file"])
+        assert set(index[index["why"].str.contains("picked")]["scheme"]) == {"irregular", "filter", "channel", "column"}
+        for row in index.itertuples():
+            path = project / "models" / "published" / network / row.file
+            assert path.stat().st_size == row.file_bytes
+            if row.file.endswith(".stm"):
+                assert row.stream_bytes == math.ceil(round(row.storage_kb * 8 * 1024) / 8)
+                assert study.load(path)(torch.zeros(1, 1, 28, 28)).shape == (1, 10)
     for figure in ("F0_frontiers", "F1_masks", "F2_admm_convergence", "F3_accuracy_vs_rate", "F4_storage_vs_rate", "F5_break_even",
                    "F6_energy_breakdown", "F7_latency_vs_sparsity", "F8_weight_distributions"):
         for network in networks:

@@ -275,3 +275,22 @@ def test_frontier_claims_say_at_how_many_seeds_the_verdict_is_the_same() -> None
     storage = claims.frontier_claims(_verdicts(rows), 256, per_seed, _frontier_models(20.0, 10.0))[0]
     assert storage[claims.PROBABILITY] == "8-bit 0.99 (seeds 2/3)"
     assert "the same at 2 of 3 seeds (irregular step 2 and column step 3)" in storage["ours"]
+
+
+def test_t5_shows_the_published_file_of_each_model_beside_its_computed_bits() -> None:
+    models = pd.DataFrame([{"scheme": s, "weight_bits": b, "test_accuracy": 0.99, "within_tolerance": True,
+                            "pruning_rate": r, "formats": f, "values": v, "indices": i, "fillers": 0, "pointers": 0,
+                            "codebook": 0, "scale": 32, "header": 64, "ideal_index_bits": 1.0,
+                            "total_bits": v + i + 96, "compression_ratio": 9.0}
+                           for s, b, r, f, v, i in (("dense", 8, 1.0, "dense", 8000, 0),
+                                                    ("irregular", 8, 10.0, "rel_csr", 800, 400))])
+    published = pd.DataFrame([
+        {"file": "dense-8bit.stm", "scheme": "dense", "weight_bits": 8, "stream_bytes": 1012, "file_bytes": 1900, "why": "dense"},
+        {"file": "admm-irregular-step2-8bit.stm", "scheme": "irregular", "weight_bits": 8, "stream_bytes": 162,
+         "file_bytes": 900, "why": "picked; frontier: storage (KB)"},
+        {"file": "magnitude-irregular-step3-8bit.stm", "scheme": "irregular", "weight_bits": 8, "stream_bytes": 100,
+         "file_bytes": 700, "why": "frontier: storage (KB)"}])  # not the picked model: not T5's
+    table = report_storage.storage_table(models, published=published)
+    row = table[table["scheme"] == "irregular"].iloc[0]
+    assert (row["file"], row["file streams (bytes)"], row["file size (bytes)"]) == ("admm-irregular-step2-8bit.stm", 162, 900)
+    assert "file" not in report_storage.storage_table(models).columns  # no export stage, no file columns

@@ -19,9 +19,21 @@ from study.report.uncertainty import Evidence
 KB = 8 * 1024  # bits per kilobyte (1 KB = 1024 bytes)
 
 
-def storage_table(models_csv: pd.DataFrame, evidence: Evidence | None = None, baseline: str = "") -> pd.DataFrame:
-    """Table T5: every encoded model, its bits by category, total KB and compression against fp32 dense."""
-    t = models_csv
+def published_files(published: pd.DataFrame | None) -> pd.DataFrame:
+    """The export stage's files of the dense and the picked models, one per (scheme, weight_bits)."""
+    if published is None or published.empty:
+        return pd.DataFrame(columns=["scheme", "weight_bits", "file", "stream_bytes", "file_bytes"])
+    mine = published[published["why"].str.contains("picked") | (published["scheme"] == "dense")]
+    return mine[["scheme", "weight_bits", "file", "stream_bytes", "file_bytes"]].drop_duplicates(["scheme", "weight_bits"])
+
+
+def storage_table(models_csv: pd.DataFrame, evidence: Evidence | None = None, baseline: str = "",
+                  published: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Table T5: every encoded model, its bits by category, total KB and compression against fp32 dense; with the
+    export stage's index (``published``), the file each model was written to: its streams are the computed bits
+    rounded up to whole bytes, the rest of the file its header and unpruned tensors."""
+    files = published_files(published)
+    t = models_csv.merge(files, on=["scheme", "weight_bits"], how="left")
     table = pd.DataFrame({
         **model_columns(t, evidence, baseline),
         "stored rate (x)": t["pruning_rate"].round(1),
@@ -34,6 +46,8 @@ def storage_table(models_csv: pd.DataFrame, evidence: Evidence | None = None, ba
         "ideal index bits": t["ideal_index_bits"].round(0).astype(int),
         "total (KB)": (t["total_bits"] / KB).round(2),
         "compression vs fp32 dense (x)": t["compression_ratio"].round(1),
+        **({"file": t["file"].fillna(""), "file streams (bytes)": t["stream_bytes"].astype("Int64"),
+            "file size (bytes)": t["file_bytes"].astype("Int64")} if not files.empty else {}),
     })
     return table.sort_values(["weight bits", "scheme"], ascending=[False, True]).reset_index(drop=True)
 

@@ -194,7 +194,9 @@ def run(params: Params, layout: paths.Layout, label: str = "") -> Report:
         figure(f"F8_weight_distributions_{b}", report_weights.plot_weight_distributions(
             pd.read_csv(weights_dir / "histograms.csv"), params.report.histogram_layer or largest))
         storage_t, energy_t, latency_t = (stage_tables[s][b] for s in ("storage", "energy", "latency"))
-        table(f"T5_storage_{b}", report_storage.storage_table(storage_t["models"], evidence, b))
+        index = layout.read(paths.published(b)) / "index.csv"
+        table(f"T5_storage_{b}", report_storage.storage_table(storage_t["models"], evidence, b,
+                                                              pd.read_csv(index) if index.is_file() else None))
         iso = report_storage.iso_bits_comparison(storage_t["models"])
         table(f"T5_iso_bits_{b}", iso)
         out.texts[f"storage_verdict_{b}"] = report_storage.storage_verdict(iso, storage_t["ideal"], storage_t["models"])
