@@ -144,3 +144,69 @@ def test_papermill_draws_the_views_and_answers_without_widgets(tiny_session: Exp
     answers = [d["text/markdown"] for d in data if d.get("text/markdown", "").startswith(">")]
     assert len(answers) == len(exercises.EXERCISES)
     assert not any("application/vnd.jupyter.widget-view+json" in d for d in data)
+
+
+def _publish(folder: Path, session: Explorer) -> list[dict]:
+    """A published folder as the export stage writes it: the dense fp32 model and an irregular 8-bit one."""
+    import copy
+
+    import pandas as pd
+    from safetensors.torch import save_file
+
+    from study.compression import constraints, quantize
+    from study.costs import model_file
+
+    folder.mkdir(parents=True)
+    save_file({k: v.contiguous() for k, v in session.model.state_dict().items()}, str(folder / "dense-fp32.safetensors"),
+              metadata={"model": "lenet5", "dataset": "mnist", "scheme": "dense", "weight_bits": "32"})
+    pruned = copy.deepcopy(session.model)
+    with torch.no_grad():
+        for layer_ in pruned.modules():
+            if isinstance(layer_, (torch.nn.Conv2d, torch.nn.Linear)):
+                layer_.weight.copy_(constraints.project_pruned(layer_.weight, "irregular", layer_.weight.numel() // 20)[0])
+    quantize.snap_to_levels(pruned, 8, keep_support=True)
+    header = model_file.save(folder / "admm-irregular-step2-8bit.stm", pruned, model="lenet5", dataset="mnist",
+                             scheme="irregular", weight_bits=8)
+    rows = [{"file": "admm-irregular-step2-8bit.stm", "method": "ADMM", "scheme": "irregular", "step": 2, "target_rate": 20.0,
+             "weight_bits": 8, "why": "picked; frontier: storage (KB)"},
+            {"file": "dense-fp32.safetensors", "method": "dense", "scheme": "dense", "step": 0, "target_rate": 1.0,
+             "weight_bits": 32, "why": "dense"}]
+    pd.DataFrame(rows).to_csv(folder / "index.csv", index=False)
+    return [header]
+
+
+def test_published_models_come_first_named_as_the_report_names_them_and_open(tiny_session: Explorer, tmp_path: Path) -> None:
+    from study.core import models as registry
+    from study.costs import storage
+    from study.explore.model_view import whole_model
+    from study.explore.session import published_models
+
+    (header,) = _publish(tmp_path / "models" / "published" / "lenet5-mnist", tiny_session)
+    found = published_models(tiny_session.candidate.params_file, root=tmp_path)
+    assert [c.label for c in found] == ["published: lenet5-mnist, dense, fp32",
+                                        "published: lenet5-mnist, ADMM irregular step 2 (20x), 8-bit (picked)"]
+    dense, irregular = (Explorer(c, val_images=40) for c in found)
+    assert dense.stored["weight_bits"] == 32 and dense.baseline_accuracy == tiny_session.baseline_accuracy
+    assert (irregular.stored["scheme"], irregular.stored["weight_bits"]) == ("irregular", 8)
+    table = whole_model(irregular.model, "lenet5", "irregular", 8, irregular.params)
+    assert table["layer"].tolist() == [*registry.prunable_layers(irregular.model), "total"]
+    total = table[table["layer"] == "total"].iloc[0]
+    assert total["total bits"] == header["stream_bits"] == int(
+        storage.model_storage(irregular.model, "irregular", 8, registry.INPUT_SHAPES["lenet5"])["total_bits"].sum())
+    assert total["energy, weights on chip (nJ)"] < total["energy, weights from DRAM (nJ)"]  # 8-bit LeNet-5 fits 256 KB
+
+
+def test_the_whole_model_table_opens_a_layer_when_its_name_is_clicked(tiny_session: Explorer, tmp_path: Path) -> None:
+    from study.explore.session import published_models
+
+    _publish(tmp_path / "models" / "published" / "lenet5-mnist", tiny_session)
+    irregular = Explorer(published_models(tiny_session.candidate.params_file, root=tmp_path)[1], val_images=40)
+    page = app.App(irregular, app.initial_choice(irregular), [irregular.candidate])
+    buttons = {b.description: b for b in page.model_panel.children[1].children if hasattr(b, "on_click")}
+    assert list(buttons) == list(irregular.layers) and page.layer.value == "fc1"
+    buttons["conv2"].click()
+    assert page.layer.value == "conv2" and "<b>conv2</b>" in page.summary.value
+    static = app.model_table_html(irregular)
+    total = app.model_table(irregular).iloc[-1]["total bits"]
+    assert f"data-model-part='total bits'>{int(total):,}</td>" in static
+    assert app.model_table(tiny_session) is None  # a pipeline checkpoint does not say how it is stored

@@ -16,6 +16,7 @@ import matplotlib.pyplot as plt
 from study.explore import exercises
 from study.explore.figures import layer_figure
 from study.explore.layer import INDEX_FORMATS, STORAGE_PARTS, WEIGHT_BITS, Choice
+from study.explore.model_view import whole_model
 from study.explore.session import Candidate, Explorer, choose, find_models
 
 PART_HELP = {"values": "b-bit codes of the stored weights", "indices": "where the weights are (runs, columns, flags)",
@@ -61,10 +62,49 @@ def summary_html(view: dict[str, Any]) -> str:
     )
 
 
+MODEL_COLUMNS = ("format", "value bits", "index bits", "filler bits", "pointer bits", "scale, codebook, header bits",
+                 "total bits", "KB", "energy, weights from DRAM (nJ)", "energy, weights on chip (nJ)")
+
+
+def model_table(session: Explorer):
+    """The whole-model view of a published model (None for a checkpoint that does not say how it is stored)."""
+    if session.stored is None:
+        return None
+    return whole_model(session.model, session.model_name, session.stored["scheme"], int(session.stored["weight_bits"]),
+                       session.params)
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:,.3f}" if abs(value) < 1000 else f"{value:,.0f}"
+    return html.escape(f"{value:,}" if isinstance(value, int) else str(value))
+
+
+def model_caption(session: Explorer) -> str:
+    stored = session.stored
+    width = "fp32" if int(stored["weight_bits"]) == 32 else f"{int(stored['weight_bits'])}-bit"
+    return (f"<p><b>The whole model as stored</b> ({html.escape(str(stored['scheme']))}, {width}; T5/T6 of the report "
+            "count it the same way). Choose a layer to open it below.</p>")
+
+
+def model_table_html(session: Explorer) -> str:
+    """The whole-model view as an HTML table (static pages); each total cell carries ``data-model-part``."""
+    table = model_table(session)
+    if table is None:
+        return ""
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in ("layer", *MODEL_COLUMNS))
+    rows = "".join("<tr>" + f"<td>{html.escape(str(r['layer']))}</td>" + "".join(
+        f"<td data-model-part='{html.escape(c)}'>{_cell(r[c])}</td>" if r["layer"] == "total" else f"<td>{_cell(r[c])}</td>"
+        for c in MODEL_COLUMNS) + "</tr>" for r in table.to_dict("records"))
+    return f"<div class='explore-model'>{model_caption(session)}<table><tr>{head}</tr>{rows}</table></div>"
+
+
 def show_static(session: Explorer, choice: Choice, show_answers: bool = False) -> None:
     """The views for one choice as plain outputs (what papermill records and CI checks)."""
     from IPython.display import HTML, Markdown, display
 
+    if session.stored is not None:
+        display(HTML(model_table_html(session)))
     view = session.view(choice)
     fig = layer_figure(view)
     display(fig)
@@ -113,9 +153,38 @@ class App:
         for control in (self.layer, self.scheme, self.rate, self.bits, self.index_format, self.index_bits):
             control.observe(self.refresh, names="value")
         self.exercises = self._exercise_panel(w)
+        self.model_panel = w.VBox()
+        self.model_panel.add_class("explore-model")
         controls = w.VBox([self.model, self.layer, self.scheme, self.rate, self.bits, self.index_format, self.index_bits])
-        self.widget = w.VBox([controls, self.status, self.summary, self.figure, self.exercises])
+        self.widget = w.VBox([self.model_panel, controls, self.status, self.summary, self.figure, self.exercises])
+        self._fill_model_panel()
         self.refresh()
+
+    def _fill_model_panel(self) -> None:
+        """The whole-model table of a published model; each layer's name is a button that opens it below."""
+        import ipywidgets as w
+
+        table = model_table(self.session)
+        if table is None:
+            self.model_panel.children = ()
+            return
+        cells: list[Any] = [w.HTML(f"<b>{html.escape(c)}</b>") for c in ("layer", *MODEL_COLUMNS)]
+        for row in table.to_dict("records"):
+            if row["layer"] in self.session.layers:
+                button = w.Button(description=row["layer"], layout=w.Layout(width="auto"))
+                button.add_class(f"explore-open-{row['layer']}")
+                button.on_click(lambda _, name=row["layer"]: setattr(self.layer, "value", name))
+                cells.append(button)
+            else:
+                cells.append(w.HTML(f"<b>{html.escape(str(row['layer']))}</b>"))
+            for c in MODEL_COLUMNS:
+                cell = w.HTML(_cell(row[c]))
+                if row["layer"] == "total":
+                    cell.add_class(f"explore-total-{MODEL_COLUMNS.index(c)}")
+                cells.append(cell)
+        grid = w.GridBox(cells, layout=w.Layout(grid_template_columns=f"repeat({1 + len(MODEL_COLUMNS)}, auto)",
+                                                 grid_gap="2px 12px"))
+        self.model_panel.children = (w.HTML(model_caption(self.session)), grid)
 
     def choice(self) -> Choice:
         return Choice(self.layer.value, self.scheme.value, float(self.rate.value), int(self.bits.value),
@@ -147,6 +216,7 @@ class App:
         with self.layer.hold_trait_notifications():
             self.layer.options = list(self.session.layers)
             self.layer.value = layer
+        self._fill_model_panel()
         self.refresh()
 
     def _exercise_panel(self, w: Any) -> Any:

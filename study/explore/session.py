@@ -33,6 +33,66 @@ class Candidate:
     params_file: Path
 
 
+PUBLISHED_INDEX = "index.csv"  # written by the export stage beside the files
+
+
+def published_label(baseline: str, row: dict[str, Any]) -> str:
+    """How the report names a published model: 'published: lenet5-mnist, ADMM irregular step 2 (40x), 8-bit (picked)'."""
+    width = "fp32" if int(row["weight_bits"]) == 32 else f"{int(row['weight_bits'])}-bit"
+    if row["scheme"] == "dense":
+        what = f"dense, {width}"
+    else:
+        what = f"{row['method']} {row['scheme']} step {int(row['step'])} ({float(row['target_rate']):g}x), {width}"
+    why = "picked" if "picked" in str(row["why"]) else "frontier" if "frontier" in str(row["why"]) else ""
+    return f"published: {baseline}, {what}" + (f" ({why})" if why and row["scheme"] != "dense" else "")
+
+
+def published_models(params_file: Path, root: Path = paths.REPO_ROOT) -> list[Candidate]:
+    """The study's published files (``models/published/<baseline>/``, in git: a fresh clone has them), compared
+    baselines in order; in each the dense models first, then each scheme's pick, then the other frontier models."""
+    import pandas as pd
+
+    try:
+        compared = load_params(params_file).compare.baselines
+    except ParamsError:
+        return []
+    found = []
+    for baseline in compared:
+        folder = root / paths.published(baseline)
+        if not (folder / PUBLISHED_INDEX).is_file():
+            continue
+        index = pd.read_csv(folder / PUBLISHED_INDEX)
+        rank = index["scheme"].ne("dense").astype(int) + (~index["why"].str.contains("picked")).astype(int)
+        index = index.assign(rank=rank).sort_values(["rank", "weight_bits", "scheme", "step"], ascending=[True, False, True, True],
+                                                    kind="stable")
+        found += [Candidate(published_label(baseline, row), folder / row["file"], params_file)
+                  for row in index.to_dict("records") if (folder / row["file"]).is_file()]
+    return found
+
+
+def load_any(checkpoint: Path) -> tuple[torch.nn.Module, str, str, dict[str, Any] | None]:
+    """(model, model name, dataset, the model file's header or None) for a pipeline checkpoint (``.pt``), a study
+    model file (``.stm``) or a dense model in safetensors."""
+    from study.costs import model_file
+
+    if checkpoint.suffix == model_file.SUFFIX:
+        header = model_file.read_header(checkpoint)
+        return model_file.load(checkpoint), header["model"], header["dataset"], header
+    if checkpoint.suffix == ".safetensors":
+        from safetensors import safe_open
+        from safetensors.torch import load_file
+
+        with safe_open(str(checkpoint), framework="pt") as opened:
+            meta = opened.metadata() or {}
+        if "model" not in meta or "dataset" not in meta:
+            raise ValueError(f"{checkpoint} has no model and dataset in its metadata: not a file the study published")
+        net = models.build_model(meta["model"])
+        net.load_state_dict(load_file(str(checkpoint)))
+        return net, meta["model"], meta["dataset"], {**meta, "scheme": "dense", "weight_bits": 32}
+    net, payload = training.load_model(checkpoint)
+    return net, payload["model"], payload["dataset"], None
+
+
 def _label(source: str, checkpoint: Path, root: Path) -> str:
     relative = checkpoint.relative_to(root / "models")
     baseline, rest = relative.parts[0], "/".join(relative.parts[1:])
@@ -48,12 +108,13 @@ def _label(source: str, checkpoint: Path, root: Path) -> str:
 
 
 def find_models(params_file: str | Path = "params.yaml", out_root: str | Path = "tmp/explore") -> list[Candidate]:
-    """Every checkpoint of the pipeline (``models/``), of the demo (``demo/models/``) and of this explorer's
-    own runs (``<out_root>/models/``); in each, the compared baselines first, dense models before the others."""
+    """The study's published model files first (a fresh clone has them), then every checkpoint of the pipeline
+    (``models/``), of the demo (``demo/models/``) and of this explorer's own runs (``<out_root>/models/``); in each,
+    the compared baselines first, dense models before the others."""
+    found: list[Candidate] = published_models(paths.from_root(params_file))
     sources = [("study", paths.REPO_ROOT, paths.from_root(params_file)),
                ("demo", paths.from_root(DEMO_ROOT), paths.from_root(DEMO_PARAMS)),
                (str(out_root), paths.from_root(out_root), paths.from_root(params_file))]
-    found: list[Candidate] = []
     seen: set[Path] = set()
     for source, root, params in sources:
         if not params.is_file():
@@ -106,7 +167,8 @@ def choose(model: str, params_file: str | Path = "params.yaml", out_root: str | 
         return quick_model(params_file, out_root)
     found = find_models(params_file, out_root)
     if model == "auto":
-        return next((c for c in found if c.label.endswith("(dense)")), None) or quick_model(params_file, out_root)
+        dense = (c for c in found if c.label.endswith("(dense)") or c.label.endswith("dense, fp32"))
+        return next(dense, None) or quick_model(params_file, out_root)
     for candidate in found:
         if model == candidate.label:
             return candidate
@@ -125,10 +187,9 @@ class Explorer:
             raise ValueError(f"val_images={val_images!r}: the explorer measures accuracy on that many validation images; "
                              "give a whole number of at least 1 (2000 answers within about a second on 2 cores)")
         self.candidate = candidate
-        self.model, payload = training.load_model(candidate.checkpoint)
+        self.model, self.model_name, self.dataset, self.stored = load_any(Path(candidate.checkpoint))
         self.model.eval()
         self.params = load_params(candidate.params_file)
-        self.model_name, self.dataset = payload["model"], payload["dataset"]
         self.val = _splits(self.params, self.dataset)["val"].subset(val_images)
         self.layers = models.prunable_layers(self.model)
         macs = models.count_macs(self.model, models.INPUT_SHAPES[self.model_name])

@@ -129,7 +129,7 @@ def run(params: Params, layout: paths.Layout, baseline: str) -> StageResult:
             if i % 10 == 0 or i == len(published):
                 line(f"wrote {i}/{len(published)} files")
     index = pd.concat([pd.DataFrame(files), published.drop(columns=["id"]).reset_index(drop=True)], axis=1)
-    index = index[["file", "method", "scheme", "step", "weight_bits", "quantized_by", "side", "pruning_rate",
+    index = index[["file", "method", "scheme", "step", "target_rate", "weight_bits", "quantized_by", "side", "pruning_rate",
                    "compact_pruning_rate", "val_accuracy", "test_accuracy", "storage_kb", "stream_bytes", "file_bytes", "why"]]
     artifacts.atomic_write_text(folder / INDEX, index.to_csv(index=False))
     record = {
