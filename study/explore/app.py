@@ -13,7 +13,7 @@ from typing import Any
 
 import matplotlib.pyplot as plt
 
-from study.explore import exercises
+from study.explore import compare, exercises
 from study.explore.figures import layer_figure
 from study.explore.layer import INDEX_FORMATS, STORAGE_PARTS, WEIGHT_BITS, Choice
 from study.explore.model_view import whole_model
@@ -99,6 +99,21 @@ def model_table_html(session: Explorer) -> str:
     return f"<div class='explore-model'>{model_caption(session)}<table><tr>{head}</tr>{rows}</table></div>"
 
 
+def compare_html(numbers: dict[str, dict[str, Any]]) -> str:
+    """Two choices side by side; each number carries ``data-compare='<first|second>-<field>'`` for readers and tests."""
+    def label(choice: Choice) -> str:
+        width = "fp32" if choice.weight_bits == 32 else f"{choice.weight_bits}-bit"
+        return html.escape(f"{choice.scheme} at {choice.rate:g}x, {width}, {choice.index_format} index")
+
+    fields = (("total_bits", "stored bits", "{:,}"), ("kb", "KB", "{:.2f}"), ("energy_nj", "energy (nJ)", "{:.3f}"),
+              ("val_accuracy", "one-shot validation accuracy", "{:.2%}"), ("layer_rate", "layer rate (x)", "{:.1f}"))
+    rows = "".join(f"<tr><td>{name}</td>" + "".join(
+        f"<td data-compare='{side}-{key}'>{fmt.format(numbers[side][key])}</td>" for side in ("first", "second")) + "</tr>"
+        for key, name, fmt in fields)
+    return (f"<table class='explore-compare-table'><tr><th></th><th>first: {label(numbers['first']['choice'])}</th>"
+            f"<th>second: {label(numbers['second']['choice'])}</th></tr>{rows}</table>")
+
+
 def show_static(session: Explorer, choice: Choice, show_answers: bool = False) -> None:
     """The views for one choice as plain outputs (what papermill records and CI checks)."""
     from IPython.display import HTML, Markdown, display
@@ -153,12 +168,59 @@ class App:
         for control in (self.layer, self.scheme, self.rate, self.bits, self.index_format, self.index_bits):
             control.observe(self.refresh, names="value")
         self.exercises = self._exercise_panel(w)
+        self.compare_panel = self._compare_panel(w, style)
         self.model_panel = w.VBox()
         self.model_panel.add_class("explore-model")
         controls = w.VBox([self.model, self.layer, self.scheme, self.rate, self.bits, self.index_format, self.index_bits])
-        self.widget = w.VBox([self.model_panel, controls, self.status, self.summary, self.figure, self.exercises])
+        self.widget = w.VBox([self.model_panel, controls, self.compare_panel, self.status, self.summary, self.figure,
+                              self.exercises])
         self._fill_model_panel()
         self.refresh()
+
+    def _compare_panel(self, w: Any, style: dict[str, str]) -> Any:
+        """A second choice on the same layer, its numbers beside the first's, and the accuracy-matching button."""
+        self.comparing = w.ToggleButton(value=False, description="compare with a second choice", layout=w.Layout(width="260px"))
+        self.scheme2 = w.ToggleButtons(options=["irregular", "filter", "channel", "column"], value="channel",
+                                       description="second scheme", style=style)
+        self.rate2 = w.FloatLogSlider(value=4.0, base=10, min=0, max=3, step=0.02, description="second rate (x)",
+                                      style=style, readout_format=".2f", continuous_update=False, layout=w.Layout(width="520px"))
+        self.bits2 = w.Dropdown(options=[(f"{b}-bit" if b != 32 else "fp32", b) for b in WEIGHT_BITS], value=4,
+                                description="second bits", style=style)
+        self.index_format2 = w.Dropdown(options=list(INDEX_FORMATS), value="auto", description="second index", style=style)
+        self.match = w.Button(description="match the first one's accuracy", layout=w.Layout(width="260px"))
+        self.compared = w.HTML()
+        for control, name in ((self.comparing, "compare"), (self.scheme2, "scheme2"), (self.rate2, "rate2"),
+                              (self.bits2, "bits2"), (self.index_format2, "index-format2"), (self.match, "match"),
+                              (self.compared, "compared")):
+            control.add_class(f"explore-{name}")
+        second = w.VBox([self.scheme2, self.rate2, self.bits2, self.index_format2, self.match, self.compared],
+                        layout=w.Layout(display="none"))
+        self.comparing.observe(lambda change: setattr(second.layout, "display", "flex" if change["new"] else "none"),
+                               names="value")
+        for control in (self.comparing, self.scheme2, self.rate2, self.bits2, self.index_format2):
+            control.observe(self.refresh_compare, names="value")
+        self.match.on_click(self.match_accuracy)
+        return w.VBox([self.comparing, second])
+
+    def second_choice(self) -> Choice:
+        return Choice(self.layer.value, self.scheme2.value, float(self.rate2.value), int(self.bits2.value),
+                      self.index_format2.value if self.scheme2.value == "irregular" else "auto")
+
+    def refresh_compare(self, *_: object) -> None:
+        if not self.comparing.value:
+            return
+        try:
+            self.compared.value = compare_html(compare.side_by_side(self.session, self.choice(), self.second_choice()))
+        except ValueError as exc:
+            self.compared.value = f"<span style='color:#c44e52'>{html.escape(str(exc))}</span>"
+
+    def match_accuracy(self, *_: object) -> None:
+        """Set the second rate to where the second choice's one-shot accuracy still reaches the first one's."""
+        self.status.value = "<i>searching the rate (a dozen one-shot evaluations)...</i>"
+        rate, _ = compare.matching_rate(self.session, self.choice(), self.second_choice())
+        self.rate2.value = rate  # redraws the comparison
+        self.refresh_compare()
+        self.status.value = ""
 
     def _fill_model_panel(self) -> None:
         """The whole-model table of a published model; each layer's name is a button that opens it below."""
@@ -200,6 +262,7 @@ class App:
             self.status.value = f"<span style='color:#c44e52'>{html.escape(str(exc))}</span>"
             return
         self.summary.value = summary_html(view)
+        self.refresh_compare()
         from IPython.display import display
 
         fig = layer_figure(view)

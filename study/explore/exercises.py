@@ -123,4 +123,15 @@ EXERCISES = (
              "Read the energy panel: MACs, index decoding, SRAM and DRAM reads.", _energy_answer),
     Exercise("Accuracy without retraining", "The largest layer at 10x and 4-bit weights, pruned in one shot: which "
              "scheme keeps the most accuracy?", "Read the validation accuracy in the figure title.", _accuracy_answer),
+    Exercise("At the same accuracy", "Compare mode: channel-prune the conv layer with the most MACs at 4x, 4-bit, "
+             "against irregular pruning, 4-bit. At what irregular rate does its one-shot accuracy still match, and which "
+             "of the two stores fewer bits there?",
+             "Turn on compare, set the second choice to irregular and press the button that matches the accuracy.",
+             lambda session: _compare_answer(session)),
 )
+
+
+def _compare_answer(session: Explorer) -> str:
+    from study.explore.compare import compare_answer  # compare builds on this module's neighbours, not on it
+
+    return compare_answer(session)
