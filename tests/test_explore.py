@@ -210,3 +210,35 @@ def test_the_whole_model_table_opens_a_layer_when_its_name_is_clicked(tiny_sessi
     total = app.model_table(irregular).iloc[-1]["total bits"]
     assert f"data-model-part='total bits'>{int(total):,}</td>" in static
     assert app.model_table(tiny_session) is None  # a pipeline checkpoint does not say how it is stored
+
+
+def test_compare_puts_two_choices_on_one_layer_and_finds_the_matching_rate(tiny_session: Explorer) -> None:
+    from study.explore import compare
+
+    first = Choice("conv2", "channel", 4.0, 4)
+    numbers = compare.side_by_side(tiny_session, first, Choice("fc1", "irregular", 8.0, 4))
+    assert numbers["second"]["choice"].layer == "conv2"  # the second choice is made on the first one's layer
+    assert numbers["first"]["total_bits"] == tiny_session.view(first)["storage"]["total_bits"]
+    second_view = tiny_session.view(Choice("conv2", "irregular", 8.0, 4))
+    assert numbers["second"]["total_bits"] == second_view["storage"]["total_bits"]
+    assert numbers["second"]["val_accuracy"] == second_view["val_accuracy"]
+    rate, at = compare.matching_rate(tiny_session, first, Choice("conv2", "irregular", 4.0, 4), steps=6)
+    assert 1.0 <= rate <= compare.MAX_RATE and at["second"]["choice"].rate == rate
+    assert at["second"]["val_accuracy"] >= at["first"]["val_accuracy"]  # it matches where it stops
+    html = app.compare_html(at)
+    assert f"data-compare='first-total_bits'>{at['first']['total_bits']:,}<" in html
+    assert f"data-compare='second-total_bits'>{at['second']['total_bits']:,}<" in html
+
+
+def test_compare_mode_on_the_page_shows_both_and_matches_on_a_click(tiny_session: Explorer) -> None:
+    from study.explore import compare
+
+    page = app.App(tiny_session, Choice("conv2", "channel", 4.0, 4), [tiny_session.candidate])
+    page.comparing.value = True
+    page.scheme2.value = "irregular"
+    expected = compare.side_by_side(tiny_session, page.choice(), page.second_choice())
+    assert page.compared.value == app.compare_html(expected)
+    page.match.click()
+    rate, _ = compare.matching_rate(tiny_session, page.choice(), page.second_choice())
+    assert page.rate2.value == pytest.approx(rate, rel=0.02)
+    assert "data-compare='second-val_accuracy'" in page.compared.value
