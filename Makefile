@@ -30,11 +30,14 @@ install: $(VENV)/.installed
 
 # Reinstall only when the dependency list or its lock changes. The lock pins every package (tools/lock.py);
 # the project itself goes in editable, without dependencies, so nothing resolves differently elsewhere.
+# pip -qq: errors only. A machine's pip configuration can add a warning per package (an index location that does
+# not exist), hundreds of lines that would bury the run's own progress.
 $(VENV)/.installed: pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -r requirements.lock
-	$(BIN)/python -m pip install --quiet --no-deps -e '.[dev]'
+	@echo "install: the locked environment into $(VENV) (about 2 minutes the first time)"
+	$(BIN)/python -m pip install -qq --upgrade pip
+	$(BIN)/python -m pip install -qq -r requirements.lock
+	$(BIN)/python -m pip install -qq --no-deps -e '.[dev]'
 	touch $@
 
 # After editing pyproject.toml's dependencies: resolve them afresh in a scratch environment and pin the result.
