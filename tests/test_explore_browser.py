@@ -136,3 +136,77 @@ def test_a_click_changes_the_page_to_the_numbers_the_package_computes(served: tu
             assert page.is_disabled(".explore-index-format select")  # structured layers have no index format
         finally:
             browser.close()
+
+
+COMPARED = ".explore-compared [data-compare='{side}-total_bits']"
+
+
+@pytest.fixture(scope="module")
+def served_fresh(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    """Voilà serving the explorer as a fresh clone has it: no checkpoint anywhere, only the published model files
+    that git carries (models/published/), opened with a tiny params file for its validation images."""
+    _browser_or_skip()
+    published = REPO / "models" / "published" / "lenet5-mnist" / "index.csv"
+    assert published.is_file(), "no published models: run `dvc repro export@lenet5-mnist` (make paper does)"
+    folder = tmp_path_factory.mktemp("fresh")
+    params = write_tiny_params(folder / "params.yaml", synthetic_root)
+    notebook = folder / "explore.ipynb"
+    papermill.execute_notebook(str(REPO / "notebooks" / "explore.ipynb"), str(notebook), prepare_only=True,
+                               parameters={"params_file": str(params), "out_root": str(folder / "out"),
+                                           "layer": "conv2", "scheme": "channel", "rate": 4.0, "weight_bits": 4,
+                                           "val_images": 40})
+    port = _free_port()
+    log = (folder / "voila.log").open("w")
+    server = subprocess.Popen([sys.executable, "-m", "voila", str(notebook), "--no-browser", f"--port={port}",
+                               "--Voila.ip=127.0.0.1"], cwd=folder, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        for _ in range(120):
+            try:
+                urllib.request.urlopen(url + "favicon.ico", timeout=2)  # noqa: S310 (localhost)
+                break
+            except urllib.error.HTTPError:
+                break
+            except OSError:
+                if server.poll() is not None:
+                    pytest.fail(f"voila exited:\n{(folder / 'voila.log').read_text()[-3000:]}")
+                time.sleep(0.5)
+        yield url, params
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        log.close()
+
+
+def test_a_fresh_clone_lists_the_published_models_and_compares_two_choices(served_fresh: tuple[str, Path]) -> None:
+    from playwright.sync_api import sync_playwright
+
+    from study.explore import compare
+    from study.explore.session import published_models
+
+    url, params = served_fresh
+    candidates = published_models(params)
+    assert candidates[0].label == "published: lenet5-mnist, dense, fp32"
+    picked = next(c for c in candidates if c.label.startswith("published: lenet5-mnist, ADMM irregular")
+                  and c.label.endswith("8-bit (picked)"))
+    session = Explorer(picked, val_images=40)
+    first, second = Choice("conv2", "channel", 4.0, 4), Choice("conv2", "irregular", 4.0, 4)
+    expected = compare.side_by_side(session, first, second)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            _open(page, url)  # no checkpoint anywhere: the published dense model opened, nothing was trained
+            options = page.eval_on_selector(".explore-model select", "s => [...s.options].map(o => o.text)")
+            assert options[:len(candidates)] == [c.label for c in candidates]
+            page.select_option(".explore-model select", label=picked.label)
+            page.wait_for_selector(".explore-whole-model .explore-open-conv2", timeout=90_000)  # the whole-model view
+            page.click(".explore-compare")  # the toggle is the button itself
+            page.click(".explore-scheme2 button:has-text('irregular')")
+            page.select_option(".explore-bits2 select", label="4-bit")
+            for side in ("first", "second"):
+                selector = COMPARED.format(side=side)
+                page.wait_for_function(f"document.querySelector(\"{selector}\") && document.querySelector(\"{selector}\")"
+                                       f".innerText == '{expected[side]['total_bits']:,}'", timeout=60_000)
+        finally:
+            browser.close()

@@ -96,7 +96,7 @@ def model_table_html(session: Explorer) -> str:
     rows = "".join("<tr>" + f"<td>{html.escape(str(r['layer']))}</td>" + "".join(
         f"<td data-model-part='{html.escape(c)}'>{_cell(r[c])}</td>" if r["layer"] == "total" else f"<td>{_cell(r[c])}</td>"
         for c in MODEL_COLUMNS) + "</tr>" for r in table.to_dict("records"))
-    return f"<div class='explore-model'>{model_caption(session)}<table><tr>{head}</tr>{rows}</table></div>"
+    return f"<div class='explore-whole-model'>{model_caption(session)}<table><tr>{head}</tr>{rows}</table></div>"
 
 
 def compare_html(numbers: dict[str, dict[str, Any]]) -> str:
@@ -170,7 +170,7 @@ class App:
         self.exercises = self._exercise_panel(w)
         self.compare_panel = self._compare_panel(w, style)
         self.model_panel = w.VBox()
-        self.model_panel.add_class("explore-model")
+        self.model_panel.add_class("explore-whole-model")
         controls = w.VBox([self.model, self.layer, self.scheme, self.rate, self.bits, self.index_format, self.index_bits])
         self.widget = w.VBox([self.model_panel, controls, self.compare_panel, self.status, self.summary, self.figure,
                               self.exercises])
