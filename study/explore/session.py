@@ -62,7 +62,7 @@ def published_models(params_file: Path, root: Path = paths.REPO_ROOT) -> list[Ca
         if not (folder / PUBLISHED_INDEX).is_file():
             continue
         index = pd.read_csv(folder / PUBLISHED_INDEX)
-        rank = index["scheme"].ne("dense").astype(int) + (~index["why"].str.contains("picked")).astype(int)
+        rank = index["scheme"].ne("dense").astype(int) * (1 + (~index["why"].str.contains("picked")).astype(int))
         index = index.assign(rank=rank).sort_values(["rank", "weight_bits", "scheme", "step"], ascending=[True, False, True, True],
                                                     kind="stable")
         found += [Candidate(published_label(baseline, row), folder / row["file"], params_file)
