@@ -142,19 +142,22 @@ COMPARED = ".explore-compared [data-compare='{side}-total_bits']"
 
 
 @pytest.fixture(scope="module")
-def served_fresh(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
-    """Voilà serving the explorer as a fresh clone has it: no checkpoint anywhere, only the published model files
-    that git carries (models/published/), opened with a tiny params file for its validation images."""
+def served_fresh(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path, Path]]:
+    """Voilà serving the explorer as a fresh clone has it: no checkpoint anywhere, only published model files (as
+    the export stage writes them: a dense fp32 safetensors file and an irregular 8-bit model file)."""
+    from tests.test_explore import _publish
+
     _browser_or_skip()
-    published = REPO / "models" / "published" / "lenet5-mnist" / "index.csv"
-    assert published.is_file(), "no published models: run `dvc repro export@lenet5-mnist` (make paper does)"
     folder = tmp_path_factory.mktemp("fresh")
     params = write_tiny_params(folder / "params.yaml", synthetic_root)
+    trained = Explorer(quick_model(params, tmp_path_factory.mktemp("elsewhere")), val_images=40)
+    clone = folder / "clone"  # holds models/published/ and nothing else
+    _publish(clone / "models" / "published" / "lenet5-mnist", trained)
     notebook = folder / "explore.ipynb"
     papermill.execute_notebook(str(REPO / "notebooks" / "explore.ipynb"), str(notebook), prepare_only=True,
                                parameters={"params_file": str(params), "out_root": str(folder / "out"),
-                                           "layer": "conv2", "scheme": "channel", "rate": 4.0, "weight_bits": 4,
-                                           "val_images": 40})
+                                           "published_root": str(clone), "layer": "conv2", "scheme": "channel",
+                                           "rate": 4.0, "weight_bits": 4, "val_images": 40})
     port = _free_port()
     log = (folder / "voila.log").open("w")
     server = subprocess.Popen([sys.executable, "-m", "voila", str(notebook), "--no-browser", f"--port={port}",
@@ -171,21 +174,21 @@ def served_fresh(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory)
                 if server.poll() is not None:
                     pytest.fail(f"voila exited:\n{(folder / 'voila.log').read_text()[-3000:]}")
                 time.sleep(0.5)
-        yield url, params
+        yield url, params, clone
     finally:
         server.terminate()
         server.wait(timeout=30)
         log.close()
 
 
-def test_a_fresh_clone_lists_the_published_models_and_compares_two_choices(served_fresh: tuple[str, Path]) -> None:
+def test_a_fresh_clone_lists_the_published_models_and_compares_two_choices(served_fresh: tuple[str, Path, Path]) -> None:
     from playwright.sync_api import sync_playwright
 
     from study.explore import compare
     from study.explore.session import published_models
 
-    url, params = served_fresh
-    candidates = published_models(params)
+    url, params, clone = served_fresh
+    candidates = published_models(params, clone)
     assert candidates[0].label == "published: lenet5-mnist, dense, fp32"
     picked = next(c for c in candidates if c.label.startswith("published: lenet5-mnist, ADMM irregular")
                   and c.label.endswith("8-bit (picked)"))

@@ -26,9 +26,9 @@ PART_HELP = {"values": "b-bit codes of the stored weights", "indices": "where th
 
 
 def open_session(model: str = "auto", params_file: str | Path = "params.yaml", out_root: str | Path = "tmp/explore",
-                 val_images: int = 2000) -> Explorer:
+                 val_images: int = 2000, published_root: str | Path = ".") -> Explorer:
     """The explorer on the model named by the notebook's ``model`` parameter (see :func:`session.choose`)."""
-    return Explorer(choose(model, params_file, out_root), val_images)
+    return Explorer(choose(model, params_file, out_root, published_root), val_images)
 
 
 def initial_choice(session: Explorer, layer: str = "auto", scheme: str = "irregular", rate: float = 20.0,
@@ -299,13 +299,14 @@ class App:
 
 
 def show(session: Explorer, choice: Choice, interactive: bool = True, show_answers: bool = False,
-         params_file: str | Path = "params.yaml", out_root: str | Path = "tmp/explore") -> App | None:
+         params_file: str | Path = "params.yaml", out_root: str | Path = "tmp/explore",
+         published_root: str | Path = ".") -> App | None:
     """The page: live controls when ``interactive`` (JupyterLab, Voilà), else the static views."""
     if not interactive:
         show_static(session, choice, show_answers)
         return None
     from IPython.display import display
 
-    app = App(session, choice, find_models(params_file, out_root))
+    app = App(session, choice, find_models(params_file, out_root, published_root))
     display(app.widget)
     return app

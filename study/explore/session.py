@@ -107,11 +107,12 @@ def _label(source: str, checkpoint: Path, root: Path) -> str:
     return f"{source}: {baseline} ({what})"
 
 
-def find_models(params_file: str | Path = "params.yaml", out_root: str | Path = "tmp/explore") -> list[Candidate]:
+def find_models(params_file: str | Path = "params.yaml", out_root: str | Path = "tmp/explore",
+                published_root: str | Path = ".") -> list[Candidate]:
     """The study's published model files first (a fresh clone has them), then every checkpoint of the pipeline
     (``models/``), of the demo (``demo/models/``) and of this explorer's own runs (``<out_root>/models/``); in each,
     the compared baselines first, dense models before the others."""
-    found: list[Candidate] = published_models(paths.from_root(params_file))
+    found: list[Candidate] = published_models(paths.from_root(params_file), paths.from_root(published_root))
     sources = [("study", paths.REPO_ROOT, paths.from_root(params_file)),
                ("demo", paths.from_root(DEMO_ROOT), paths.from_root(DEMO_PARAMS)),
                (str(out_root), paths.from_root(out_root), paths.from_root(params_file))]
@@ -160,12 +161,13 @@ def _splits(params: Params, dataset: str) -> dict[str, data.Split]:
                              split_seed=params.seed, check_sha256=params.data.check_sha256)
 
 
-def choose(model: str, params_file: str | Path = "params.yaml", out_root: str | Path = "tmp/explore") -> Candidate:
-    """``auto``: the first dense checkpoint found (study, then demo, then this explorer's), else a quick
+def choose(model: str, params_file: str | Path = "params.yaml", out_root: str | Path = "tmp/explore",
+           published_root: str | Path = ".") -> Candidate:
+    """``auto``: the first dense model found (published, study, demo, then this explorer's), else a quick
     model; ``quick``: the quick model; otherwise a label from :func:`find_models` or a checkpoint path."""
     if model == "quick":
         return quick_model(params_file, out_root)
-    found = find_models(params_file, out_root)
+    found = find_models(params_file, out_root, published_root)
     if model == "auto":
         dense = (c for c in found if c.label.endswith("(dense)") or c.label.endswith("dense, fp32"))
         return next(dense, None) or quick_model(params_file, out_root)
