@@ -200,7 +200,8 @@ def test_a_fresh_clone_lists_the_published_models_and_compares_two_choices(serve
         try:
             page = browser.new_page()
             _open(page, url)  # no checkpoint anywhere: the published dense model opened, nothing was trained
-            options = page.eval_on_selector(".explore-model select", "s => [...s.options].map(o => o.text)")
+            options = page.eval_on_selector(".explore-model select",  # ipywidgets shows spaces as no-break spaces
+                                            "s => [...s.options].map(o => o.text.replace(/\u00a0/g, ' '))")
             assert options[:len(candidates)] == [c.label for c in candidates]
             page.select_option(".explore-model select", label=picked.label)
             page.wait_for_selector(".explore-whole-model .explore-open-conv2", timeout=90_000)  # the whole-model view

@@ -276,9 +276,10 @@ class App:
         self.status.value = "<i>loading the model...</i>"
         self.session = Explorer(self.candidates[change["new"]], len(self.session.val))
         layer = self.layer.value if self.layer.value in self.session.layers else self.session.largest_layer
-        with self.layer.hold_trait_notifications():
-            self.layer.options = list(self.session.layers)
-            self.layer.value = layer
+        if tuple(self.layer.options) != tuple(self.session.layers):  # new options reset the browser's choice
+            with self.layer.hold_trait_notifications():
+                self.layer.options = list(self.session.layers)
+                self.layer.value = layer
         self._fill_model_panel()
         self.refresh()
 
