@@ -8,6 +8,7 @@ CI) the same views are drawn once for the notebook's parameters.
 from __future__ import annotations
 
 import html
+import numbers
 from pathlib import Path
 from typing import Any
 
@@ -75,9 +76,12 @@ def model_table(session: Explorer):
 
 
 def _cell(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:,.3f}" if abs(value) < 1000 else f"{value:,.0f}"
-    return html.escape(f"{value:,}" if isinstance(value, int) else str(value))
+    """A table cell: counts with thousands separators, energies and KB to three decimals (numpy types included)."""
+    if isinstance(value, numbers.Integral) or (isinstance(value, float) and value.is_integer() and abs(value) >= 1000):
+        return f"{int(value):,}"
+    if isinstance(value, numbers.Real):
+        return f"{float(value):,.3f}"
+    return html.escape(str(value))
 
 
 def model_caption(session: Explorer) -> str:
