@@ -7,8 +7,8 @@ them, in DVC's own order); while it runs, each "Running stage" line of DVC's out
     == stage 14 of 112: prune@lenet5-mnist-irregular · about 70 min left ==
 
 The time left is the previous run's wall time of every stage still to come (the ``wall_s`` of each stage's
-metrics file, committed with the results), scaled by today's pace: how long this run's finished stages took
-against what the same stages took last time. A stage DVC finds unchanged after all (its inputs came out the
+metrics file, committed with the results), scaled by today's pace: the median of how long this run's finished
+stages took against what the same stages took last time. A stage DVC finds unchanged after all (its inputs came out the
 same) leaves the count. Everything DVC prints passes through unchanged; the exit status is DVC's.
 
 Run it as ``python -m study.repro [dvc repro options]`` (``make paper`` does).
@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import statistics
 import subprocess
 import sys
 import time
@@ -105,10 +106,13 @@ class Progress:
             self.current = None
 
     def pace(self) -> float:
-        """This run's time over the previous run's, on the finished stages that have both (1 until enough)."""
+        """This run's time over the previous run's: the median ratio over the finished stages that have both (1 until
+        they sum to a minute). The median, not the ratio of sums: one stage that ran long (paused, a busy neighbour
+        for a while, more steps than last time) must not stretch every estimate after it."""
         done = [s for s in self.finished_s if self.plan.previous_s.get(s)]
-        basis = sum(self.plan.previous_s[s] for s in done)
-        return sum(self.finished_s[s] for s in done) / basis if basis >= MIN_PACE_BASIS_S else 1.0
+        if sum(self.plan.previous_s[s] for s in done) < MIN_PACE_BASIS_S:
+            return 1.0
+        return float(statistics.median(self.finished_s[s] / self.plan.previous_s[s] for s in done))
 
     def remaining_previous_s(self, stage: str) -> tuple[float, bool]:
         """Last run's time of this stage and every planned one after it; whether any of them had one."""

@@ -27,6 +27,15 @@ def test_counts_stages_and_estimates_from_the_previous_run() -> None:
     assert progress.feed("Running stage 'b':\n") == "== stage 2 of 3: b · about 8 min left =="
 
 
+def test_one_long_stage_does_not_stretch_every_estimate() -> None:
+    clock = FakeClock()
+    progress = Progress(Plan(["a", "b", "c", "d"], {"a": 60.0, "b": 60.0, "c": 60.0, "d": 600.0}), clock=clock)
+    for stage, took in (("a", 60.0), ("b", 66.0), ("c", 2000.0)):  # c was paused for half an hour
+        progress.feed(f"Running stage '{stage}':")
+        clock.now += took
+    assert progress.feed("Running stage 'd':") == "== stage 4 of 4: d · about 11 min left =="  # 600 s x 1.1
+
+
 def test_a_stage_dvc_skips_leaves_the_count() -> None:
     progress = Progress(Plan(["a", "b", "c"], {"a": 60.0, "b": 60.0, "c": 60.0}), clock=FakeClock())
     progress.feed("Running stage 'a':")
