@@ -194,6 +194,8 @@ class Explorer:
         self.params = load_params(candidate.params_file)
         self.val = _splits(self.params, self.dataset)["val"].subset(val_images)
         self.layers = models.prunable_layers(self.model)
+        # rates are against the registered, unpruned architecture: a published structured model is compacted
+        self.dense_weights = models.count_weights(models.build_model(self.model_name))
         macs = models.count_macs(self.model, models.INPUT_SHAPES[self.model_name])
         self.positions = {name: macs[name] // m.weight.numel() for name, m in self.layers.items()}
         if self.params.energy is None:
@@ -240,7 +242,7 @@ class Explorer:
         weight = self.layers[choice.layer].weight.detach()
         view = layer_view.breakdown(weight, choice, self.positions[choice.layer], self.energy_table, self.energy_config)
         kept_elsewhere = self.nonzero_total() - int(torch.count_nonzero(weight))
-        view["model_rate"] = self.weights_total() / max(kept_elsewhere + int(torch.count_nonzero(view["quantized"])), 1)
+        view["model_rate"] = self.dense_weights / max(kept_elsewhere + int(torch.count_nonzero(view["quantized"])), 1)
         view["val_accuracy"] = self.accuracy({choice.layer: view["quantized"]})
         view["baseline_val_accuracy"] = self.baseline_accuracy
         view["val_images"] = len(self.val)
