@@ -15,7 +15,6 @@ model it is, why it is published, its accuracies, the priced storage and the fil
 
 from __future__ import annotations
 
-import copy
 from collections import defaultdict
 from pathlib import Path
 
@@ -85,7 +84,6 @@ def write_model(row: pd.Series, source: dict, model: str, dataset: str, folder: 
     """One published file for one frontier-stage model: its weights as the frontier stage priced them."""
     net = training.load_model(source["checkpoint"], model)[0]
     if row["quantized_by"] == "snapped":  # as the frontier stage made it: survivors snapped onto the levels
-        net = copy.deepcopy(net)
         alphas = quantize.snap_to_levels(net, int(row["weight_bits"]), keep_support=True)
         quantize.check_on_levels(net, int(row["weight_bits"]), alphas, keep_support=True)
     name = file_name(row["method"], row["scheme"], int(row["step"]), int(row["weight_bits"]))
