@@ -3,6 +3,7 @@ changes the storage numbers on the page to exactly what the package computes for
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -42,18 +43,9 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def served(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Explorer]]:
-    """Voilà serving the explorer for a tiny model, and the same model opened in this process."""
-    _browser_or_skip()
-    folder = tmp_path_factory.mktemp("classroom")
-    params = write_tiny_params(folder / "params.yaml", synthetic_root)
-    candidate = quick_model(params, folder / "out")
-    notebook = folder / "explore.ipynb"
-    papermill.execute_notebook(str(REPO / "notebooks" / "explore.ipynb"), str(notebook), prepare_only=True,
-                               parameters={"params_file": str(params), "out_root": str(folder / "out"),
-                                           "model": str(candidate.checkpoint), "layer": "fc1", "scheme": "irregular",
-                                           "rate": 20.0, "weight_bits": 4, "val_images": 40})
+@contextlib.contextmanager
+def _voila(notebook: Path, folder: Path) -> Iterator[str]:
+    """Voilà serving ``notebook`` from ``folder`` (its log there) until the block ends; yields the page's URL."""
     port = _free_port()
     log = (folder / "voila.log").open("w")
     server = subprocess.Popen([sys.executable, "-m", "voila", str(notebook), "--no-browser", f"--port={port}",
@@ -70,11 +62,27 @@ def served(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory) -> It
                 if server.poll() is not None:
                     pytest.fail(f"voila exited:\n{(folder / 'voila.log').read_text()[-3000:]}")
                 time.sleep(0.5)
-        yield url, Explorer(candidate, val_images=40)
+        yield url
     finally:
         server.terminate()
         server.wait(timeout=30)
         log.close()
+
+
+@pytest.fixture(scope="module")
+def served(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Explorer]]:
+    """Voilà serving the explorer for a tiny model, and the same model opened in this process."""
+    _browser_or_skip()
+    folder = tmp_path_factory.mktemp("classroom")
+    params = write_tiny_params(folder / "params.yaml", synthetic_root)
+    candidate = quick_model(params, folder / "out")
+    notebook = folder / "explore.ipynb"
+    papermill.execute_notebook(str(REPO / "notebooks" / "explore.ipynb"), str(notebook), prepare_only=True,
+                               parameters={"params_file": str(params), "out_root": str(folder / "out"),
+                                           "model": str(candidate.checkpoint), "layer": "fc1", "scheme": "irregular",
+                                           "rate": 20.0, "weight_bits": 4, "val_images": 40})
+    with _voila(notebook, folder) as url:
+        yield url, Explorer(candidate, val_images=40)
 
 
 def _open(page: object, url: str, tries: int = 3) -> None:
@@ -158,27 +166,8 @@ def served_fresh(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory)
                                parameters={"params_file": str(params), "out_root": str(folder / "out"),
                                            "published_root": str(clone), "layer": "conv2", "scheme": "channel",
                                            "rate": 4.0, "weight_bits": 4, "val_images": 40})
-    port = _free_port()
-    log = (folder / "voila.log").open("w")
-    server = subprocess.Popen([sys.executable, "-m", "voila", str(notebook), "--no-browser", f"--port={port}",
-                               "--Voila.ip=127.0.0.1"], cwd=folder, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
-    try:
-        for _ in range(120):
-            try:
-                urllib.request.urlopen(url + "favicon.ico", timeout=2)  # noqa: S310 (localhost)
-                break
-            except urllib.error.HTTPError:
-                break
-            except OSError:
-                if server.poll() is not None:
-                    pytest.fail(f"voila exited:\n{(folder / 'voila.log').read_text()[-3000:]}")
-                time.sleep(0.5)
+    with _voila(notebook, folder) as url:
         yield url, params, clone
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-        log.close()
 
 
 def test_a_fresh_clone_lists_the_published_models_and_compares_two_choices(served_fresh: tuple[str, Path, Path]) -> None:
