@@ -210,6 +210,32 @@ def test_frontier_claims_combine_the_widths_and_carry_each_probability(per_width
         assert "structured cheaper 0.00-0.20 pp below dense" in found[0]["ours"]
 
 
+def test_a_width_where_no_pruned_model_is_within_tolerance_is_not_reproduced_at_this_budget() -> None:
+    """Both frontiers fall back to the shared unpruned model (or find none): that width compares no pruning, so it
+    neither holds nor is undecided, whatever the replicates tip; a decided width beside it still decides."""
+    rows = [(c, b, split, "undecided at this budget", 0.5) for c in claims.FRONTIER_CLAIMS for b in (4, 1)
+            for split in ("val", "test")]
+    table = _verdicts(rows)
+    at_one_bit = table["weight_bits"] == 1
+    table.loc[at_one_bit, ["irregular_model", "structured_model"]] = "dense, 1-bit"
+    table.loc[(table["weight_bits"] == 4), ["irregular_model", "structured_model", "irregular_cost", "structured_cost"]] = (
+        None, None, float("inf"), float("inf"))
+    storage = claims.frontier_claims(table, 256)[0]
+    assert storage["at our scale"] == "not reproduced at this budget"
+    assert "1-bit: not reproduced at this budget: no pruned model on either side" in storage["ours"]
+    assert "inf" not in storage["ours"] and "nan" not in storage["ours"]
+    assert storage[claims.PROBABILITY] == "4-bit none within, 1-bit none within"
+    decided = pd.concat([table, _verdicts([(c, 8, split, "holds", 0.99) for c in claims.FRONTIER_CLAIMS
+                                           for split in ("val", "test")])])
+    assert claims.frontier_claims(decided, 256)[0]["at our scale"] == "holds"
+    assert claims.combined_verdict(["not measured", "not reproduced at this budget"]) == "not reproduced at this budget"
+
+
+def test_a_band_of_one_level_reads_as_that_level() -> None:
+    assert claims.loss_span("0.20-0.20") == "0.20"
+    assert claims.loss_span("0.00-0.10; 0.15-0.15") == "0.00-0.10; 0.15"
+
+
 def test_frontier_claims_without_the_stage_are_not_measured() -> None:
     assert [r["at our scale"] for r in claims.frontier_claims(pd.DataFrame(), 256)] == ["not measured"] * 3
 

@@ -5,7 +5,8 @@ Each function returns one row: the claim, the published figure, ours, and one of
 - *holds*;
 - *does not hold*: compared at equal accuracy (both models within the tolerance) and equal bits;
 - *not reproduced at this budget*: our run falls short, but it trained far less than the published one,
-  so it neither confirms nor refutes the claim (the row states both budgets);
+  so it neither confirms nor refutes the claim (the row states both budgets); for a frontier claim, a width at
+  which no pruned model of either side stays within tolerance;
 - *not measured*: the evidence is missing (a stage not run, or no pair of models within tolerance);
 
 and for the claims judged along frontiers (storage, energy) a fifth, *undecided at this budget*: the validation
@@ -142,10 +143,11 @@ def prior_art_claim(methods: pd.DataFrame, confidence: float = frontier.CONFIDEN
 
 def combined_verdict(per_width: list[str]) -> str:
     """A claim over several widths: holds where it holds at every one, does not hold where it fails at any one,
-    else undecided (or not measured where no width was measured)."""
-    measured = [v for v in per_width if v != NOT_MEASURED]
+    else undecided. Widths that compared nothing do not count: where no width compared pruned models, not
+    reproduced at this budget (no pruned model within tolerance) or not measured (no evidence)."""
+    measured = [v for v in per_width if v not in (NOT_MEASURED, NOT_AT_BUDGET)]
     if not measured:
-        return NOT_MEASURED
+        return NOT_AT_BUDGET if NOT_AT_BUDGET in per_width else NOT_MEASURED
     if DOES_NOT_HOLD in measured:
         return DOES_NOT_HOLD
     return HOLDS if all(v == HOLDS for v in measured) else UNDECIDED
@@ -187,6 +189,21 @@ def seed_agreement(per_seed: pd.DataFrame, models: pd.DataFrame, claim: str, wei
     return sum(within), len(seeds), described
 
 
+def no_pruned_model_at_line(verdict: Any) -> bool:
+    """True where neither side has a pruned model within tolerance at the line on all validation images: both
+    frontiers fall back to the unpruned model (the one model both sides share) or find no model at all. The
+    comparison then says nothing about pruning at that width, whatever share of the replicates it tips."""
+    irregular, structured = verdict.irregular_model, verdict.structured_model
+    no_model = [pd.isna(m) or m == "" for m in (irregular, structured)]
+    return all(no_model) or (not any(no_model) and irregular == structured)
+
+
+def loss_span(text: str) -> str:
+    """A frontier band as the claims table says it: '0.20-0.20' is the single level '0.20'."""
+    return "; ".join(low if low == high else f"{low}-{high}"
+                     for low, _, high in (span.strip().partition("-") for span in text.split(";")))
+
+
 def frontier_claims(verdicts: pd.DataFrame, on_chip_kb: float, per_seed: pd.DataFrame | None = None,
                     models: pd.DataFrame | None = None) -> list[dict[str, Any]]:
     """The storage and energy claims from the frontier stage's verdicts (``verdicts.csv``): per width, the verdict
@@ -205,13 +222,20 @@ def frontier_claims(verdicts: pd.DataFrame, on_chip_kb: float, per_seed: pd.Data
             rows.append(_row(text, published, "-", None) | {PROBABILITY: ""})
             continue
         test = verdicts[(verdicts["claim"] == claim) & (verdicts["split"] == "test")].set_index("weight_bits")
-        parts, probabilities = [], []
+        parts, probabilities, width_verdicts = [], [], []
         for r in decided.sort_values("weight_bits", ascending=False).itertuples():
             confirm = f"; test {test.loc[r.weight_bits, 'p_structured_cheaper']:.2f}" if r.weight_bits in test.index else ""
             if r.verdict == NOT_MEASURED:
                 parts.append(f"{r.weight_bits}-bit: not measured")
                 continue
-            bands = "; ".join(f"{side} cheaper {getattr(r, f'{side}_cheaper_loss_pp')} pp below dense"
+            if no_pruned_model_at_line(r):
+                width_verdicts.append(NOT_AT_BUDGET)
+                parts.append(f"{r.weight_bits}-bit: {NOT_AT_BUDGET}: no pruned model on either side is within tolerance "
+                             f"at this width (on resampled images P = {r.p_structured_cheaper:.2f}{confirm})")
+                probabilities.append(f"{r.weight_bits}-bit none within")
+                continue
+            width_verdicts.append(r.verdict)
+            bands = "; ".join(f"{side} cheaper {loss_span(getattr(r, f'{side}_cheaper_loss_pp'))} pp below dense"
                               for side in frontier.SIDES if isinstance(getattr(r, f"{side}_cheaper_loss_pp"), str))
             agreement = seed_agreement(per_seed, models, claim, int(r.weight_bits), r.verdict)
             seeds = (f"; the same at {agreement[0]} of {agreement[1]} seeds ({agreement[2]})" if agreement else "")
@@ -220,7 +244,8 @@ def frontier_claims(verdicts: pd.DataFrame, on_chip_kb: float, per_seed: pd.Data
                          f"{r.irregular_cost:.4g} {unit} ({r.irregular_model})" + (f"; {bands}" if bands else "") + seeds)
             probabilities.append(f"{r.weight_bits}-bit {r.p_structured_cheaper:.2f}"
                                  + (f" (seeds {agreement[0]}/{agreement[1]})" if agreement else ""))
-        row = _row(text, published, " | ".join(parts), combined_verdict(list(decided["verdict"])))
+        width_verdicts += [NOT_MEASURED] * int((decided["verdict"] == NOT_MEASURED).sum())
+        row = _row(text, published, " | ".join(parts), combined_verdict(width_verdicts))
         rows.append(row | {PROBABILITY: ", ".join(probabilities)})
     return rows
 
