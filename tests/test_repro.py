@@ -113,3 +113,30 @@ def test_a_real_pipeline_shows_each_stage_and_then_the_last_runs_times(tmp_path:
     (tmp_path / "stage.py").write_text("raise SystemExit(3)")
     failed = repro(tmp_path)
     assert failed.returncode != 0 and "failed to reproduce" in failed.stdout
+
+
+def test_nothing_is_counted_downstream_of_the_params_check(tmp_path: Path) -> None:
+    """The params check writes the same bytes whenever it passes: an edited params file plans that one stage,
+    not the whole pipeline behind it."""
+    from study.repro import plan_repro
+
+    for command in (["git", "init", "-q"], [sys.executable, "-m", "dvc", "init", "-q"]):
+        subprocess.run(command, cwd=tmp_path, check=True)
+    (tmp_path / "stage.py").write_text(STAGE_SCRIPT)
+    (tmp_path / "params.yaml").write_text("rate: 1\n")
+    (tmp_path / "dvc.yaml").write_text(textwrap.dedent("""
+        stages:
+          validate:
+            cmd: python -c "open('valid.txt', 'w').write('passed')"
+            params: [rate]
+            outs: [{valid.txt: {cache: false}}]
+          first:
+            cmd: python stage.py first valid.txt
+            deps: [stage.py, valid.txt]
+            outs: [out/first.txt, {metrics/first.json: {cache: false}}]
+        """))
+    assert repro(tmp_path).returncode == 0
+    (tmp_path / "params.yaml").write_text("rate: 2\n")
+    assert plan_repro(tmp_path).stages == ["validate"]
+    (tmp_path / "stage.py").write_text(STAGE_SCRIPT + "\n# edited\n")
+    assert plan_repro(tmp_path).stages == ["validate", "first"]

@@ -13,6 +13,11 @@ MARKERS = {"dense": "*", "irregular": "o", "filter": "s", "channel": "^", "colum
 PANELS = {"storage_kb": ("stored size (KB)", 1.0), "energy_nj": ("energy per inference, weights from DRAM (uJ)", 1e-3)}
 
 
+def point_label(method: str, scheme: str) -> str:
+    """A legend entry that names each thing once: 'ADMM filter', 'L1 filter' (not 'L1 filter filter'), 'dense'."""
+    return method if scheme in method.split() or scheme == method else f"{method} {scheme}"
+
+
 def plot_frontiers(models: pd.DataFrame, curves: pd.DataFrame, network: str, tolerance_pp: float,
                    weight_bits: tuple[int, ...] = (32, 8), band: float = fr.BAND) -> plt.Figure:
     """One row per cost (storage; energy from DRAM), one column per width (those of ``weight_bits`` measured)."""
@@ -37,7 +42,7 @@ def plot_frontiers(models: pd.DataFrame, curves: pd.DataFrame, network: str, tol
                 colour = "black" if scheme == "dense" else SIDE_COLOURS[side]
                 filled = method in ("ADMM", "dense")
                 ax.scatter(100 * group["val_accuracy"], group[cost] * scale, marker=MARKERS.get(scheme, "o"), s=36,
-                           facecolors=colour if filled else "none", edgecolors=colour, label=f"{method} {scheme}", zorder=3)
+                           facecolors=colour if filled else "none", edgecolors=colour, label=point_label(method, scheme), zorder=3)
             ax.axvline(line, color="grey", ls="--", lw=1, label=f"tolerance line ({tolerance_pp:g} pp)")
             ax.set(yscale="log", xlabel="validation accuracy (%)", ylabel=label, title=f"{network}, {bits}-bit weights")
     handles, labels = axes[0][0].get_legend_handles_labels()
