@@ -28,7 +28,10 @@ from pathlib import Path
 
 RUNNING = re.compile(r"^Running stage '(?P<stage>[^']+)':")
 SKIPPED = re.compile(r"^Stage '(?P<stage>[^']+)' (didn't change, skipping|is cached - skipping run)")
-MIN_PACE_BASIS_S = 60.0  # today's pace is measured once finished stages that have a previous time sum to this
+# A stage's time here includes what its recorded ``wall_s`` leaves out: DVC hashing, papermill starting a kernel,
+# imports (about half a minute). Only stages this long last time measure the pace; the shorter ones measure that
+# start-up, which is added once per stage still to come.
+LONG_STAGE_S = 60.0
 # Stages that write the same bytes whenever they pass, so that DVC reruns nothing downstream of them: the params
 # check (any edit of params.yaml reruns it; `make paper` runs the same check before DVC starts, so it passes).
 SAME_OUTPUT_STAGES = frozenset({"validate"})
@@ -110,22 +113,34 @@ class Progress:
             self.finished_s[self.current] = now - self.started[self.current]
             self.current = None
 
-    def pace(self) -> float:
-        """This run's time over the previous run's: the median ratio over the finished stages that have both (1 until
-        they sum to a minute). The median, not the ratio of sums: one stage that ran long (paused, a busy neighbour
-        for a while, more steps than last time) must not stretch every estimate after it."""
-        done = [s for s in self.finished_s if self.plan.previous_s.get(s)]
-        if sum(self.plan.previous_s[s] for s in done) < MIN_PACE_BASIS_S:
-            return 1.0
-        return float(statistics.median(self.finished_s[s] / self.plan.previous_s[s] for s in done))
+    def _done_with_previous(self) -> list[str]:
+        return [s for s in self.finished_s if self.plan.previous_s.get(s)]
 
-    def remaining_previous_s(self, stage: str) -> tuple[float, bool]:
-        """Last run's time of this stage and every planned one after it; whether any of them had one."""
+    def pace(self) -> float:
+        """This run's time over the previous run's: the median ratio over the finished stages that took at least
+        ``LONG_STAGE_S`` last time (1 until one has). The median, not the ratio of sums: one stage that ran long
+        (paused, a busy neighbour for a while, more steps than last time) must not stretch every estimate after it."""
+        long_ones = [s for s in self._done_with_previous() if self.plan.previous_s[s] >= LONG_STAGE_S]
+        if not long_ones:
+            return 1.0
+        return float(statistics.median(self.finished_s[s] / self.plan.previous_s[s] for s in long_ones))
+
+    def startup_s(self) -> float:
+        """What a stage takes here beyond its paced previous time (start-up): the median over finished stages."""
+        done = self._done_with_previous()
+        if not done:
+            return 0.0
+        pace = self.pace()
+        return float(statistics.median(max(0.0, self.finished_s[s] - pace * self.plan.previous_s[s]) for s in done))
+
+    def remaining_s(self, stage: str) -> tuple[float, bool]:
+        """The expected time of this stage and every planned one after it (last run's time at today's pace, plus
+        start-up, for each that has one); whether any of them had one."""
         names = self.plan.stages
         rest = names[names.index(stage):] if stage in names else [stage]
         known = [self.plan.previous_s.get(s) for s in rest if s not in self.skipped and s not in self.finished_s]
         known = [t for t in known if t is not None]
-        return sum(known), bool(known)
+        return sum(known) * self.pace() + len(known) * self.startup_s(), bool(known)
 
     def line_for(self, stage: str, now: float) -> str:
         """The line printed as ``stage`` starts."""
@@ -135,8 +150,8 @@ class Progress:
         ran = len(self.started)
         unplanned = [s for s in self.started if s not in self.plan.stages]
         total = len([s for s in self.plan.stages if s not in self.skipped]) + len(unplanned)
-        left_s, known = self.remaining_previous_s(stage)
-        estimate = (f"{format_minutes(left_s * self.pace())} left" if known
+        left_s, known = self.remaining_s(stage)
+        estimate = (f"{format_minutes(left_s)} left" if known
                     else "no estimate yet (no stage times from a previous run)")
         return f"== stage {ran} of {total}: {stage} · {estimate} =="
 

@@ -36,6 +36,18 @@ def test_one_long_stage_does_not_stretch_every_estimate() -> None:
     assert progress.feed("Running stage 'd':") == "== stage 4 of 4: d · about 11 min left =="  # 600 s x 1.1
 
 
+def test_short_stages_measure_start_up_not_pace() -> None:
+    """Short stages spend most of their time starting (kernel, imports) that their recorded wall_s leaves out:
+    they must not multiply the long stages' estimate, only add their start-up to each stage still to come."""
+    clock = FakeClock()
+    progress = Progress(Plan(["a", "b", "c", "d"], {"a": 5.0, "b": 5.0, "c": 5.0, "d": 570.0}), clock=clock)
+    for stage in "abc":
+        progress.feed(f"Running stage '{stage}':")
+        clock.now += 35.0
+    assert progress.pace() == 1.0 and progress.startup_s() == 30.0
+    assert progress.feed("Running stage 'd':") == "== stage 4 of 4: d · about 10 min left =="  # 570 s + 30 s
+
+
 def test_a_stage_dvc_skips_leaves_the_count() -> None:
     progress = Progress(Plan(["a", "b", "c"], {"a": 60.0, "b": 60.0, "c": 60.0}), clock=FakeClock())
     progress.feed("Running stage 'a':")
