@@ -48,7 +48,7 @@ PROFILE: dict[str, Any] = {
     "admm_epochs": 1,
     "retrain_epochs": 1,
     "quantize": {"admm_epochs": 1, "mapping_fractions": [0.5, 1.0], "mapping_epochs": 1, "binary_epochs": 1},
-    "spread_seeds": [],  # no extra seeds (a minute more): T8 shows the demo's own seed, the study runs two more
+    "spread_seeds": [],  # no extra seeds (a minute more): T8 shows the demo's own seed, the study runs one more
     "latency": {"batches": [1, 64], "min_run_time_s": 0.1, "sweep_layers": {"lenet-fc1": [500, 800, 1]},
                 "sweep_sparsities": [0.5, 0.9, 0.99]},
 }

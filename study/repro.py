@@ -81,7 +81,7 @@ def plan_repro(root: Path, targets: list[str] | None = None) -> Plan:
         changed = [stage for stage in order if isinstance(stage, PipelineStage) and stage.changed()]
         affected = set(changed)
         for stage in changed:
-            if stage.addressing in SAME_OUTPUT_STAGES:
+            if stage.name in SAME_OUTPUT_STAGES:
                 continue
             affected |= nx.ancestors(graph, stage)  # DVC's edges point from a stage to what it depends on
         stages = [stage for stage in order if stage in affected and isinstance(stage, PipelineStage)]

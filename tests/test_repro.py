@@ -127,7 +127,7 @@ def test_a_real_pipeline_shows_each_stage_and_then_the_last_runs_times(tmp_path:
     assert failed.returncode != 0 and "failed to reproduce" in failed.stdout
 
 
-def test_nothing_is_counted_downstream_of_the_params_check(tmp_path: Path) -> None:
+def test_nothing_is_counted_downstream_of_the_params_check(tmp_path: Path, monkeypatch) -> None:
     """The params check writes the same bytes whenever it passes: an edited params file plans that one stage,
     not the whole pipeline behind it."""
     from study.repro import plan_repro
@@ -148,6 +148,7 @@ def test_nothing_is_counted_downstream_of_the_params_check(tmp_path: Path) -> No
             outs: [out/first.txt, {metrics/first.json: {cache: false}}]
         """))
     assert repro(tmp_path).returncode == 0
+    monkeypatch.chdir(tmp_path)  # stages are addressed relative to where one stands, as `make paper` does
     (tmp_path / "params.yaml").write_text("rate: 2\n")
     assert plan_repro(tmp_path).stages == ["validate"]
     (tmp_path / "stage.py").write_text(STAGE_SCRIPT + "\n# edited\n")
