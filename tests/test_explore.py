@@ -209,6 +209,11 @@ def test_the_whole_model_table_opens_a_layer_when_its_name_is_clicked(tiny_sessi
     static = app.model_table_html(irregular)
     total = app.model_table(irregular).iloc[-1]["total bits"]
     assert f"data-model-part='total bits'>{int(total):,}</td>" in static
+    from study.explore.model_view import BIT_COLUMNS
+
+    table = app.model_table(irregular)  # bits are whole: shown as 500, never as "500.000"
+    assert all(str(table[column].dtype) == "int64" for column in BIT_COLUMNS)
+    assert f"data-model-part='index bits'>{int(table.iloc[-1]['index bits']):,}</td>" in static
     assert app.model_table(tiny_session) is None  # a pipeline checkpoint does not say how it is stored
 
 

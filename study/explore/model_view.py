@@ -10,6 +10,9 @@ from study.core import models
 from study.costs import energy, storage
 
 
+BIT_COLUMNS = ("value bits", "index bits", "filler bits", "pointer bits", "scale, codebook, header bits", "total bits")
+
+
 def whole_model(net, model_name: str, scheme: str, weight_bits: int, params) -> pd.DataFrame:
     """One row per layer of the stored model (structured: compacted) and a total row: format, bits by part, KB,
     energy per inference with the weights from DRAM and with them on chip (when the whole model fits)."""
@@ -34,5 +37,8 @@ def whole_model(net, model_name: str, scheme: str, weight_bits: int, params) -> 
         "energy, weights from DRAM (nJ)": spent["total_pj"] / 1000,
         "energy, weights on chip (nJ)": (spent["total_pj"] - (spent[dram].sum(axis=1) if fits else 0)) / 1000,
     })
+    counts = ["non-zero weights", *BIT_COLUMNS]
+    table[counts] = table[counts].astype("int64")  # whole bits: a page must not show 500 bits as "500.000"
     total = table.drop(columns=["layer", "format"]).sum().to_frame().T.assign(layer="total", format="")
+    total[counts] = total[counts].astype("int64")
     return pd.concat([table, total[table.columns]], ignore_index=True)
