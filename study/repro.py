@@ -7,9 +7,9 @@ them, in DVC's own order); while it runs, each "Running stage" line of DVC's out
     == stage 14 of 112: prune@lenet5-mnist-irregular · about 70 min left ==
 
 The time left is the previous run's wall time of every stage still to come (the ``wall_s`` of each stage's
-metrics file, committed with the results), scaled by today's pace: the median of how long this run's finished
-stages took against what the same stages took last time. A stage DVC finds unchanged after all (its inputs came out the
-same) leaves the count. Everything DVC prints passes through unchanged; the exit status is DVC's.
+metrics file, committed with the results), scaled by today's pace (``Progress.pace``), plus each stage's start-up
+as measured so far (``Progress.startup_s``). A stage DVC finds unchanged after all (its inputs came out the same)
+leaves the count. Everything DVC prints passes through unchanged; the exit status is DVC's.
 
 Run it as ``python -m study.repro [dvc repro options]`` (``make paper`` does).
 """

@@ -232,8 +232,10 @@ def test_a_width_where_no_pruned_model_is_within_tolerance_is_not_reproduced_at_
 
 
 def test_a_band_of_one_level_reads_as_that_level() -> None:
-    assert claims.loss_span("0.20-0.20") == "0.20"
-    assert claims.loss_span("0.00-0.10; 0.15-0.15") == "0.00-0.10; 0.15"
+    from study.stages.frontier import spans
+
+    assert spans([(0.002, 0.002)]) == "0.20"
+    assert spans([(0.0, 0.001), (0.0015, 0.0015)]) == "0.00-0.10; 0.15"
 
 
 def test_frontier_claims_without_the_stage_are_not_measured() -> None:

@@ -198,12 +198,6 @@ def no_pruned_model_at_line(verdict: Any) -> bool:
     return all(no_model) or (not any(no_model) and irregular == structured)
 
 
-def loss_span(text: str) -> str:
-    """A frontier band as the claims table says it: '0.20-0.20' is the single level '0.20'."""
-    return "; ".join(low if low == high else f"{low}-{high}"
-                     for low, _, high in (span.strip().partition("-") for span in text.split(";")))
-
-
 def frontier_claims(verdicts: pd.DataFrame, on_chip_kb: float, per_seed: pd.DataFrame | None = None,
                     models: pd.DataFrame | None = None) -> list[dict[str, Any]]:
     """The storage and energy claims from the frontier stage's verdicts (``verdicts.csv``): per width, the verdict
@@ -235,7 +229,7 @@ def frontier_claims(verdicts: pd.DataFrame, on_chip_kb: float, per_seed: pd.Data
                 probabilities.append(f"{r.weight_bits}-bit none within")
                 continue
             width_verdicts.append(r.verdict)
-            bands = "; ".join(f"{side} cheaper {loss_span(getattr(r, f'{side}_cheaper_loss_pp'))} pp below dense"
+            bands = "; ".join(f"{side} cheaper {getattr(r, f'{side}_cheaper_loss_pp')} pp below dense"
                               for side in frontier.SIDES if isinstance(getattr(r, f"{side}_cheaper_loss_pp"), str))
             agreement = seed_agreement(per_seed, models, claim, int(r.weight_bits), r.verdict)
             seeds = (f"; the same at {agreement[0]} of {agreement[1]} seeds ({agreement[2]})" if agreement else "")

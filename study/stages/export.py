@@ -22,7 +22,6 @@ import pandas as pd
 from safetensors.torch import save_file
 
 from study import paths
-from study.compression import quantize
 from study.contract import FULL_PRECISION_BITS
 from study.core import artifacts, catalog, training
 from study.core.params import Params
@@ -30,7 +29,7 @@ from study.costs import model_file
 from study.progress import line, phase
 from study.report import frontier as fr
 from study.stages.common import StageResult, begin, finish, require
-from study.stages.frontier import CLAIMS, candidates
+from study.stages.frontier import CLAIMS, candidates, snap_as_priced
 
 METHOD_SLUGS = {"dense": "dense", "ADMM": "admm", "magnitude": "magnitude", "L1 filter": "l1filter"}
 INDEX = "index.csv"
@@ -84,8 +83,7 @@ def write_model(row: pd.Series, source: dict, model: str, dataset: str, folder: 
     """One published file for one frontier-stage model: its weights as the frontier stage priced them."""
     net = training.load_model(source["checkpoint"], model)[0]
     if row["quantized_by"] == "snapped":  # as the frontier stage made it: survivors snapped onto the levels
-        alphas = quantize.snap_to_levels(net, int(row["weight_bits"]), keep_support=True)
-        quantize.check_on_levels(net, int(row["weight_bits"]), alphas, keep_support=True)
+        snap_as_priced(net, int(row["weight_bits"]))
     name = file_name(row["method"], row["scheme"], int(row["step"]), int(row["weight_bits"]))
     target = folder / name
     if name.endswith(".safetensors"):

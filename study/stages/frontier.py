@@ -83,6 +83,13 @@ def candidates(layout: paths.Layout, baseline: str, params: Params) -> list[dict
     return rows
 
 
+def snap_as_priced(net: torch.nn.Module, bits: int) -> None:
+    """A step the quantize stage did not keep at this width, made as the frontier prices it (and the export stage
+    publishes it): its survivors snapped onto the b-bit levels in place, no zero revived, checked on the levels."""
+    alphas = quantize.snap_to_levels(net, bits, keep_support=True)
+    quantize.check_on_levels(net, bits, alphas, keep_support=True)
+
+
 def price_and_judge(rows: list[dict], model_name: str, splits: dict, params: Params) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
     """Load (and snap where asked) every candidate; its costs, rates and per-image correctness per split."""
     table, correct = [], {}
@@ -94,8 +101,7 @@ def price_and_judge(rows: list[dict], model_name: str, splits: dict, params: Par
         net = loaded[key]
         if row["quantized_by"] == "snapped":
             net = copy.deepcopy(net)
-            alphas = quantize.snap_to_levels(net, row["weight_bits"], keep_support=True)
-            quantize.check_on_levels(net, row["weight_bits"], alphas, keep_support=True)
+            snap_as_priced(net, row["weight_bits"])
         name = f"m{index}"
         hits = {split: training.correct_predictions(net, splits[split]) for split in SPLITS}
         correct.update({f"{split}/{name}": h for split, h in hits.items()})
@@ -202,8 +208,10 @@ def describe(row: pd.Series | None) -> str | None:
 
 
 def spans(found: list[tuple[float, float]]) -> str:
-    """Loss stretches (fractions) as text in points below dense: '0.00-0.10; 0.35-0.50' ('' where none)."""
-    return "; ".join(f"{100 * a:.2f}-{100 * b:.2f}" for a, b in found)
+    """Loss stretches (fractions) as text in points below dense: '0.00-0.10; 0.35-0.50' ('' where none); a stretch
+    of one level is that level: '0.20'."""
+    texts = ((f"{100 * a:.2f}", f"{100 * b:.2f}") for a, b in found)
+    return "; ".join(low if low == high else f"{low}-{high}" for low, high in texts)
 
 
 def run(params: Params, layout: paths.Layout, baseline: str) -> StageResult:
