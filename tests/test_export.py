@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from study.stages.export import chosen, file_name, frontier_reasons
+from study.stages.export import chosen, file_name, frontier_reasons, save_safetensors
 
 
 def _table() -> pd.DataFrame:
@@ -43,3 +43,22 @@ def test_file_names() -> None:
     assert file_name("dense", "dense", 0, 4) == "dense-4bit.stm"
     assert file_name("L1 filter", "filter", 3, 32) == "l1filter-filter-step3-fp32.stm"
     assert file_name("ADMM", "irregular", 2, 8) == "admm-irregular-step2-8bit.stm"
+
+
+def test_the_dense_file_is_the_same_bytes_every_time_and_keeps_its_metadata(tmp_path) -> None:
+    """safetensors orders its metadata by hash, differently at each call: the committed file must not change."""
+    import torch
+    from safetensors import safe_open
+
+    state = {"fc.weight": torch.arange(6.0).reshape(2, 3), "fc.bias": torch.ones(2)}
+    metadata = {"model": "lenet5", "dataset": "mnist", "scheme": "dense", "weight_bits": "32", "a": "1", "z": "2"}
+    written = set()
+    for attempt in range(6):
+        target = tmp_path / f"dense-{attempt}.safetensors"
+        save_safetensors(state, target, metadata)
+        written.add(target.read_bytes())
+        with safe_open(str(target), framework="pt") as opened:
+            assert opened.metadata() == metadata
+            assert torch.equal(opened.get_tensor("fc.weight"), state["fc.weight"])
+    assert len(written) == 1
+    assert not list(tmp_path.glob("*.partial"))

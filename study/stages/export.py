@@ -15,10 +15,12 @@ model it is, why it is published, its accuracies, the priced storage and the fil
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from pathlib import Path
 
 import pandas as pd
+import torch
 from safetensors.torch import save_file
 
 from study import paths
@@ -79,6 +81,26 @@ def chosen(table: pd.DataFrame, selected: dict[str, int], line_accuracy: float) 
     return table.merge(pd.DataFrame(rows, columns=["id", "why"]), on="id")
 
 
+def save_safetensors(state: dict[str, torch.Tensor], target: Path, metadata: dict[str, str]) -> None:
+    """``state`` as a safetensors file, the same bytes for the same model (the file is committed with the results).
+
+    safetensors writes its metadata in hash order, which changes from one call to the next; the header is written
+    again with the metadata keys sorted: the same keys and values, so the same length, and the tensors stay where
+    they are. The file is renamed into place only once complete."""
+    partial = target.with_name(target.name + ".partial")
+    save_file(state, str(partial), metadata=metadata)
+    with partial.open("r+b") as file:
+        length = int.from_bytes(file.read(8), "little")  # the format: an 8-byte header length, then the JSON header
+        header = json.loads(file.read(length))
+        header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+        text = json.dumps(header, separators=(",", ":")).encode()
+        if len(text) > length:
+            raise AssertionError(f"{target}: the sorted header takes {len(text)} bytes, safetensors wrote {length}")
+        file.seek(8)
+        file.write(text.ljust(length, b" "))  # safetensors pads its header with spaces too
+    partial.replace(target)
+
+
 def write_model(row: pd.Series, source: dict, model: str, dataset: str, folder: Path, params: Params) -> dict:
     """One published file for one frontier-stage model: its weights as the frontier stage priced them."""
     net = training.load_model(source["checkpoint"], model)[0]
@@ -88,9 +110,7 @@ def write_model(row: pd.Series, source: dict, model: str, dataset: str, folder: 
     target = folder / name
     if name.endswith(".safetensors"):
         state = {k: v.detach().contiguous() for k, v in net.state_dict().items()}
-        partial = target.with_name(target.name + ".partial")
-        save_file(state, str(partial), metadata={"model": model, "dataset": dataset, "scheme": "dense", "weight_bits": "32"})
-        partial.replace(target)
+        save_safetensors(state, target, {"model": model, "dataset": dataset, "scheme": "dense", "weight_bits": "32"})
         stream_bytes = None
     else:
         header = model_file.save(target, net, model=model, dataset=dataset, scheme=row["scheme"],
