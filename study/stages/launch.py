@@ -133,16 +133,19 @@ def kernel_imports_this_checkout(root: Path = paths.REPO_ROOT) -> None:
 
 
 def run_notebook(notebook: Path, executed: Path, parameters: dict[str, Any], **options: Any) -> None:
-    """``notebook`` through papermill into ``executed``, with the two start-up costs of a stage cut: the
-    unused grammar (:func:`_skip_iri_grammar`), and the kernel's shutdown, stopped at once after the last
-    cell instead of asked and waited for (~1 s): every output a stage writes is complete (atomic) before its
-    cell returns.
+    """``notebook`` through papermill into ``executed``, in a kernel that dies with this process and talks over
+    Unix sockets (:mod:`study.stages.kernel`), with the two start-up costs of a stage cut: the unused grammar
+    (:func:`_skip_iri_grammar`), and the kernel's shutdown, stopped at once after the last cell instead of asked
+    and waited for (~1 s): every output a stage writes is complete (atomic) before its cell returns.
     """
     _skip_iri_grammar()
     import papermill
 
+    from study.stages.kernel import StageKernelManager
+
     papermill.execute_notebook(str(notebook), str(executed), parameters=parameters, cwd=str(notebook.parent),
-                               progress_bar=False, shutdown_kernel="immediate", **options)
+                               progress_bar=False, shutdown_kernel="immediate",
+                               kernel_manager_class=StageKernelManager, **options)
 
 
 def validate(params_file: str = "params.yaml") -> Path:
@@ -242,6 +245,10 @@ def main(argv: list[str] | None = None) -> int:
         processes = _needs_torchrun(args.kind, args.params)
         if processes:
             return subprocess.call(torchrun_command(args.kind, stage, args.params, processes))
+        if "LOCAL_RANK" in os.environ:  # torchrun starts each rank in a session of its own: end with it, as kernels do
+            from study.stages.kernel import die_with_parent
+
+            die_with_parent()
         execute(args.kind, stage, args.params)
     except ParamsError as exc:
         print(f"error: {exc}", file=sys.stderr)
