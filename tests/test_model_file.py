@@ -5,14 +5,19 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import tracemalloc
 
+import numpy as np
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import study
 from study.compression import constraints, quantize
 from study.core import models
 from study.costs import model_file, storage
+from tests import hostile_files
 
 INPUT = models.INPUT_SHAPES["vgg6"]
 SCHEMES = ("dense", "irregular", "filter", "channel", "column")
@@ -107,3 +112,86 @@ def test_the_header_describes_the_file(tmp_path, written: bytes) -> None:
     assert [layer["name"] for layer in header["layers"]] == list(models.prunable_layers(models.build_model("vgg6")))
     assert all(layer["format"] in ("dense", "rel_csc", "rel_csr", "csr", "bitmap") for layer in header["layers"])
     assert sum(layer["bits"] for layer in header["layers"]) == header["stream_bits"]
+
+
+def _refusal_peak_bytes(tmp_path, data: bytes) -> tuple[str | None, int]:
+    """The error's message (None when the file loads) and the peak bytes numpy and Python allocated meanwhile."""
+    path = tmp_path / "crafted.stm"
+    path.write_bytes(data)
+    tracemalloc.start()
+    try:
+        study.load(path)
+        message = None
+    except model_file.ModelFileError as error:
+        message = str(error)
+    finally:
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    return message, peak
+
+
+@pytest.mark.parametrize("name", hostile_files.CRAFTED)
+def test_a_crafted_file_is_refused_before_it_allocates_what_it_declares(tmp_path, written: bytes, name: str) -> None:
+    message, peak = _refusal_peak_bytes(tmp_path, hostile_files.crafted(written)[name])
+    assert message is not None and "layer conv1" in message, message
+    assert peak < 100 * 2**20, f"{peak / 2**20:.0f} MB allocated to refuse it"
+
+
+def test_every_crafted_case_is_built_as_described(written: bytes) -> None:
+    """The crafted files carry the streams they claim (else the refusals above prove nothing)."""
+    files = hostile_files.crafted(written)
+    for name, data in files.items():
+        header, payload = hostile_files.split(data)
+        layer = header["layers"][0]
+        first = np.unpackbits(np.frombuffer(payload, dtype=np.uint8))[:layer["bits"]]
+        shape = model_file.encoding.stream_shape(np.packbits(first).tobytes(), layer["bits"])
+        assert shape == ((2 ** 24, 1) if "2^24" in name else (2 ** 31, 1) if "2^31" in name else (65536, 65536))
+        assert (list(shape) == layer["shape"]) == name.endswith("header agrees")
+        model_file.parse(data)  # the checksum is right: only what the file declares is hostile
+
+
+def _leaves(value, path=()):
+    """Every (path, value) of a JSON document's scalars and containers."""
+    yield path, value
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, child in items:
+        yield from _leaves(child, (*path, key))
+
+
+def _replaced(document, path, new):
+    if not path:
+        return new
+    parent = document
+    for key in path[:-1]:
+        parent = parent[key]
+    parent[path[-1]] = new
+    return document
+
+
+HOSTILE_VALUES = st.one_of(
+    st.integers(-2**70, 2**70), st.sampled_from([0, -1, 1, 2**24, 2**31, 2**32, 2**63, 2**64]), st.none(), st.booleans(),
+    st.floats(allow_nan=False), st.text(max_size=8), st.lists(st.integers(-4, 2**32), max_size=5), st.just({}),
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_a_mutated_header_with_a_right_checksum_is_refused_cheaply(tmp_path, written: bytes, data) -> None:
+    header, payload = hostile_files.split(written)
+    leaves = list(_leaves(header))
+    path, _ = data.draw(st.sampled_from(leaves), label="field")
+    mutated = _replaced(json.loads(json.dumps(header)), path, data.draw(HOSTILE_VALUES, label="value"))
+    message, peak = _refusal_peak_bytes(tmp_path, hostile_files.join(mutated, payload))
+    assert peak < 100 * 2**20, f"{peak / 2**20:.0f} MB allocated for {path}"
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_mutated_stream_bytes_with_a_right_checksum_are_refused_cheaply(tmp_path, written: bytes, data) -> None:
+    header, payload = hostile_files.split(written)
+    starts = sorted({layer["bit_offset"] // 8 for layer in header["layers"]})
+    at = data.draw(st.sampled_from(starts), label="layer") + data.draw(st.integers(0, 24), label="byte")
+    value = data.draw(st.integers(0, 255), label="new byte")
+    mutated = payload[:at] + bytes([value]) + payload[at + 1:]
+    message, peak = _refusal_peak_bytes(tmp_path, hostile_files.join(header, mutated))
+    assert peak < 100 * 2**20, f"{peak / 2**20:.0f} MB allocated for byte {at} = {value}"

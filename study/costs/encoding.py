@@ -303,6 +303,15 @@ def encode(weight: object, fmt: str, weight_bits: int = 32, index_bits: int = 4,
 
 
 # ----------------------------------------------------------------------------- decoding
+def _check_weight_field(weight_bits: int) -> None:
+    """A stream header's weight-bits field (width and flags) must be one the encoders write: a 0-bit value would
+    let any count of values be read from no bits at all."""
+    width = weight_bits & ~(_UNIFORM_FLAG | _ZERO_FREE_FLAG)
+    flagged = weight_bits != width
+    if width not in WEIGHT_BITS or (flagged and width == 32) or (weight_bits & _ZERO_FREE_FLAG and not weight_bits & _UNIFORM_FLAG):
+        raise EncodingError(f"stream header declares weight-bits field {weight_bits}: not a width the encoders write")
+
+
 def _read_values(reader: BitReader, count: int, weight_bits: int) -> np.ndarray:
     if weight_bits & _UNIFORM_FLAG:
         zero_free = bool(weight_bits & _ZERO_FREE_FLAG)
@@ -322,19 +331,32 @@ def _read_values(reader: BitReader, count: int, weight_bits: int) -> np.ndarray:
     return codebook[codes.astype(np.int64)]
 
 
+def _read_ends(reader: BitReader, n_rows: int, pointer_bits: int, most: int) -> np.ndarray:
+    """Row pointers (cumulative entry counts), checked before anything is sized by them: each pointer takes at
+    least one bit (the encoders write ``_width_for(count) >= 1``), so ``n_rows`` cannot exceed the stream's bits,
+    and they never decrease nor pass ``most``, the entries the rows can hold."""
+    if n_rows and pointer_bits < 1:
+        raise EncodingError(f"{n_rows} row pointers of {pointer_bits} bits: corrupt stream")
+    ends = reader.read(n_rows, pointer_bits).astype(np.int64)
+    if n_rows and ((np.diff(ends) < 0).any() or ends[0] < 0 or int(ends[-1]) > most):
+        raise EncodingError(f"row pointers decrease or pass the {most} entries the rows can hold: corrupt stream")
+    return ends
+
+
 def _decode_relative(reader: BitReader, rows_shape: tuple[int, int], index_bits: int, pointer_bits: int,
                      weight_bits: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(row, column, value) of every non-zero, in the coordinates of the encoded rows."""
     n_rows, n_cols = rows_shape
-    ends = reader.read(n_rows, pointer_bits).astype(np.int64)
+    if index_bits not in INDEX_BITS:
+        raise EncodingError(f"run codes of {index_bits} bits; the encoders write {INDEX_BITS.start}..{INDEX_BITS.stop - 1}: corrupt stream")
+    escape = (1 << index_bits) - 1
+    # every entry is a value or a filler of `escape` zeros: a row holds at most n_cols // escape + n_cols of them
+    ends = _read_ends(reader, n_rows, pointer_bits, n_rows * (n_cols // escape + n_cols))
     total = int(ends[-1]) if n_rows else 0
     codes = reader.read(total, index_bits).astype(np.int64)
-    escape = (1 << index_bits) - 1
     real = codes != escape
     values = _read_values(reader, int(real.sum()), weight_bits)
     counts = np.diff(np.concatenate([[0], ends]))
-    if (counts < 0).any():
-        raise EncodingError("row pointers decrease: corrupt stream")
     row = np.repeat(np.arange(n_rows), counts)
     step = np.where(real, codes + 1, escape)
     reached = np.cumsum(step)
@@ -345,20 +367,43 @@ def _decode_relative(reader: BitReader, rows_shape: tuple[int, int], index_bits:
     return row[real], col[real], values
 
 
-def decode(data: bytes, n_bits: int) -> np.ndarray:
-    """The exact float32 tensor that ``encode`` packed into ``data`` (``n_bits`` long)."""
-    reader = BitReader(data, n_bits)
+def _read_shape(reader: BitReader) -> tuple[str, tuple[int, ...]]:
     fmt_code, ndim = (int(v) for v in reader.read(2, _SMALL_BITS))
     if fmt_code >= len(FORMATS) or ndim not in (2, 4):
         raise EncodingError(f"stream header names format {fmt_code} with {ndim} dims: not a stream of study.costs.encoding")
-    fmt = FORMATS[fmt_code]
-    shape = tuple(int(d) for d in reader.read(ndim, _DIM_BITS))
+    return FORMATS[fmt_code], tuple(int(d) for d in reader.read(ndim, _DIM_BITS))
+
+
+def stream_shape(data: bytes, n_bits: int) -> tuple[int, ...]:
+    """The weight shape a stream declares, read from its first bits alone.
+
+    ``decode`` allocates the tensor it declares (a sparse format's bits do not bound it: an empty row costs one
+    pointer), so a reader of foreign bytes compares this with the shape it expects before decoding.
+    """
+    head_bits = min(n_bits, 2 * _SMALL_BITS + 4 * _DIM_BITS)  # format, dims, then at most four 32-bit sizes
+    try:
+        return _read_shape(BitReader(data[:-(-head_bits // 8)], head_bits))[1]
+    except ValueError as error:
+        raise EncodingError(f"stream too short for its header: {error}") from None
+
+
+def decode(data: bytes, n_bits: int) -> np.ndarray:
+    """The exact float32 tensor that ``encode`` packed into ``data`` (``n_bits`` long).
+
+    Every count the stream declares is checked against the bits it has left before an array is sized by it; only
+    the tensor itself is sized by the declared shape (see ``stream_shape``).
+    """
+    reader = BitReader(data, n_bits)
+    fmt, shape = _read_shape(reader)
     weight_bits, index_bits, aux, pointer_bits = (int(v) for v in reader.read(4, _SMALL_BITS))
+    _check_weight_field(weight_bits)
     n_rows = shape[0]
-    n_cols = int(np.prod(shape[1:]))
+    n_cols = int(np.prod(shape[1:], dtype=object))
     if fmt == "dense":
         matrix = _read_values(reader, n_rows * n_cols, weight_bits).reshape(n_rows, n_cols)
     elif fmt == "structured":
+        if aux >= len(STRUCTURED_SCHEMES):
+            raise EncodingError(f"structured stream names scheme {aux}: corrupt stream")
         scheme = STRUCTURED_SCHEMES[aux]
         template = group_view(np.zeros((n_rows, n_cols), dtype=np.float32), shape, scheme)
         kept = reader.read(template.shape[0], 1).astype(bool)
@@ -370,12 +415,15 @@ def decode(data: bytes, n_bits: int) -> np.ndarray:
         flat[mask] = _read_values(reader, int(mask.sum()), weight_bits)
         matrix = flat.reshape(n_rows, n_cols)
     elif fmt == "csr":
-        ends = reader.read(n_rows, pointer_bits).astype(np.int64)
+        ends = _read_ends(reader, n_rows, pointer_bits, n_rows * n_cols)
         nnz = int(ends[-1]) if n_rows else 0
         cols = reader.read(nnz, (n_cols - 1).bit_length()).astype(np.int64)
+        if nnz and cols.max() >= n_cols:
+            raise EncodingError(f"a column index {int(cols.max())} past the {n_cols} columns: corrupt stream")
         rows = np.repeat(np.arange(n_rows), np.diff(np.concatenate([[0], ends])))
+        values = _read_values(reader, nnz, weight_bits)
         matrix = np.zeros((n_rows, n_cols), dtype=np.float32)
-        matrix[rows, cols] = _read_values(reader, nnz, weight_bits)
+        matrix[rows, cols] = values
     else:  # rel_csc encodes the rows of the transposed matrix
         csc = fmt == "rel_csc"
         row, col, values = _decode_relative(reader, (n_cols, n_rows) if csc else (n_rows, n_cols),

@@ -13,9 +13,15 @@ disk, so a stored size is a file a reader can ``ls -l`` and load back. Layout (a
 | tensors | 4 per value | the parameters no scheme prunes (biases, batch-norm), float32 little-endian |
 
 A structured model is stored compacted (removed filters and channels leave smaller dense layers), as the storage
-stage counts it; ``load`` rebuilds it from the registered architecture with those smaller layers. Decoding checks
-the magic, the version, the lengths and the checksum before it reads a weight, and each stream's shape against its
-header, so a truncated, altered or mismatched file is refused with what is wrong instead of loading silently.
+stage counts it; ``load`` rebuilds it from the registered architecture with those smaller layers.
+
+Files travel between people, so reading one trusts nothing it declares. Before a weight is read: the magic, the
+version, the lengths and the checksum; the header's fields and types (a checksum is no defence: anyone can
+recompute it); every span in the header against the payload; every layer and tensor shape against the registered
+architecture (equal, or no larger in any dimension where the file is compacted); and each stream's own shape
+against its header. The decoder then checks every count a stream declares against the bits it has left. So
+nothing is allocated by a declared size the file's bytes and the architecture do not back, and a truncated,
+altered, crafted or mismatched file is refused with a ``ModelFileError`` that says what is wrong.
 """
 
 from __future__ import annotations
@@ -30,10 +36,11 @@ from typing import Any
 
 import numpy as np
 import torch
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
 from torch import nn
 
 from study.compression import coupling
-from study.contract import SPARSE_FORMATS, STRUCTURED_SCHEMES
+from study.contract import SCHEMES, SPARSE_FORMATS, STORABLE_BITS, STRUCTURED_SCHEMES
 from study.core import models
 from study.costs import encoding, storage
 
@@ -45,6 +52,43 @@ SUFFIX = ".stm"  # the extension of a study model file
 
 class ModelFileError(ValueError):
     """A model file that cannot be read as it claims to be; the message says what is wrong and with which file."""
+
+
+# The header's schema: every field the reader relies on, with its type and range (strict: "8" is not 8, true is not 1).
+class _Fields(BaseModel):
+    model_config = ConfigDict(strict=True, extra="ignore")
+
+
+class _LayerEntry(_Fields):
+    name: StrictStr
+    shape: list[StrictInt] = Field(min_length=2, max_length=4)
+    format: StrictStr
+    index_bits: StrictInt | None
+    bits: StrictInt = Field(ge=0)
+    bit_offset: StrictInt = Field(ge=0)
+
+
+class _TensorEntry(_Fields):
+    name: StrictStr
+    shape: list[StrictInt] = Field(max_length=8)
+    byte_offset: StrictInt = Field(ge=0)
+    bytes: StrictInt = Field(ge=0)
+
+
+class _Header(_Fields):
+    format_version: StrictInt
+    model: StrictStr
+    dataset: StrictStr
+    num_classes: StrictInt = Field(ge=1)
+    input_shape: list[StrictInt]
+    scheme: StrictStr
+    weight_bits: StrictInt
+    compacted: StrictBool
+    layers: list[_LayerEntry] = Field(min_length=1)
+    stream_bits: StrictInt = Field(ge=0)
+    stream_bytes: StrictInt = Field(ge=0)
+    tensors: list[_TensorEntry]
+    payload_bytes: StrictInt = Field(ge=0)
 
 
 def _pack_streams(streams: Sequence[encoding.Encoded]) -> tuple[bytes, list[int]]:
@@ -130,14 +174,50 @@ def parse(data: bytes, source: str = "model file") -> tuple[dict[str, Any], byte
     try:
         header = json.loads(data[PREFIX.size:head_end])
         expected = head_end + int(header["payload_bytes"])
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, RecursionError):
         raise ModelFileError(f"{source} has a damaged header (not the JSON it was written as)") from None
     if len(data) != expected:
         raise ModelFileError(f"{source} is {'truncated' if len(data) < expected else 'too long'}: {len(data)} bytes, "
                              f"its header says {expected}")
     if hashlib.sha256(data[PREFIX.size:]).digest() != checksum:
         raise ModelFileError(f"{source} fails its checksum: bytes were altered or damaged after it was written")
+    check_header(header, source)
     return header, data[head_end:]
+
+
+def check_header(header: Any, source: str = "model file") -> None:
+    """The header's fields have the types and ranges the reader relies on, and every span it declares lies in
+    the payload: layer streams back to back from bit 0, tensors after them, four bytes per float32 value."""
+    try:
+        fields = _Header.model_validate(header)
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise ModelFileError(f"{source}: header field {where}: {first['msg']} (got {first['input']!r:.80})") from None
+    problems = []
+    if fields.scheme not in SCHEMES or fields.weight_bits not in STORABLE_BITS:
+        problems.append(f"scheme {fields.scheme!r} at {fields.weight_bits} bits is not one this study writes "
+                        f"(schemes {list(SCHEMES)}, bits {list(STORABLE_BITS)})")
+    at = 0
+    for layer in fields.layers:
+        if layer.bit_offset != at or len(layer.shape) == 3 or min(layer.shape) < 1:
+            problems.append(f"layer {layer.name!r} declares shape {layer.shape} at bit {layer.bit_offset}; "
+                            f"a 2-D or 4-D weight whose stream starts at bit {at} was expected")
+            break
+        at += layer.bits
+    if at != fields.stream_bits or fields.stream_bytes != math.ceil(at / 8):
+        problems.append(f"its layers hold {at} bits; it declares {fields.stream_bits} bits in {fields.stream_bytes} bytes")
+    at = fields.stream_bytes
+    for tensor in fields.tensors:
+        if tensor.byte_offset != at or min(tensor.shape, default=1) < 0 or tensor.bytes != 4 * math.prod(tensor.shape):
+            problems.append(f"tensor {tensor.name!r} declares {tensor.bytes} bytes at byte {tensor.byte_offset} for "
+                            f"shape {tensor.shape}; {4 * max(0, math.prod(tensor.shape))} bytes at byte {at} were expected")
+            break
+        at += tensor.bytes
+    if at != fields.payload_bytes:
+        problems.append(f"its streams and tensors end at byte {at}, its payload at {fields.payload_bytes}")
+    if problems:
+        raise ModelFileError(f"{source}: header does not describe its payload: {problems[0]}")
 
 
 def _stream(payload: bytes, layer: dict[str, Any]) -> tuple[bytes, int]:
@@ -148,48 +228,81 @@ def _stream(payload: bytes, layer: dict[str, Any]) -> tuple[bytes, int]:
     return np.packbits(bits).tobytes(), count
 
 
-def decode_weights(header: dict[str, Any], payload: bytes, source: str = "model file") -> dict[str, torch.Tensor]:
-    """Every stored tensor by its state-dict name: layer weights decoded, the rest read as float32."""
+def registered_model(header: dict[str, Any], source: str = "model file") -> nn.Module:
+    """The registered architecture a (checked) header names, at its registered number of classes: the reference
+    every stored shape is held to before anything is decoded."""
+    model = header["model"]
+    if model not in models.MODELS:
+        raise ModelFileError(f"{source}: model {model!r} is not a registered architecture (valid: {sorted(models.MODELS)})")
+    if header["num_classes"] != models.NUM_CLASSES[model]:
+        raise ModelFileError(f"{source}: {header['num_classes']} classes; the registered {model} has "
+                             f"{models.NUM_CLASSES[model]}")
+    return models.build_model(model)
+
+
+def _check_shape(stored: Sequence[int], registered: Sequence[int], compacted: bool, what: str, model: str,
+                 source: str) -> None:
+    """Equal to the architecture's, or (compacted) the same rank and no larger in any dimension."""
+    fits = (len(stored) == len(registered) and all(s <= r for s, r in zip(stored, registered)) if compacted
+            else list(stored) == list(registered))
+    if not fits:
+        raise ModelFileError(f"{source}: shape mismatch in {what}: stored {tuple(stored)}, {model} has {tuple(registered)}")
+
+
+def check_shapes(header: dict[str, Any], payload: bytes, reference: nn.Module, source: str = "model file") -> None:
+    """Each stream declares its header's shape, and every header shape fits ``reference`` (``_check_shape``)."""
+    layers = models.prunable_layers(reference)
+    state = reference.state_dict()
+    for layer in header["layers"]:
+        name = layer["name"]
+        try:
+            declared = encoding.stream_shape(*_stream(payload, layer))
+        except encoding.EncodingError as error:
+            raise ModelFileError(f"{source}: layer {name} does not decode: {error}") from None
+        if list(declared) != list(layer["shape"]):
+            raise ModelFileError(f"{source}: shape mismatch in layer {name}: the stream holds {tuple(declared)}, "
+                                 f"the header says {tuple(layer['shape'])}")
+        if name not in layers:
+            raise ModelFileError(f"{source}: layer {name} is not a layer of {header['model']} (its layers: {list(layers)})")
+        _check_shape(layer["shape"], layers[name].weight.shape, header["compacted"], f"layer {name}", header["model"], source)
+    for tensor in header["tensors"]:
+        if tensor["name"] not in state:
+            raise ModelFileError(f"{source}: tensor {tensor['name']} is not in {header['model']}")
+        _check_shape(tensor["shape"], state[tensor["name"]].shape, header["compacted"], tensor["name"], header["model"], source)
+
+
+def decode_weights(header: dict[str, Any], payload: bytes, reference: nn.Module,
+                   source: str = "model file") -> dict[str, torch.Tensor]:
+    """Every stored tensor by its state-dict name: layer weights decoded, the rest read as float32; shapes are
+    checked (``check_shapes``) before the first is decoded."""
+    check_shapes(header, payload, reference, source)
     out: dict[str, torch.Tensor] = {}
     for layer in header["layers"]:
         try:
             weight = encoding.decode(*_stream(payload, layer))
-        except (ValueError, encoding.EncodingError) as error:
+        except ValueError as error:  # EncodingError, and the bit reader's truncation errors
             raise ModelFileError(f"{source}: layer {layer['name']} does not decode: {error}") from None
-        if list(weight.shape) != list(layer["shape"]):
-            raise ModelFileError(f"{source}: shape mismatch in layer {layer['name']}: the stream holds "
-                                 f"{tuple(weight.shape)}, the header says {tuple(layer['shape'])}")
         out[f"{layer['name']}.weight"] = torch.from_numpy(weight.copy())
     for tensor in header["tensors"]:
         start = int(tensor["byte_offset"])
         values = np.frombuffer(payload[start:start + int(tensor["bytes"])], dtype="<f4")
-        if values.size != math.prod(tensor["shape"]):
-            raise ModelFileError(f"{source}: shape mismatch in {tensor['name']}: {values.size} values for shape "
-                                 f"{tuple(tensor['shape'])}")
         out[tensor["name"]] = torch.from_numpy(values.astype(np.float32).reshape(tensor["shape"]))
     return out
 
 
-def build(header: dict[str, Any], tensors: dict[str, torch.Tensor], source: str = "model file") -> nn.Module:
-    """The registered architecture with exactly the stored tensors; compacted layers rebuilt at their stored sizes."""
-    try:
-        net = models.build_model(header["model"], int(header["num_classes"]))
-    except ValueError as error:
-        raise ModelFileError(f"{source}: {error}") from None
+def build(header: dict[str, Any], tensors: dict[str, torch.Tensor], reference: nn.Module,
+          source: str = "model file") -> nn.Module:
+    """``reference`` (the registered architecture) with exactly the stored tensors; compacted layers rebuilt at their
+    stored sizes."""
+    net = reference
     layers = models.prunable_layers(net)
     if header["compacted"] and not coupling.is_plain_chain(net):
         raise ModelFileError(f"{source}: a compacted {header['model']} joins channels (batch norm or residual sums); "
                              "this loader rebuilds compacted plain chains only")
     for entry in header["layers"]:
         name = entry["name"]
-        if name not in layers:
-            raise ModelFileError(f"{source}: layer {name} is not a layer of {header['model']} "
-                                 f"(its layers: {list(layers)})")
         weight, bias = tensors[f"{name}.weight"], tensors.get(f"{name}.bias")
         if tuple(weight.shape) != tuple(layers[name].weight.shape):
-            if not header["compacted"]:
-                raise ModelFileError(f"{source}: shape mismatch in layer {name}: stored {tuple(weight.shape)}, "
-                                     f"{header['model']} has {tuple(layers[name].weight.shape)}")
             net.set_submodule(name, coupling.dense_layer(layers[name], weight, bias))
     try:
         missing = net.load_state_dict(tensors, strict=False)
@@ -206,7 +319,8 @@ def load(path: str | Path) -> nn.Module:
     """The torch module stored in a study model file, with exactly its stored weights (see the module's docstring)."""
     source = str(path)
     header, payload = parse(Path(path).read_bytes(), source)
-    return build(header, decode_weights(header, payload, source), source)
+    reference = registered_model(header, source)
+    return build(header, decode_weights(header, payload, reference, source), reference, source)
 
 
 def read_header(path: str | Path) -> dict[str, Any]:
