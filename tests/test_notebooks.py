@@ -191,10 +191,12 @@ def test_dvc_repro_on_tiny_data_then_every_notebook_by_hand(tmp_path: Path, monk
     with np.load(results / "weights" / "lenet5-mnist" / "masks.npz", allow_pickle=False) as masks:
         assert masks["filter/conv2"].shape == (50, 500) and masks["filter/conv2"].dtype == bool
     report = project / "report"
-    for table in ("claims", "T1_baselines", "T2_irregular", "T3_schemes", "T4_quantization", "provenance",
+    for table in ("claims", "T1_baselines", "T2_irregular", "T3_schemes", "T4_quantization",
                   *(f"{t}_{n}" for n in networks for t in ("T5_storage", "T6_energy", "T7_latency"))):
         assert "\\begin{tabular}" in (report / "tables" / f"{table}.tex").read_text()
         assert (report / "tables" / f"{table}.md").stat().st_size > 0
+    for table in ("provenance", "timings"):  # machine-dependent, apart from the tables that depend on results alone
+        assert (report / "run" / f"{table}.md").read_text().startswith("*Machine-dependent")
     for network in networks:  # every step of every schedule at every width (32 and 1 here) priced and judged
         frontier = json.loads((results / "frontier" / f"{network}.json").read_text())
         steps = len(evaluated_steps[network])
@@ -252,14 +254,27 @@ def test_dvc_repro_on_tiny_data_then_every_notebook_by_hand(tmp_path: Path, monk
     assert "import" not in re.sub(r"<style.*?</style>|<script.*?</script>", "", html, flags=re.S)  # code hidden
 
     # Same params, same results: a forced rerun of a stage rewrites its record byte for byte, so no stage that
-    # reads the record becomes out of date; only the report may (it shows wall times, which differ unless the
-    # rerun took the same time to 0.1 s, as tiny stages sometimes do).
+    # reads the record becomes out of date; only the report does (it reads the metrics, whose wall time differs).
     record = project / "results" / "prune" / "lenet5-mnist" / "irregular.json"
     before_rerun = record.read_bytes()
     _dvc(project, env, "repro", "--force", "--single-item", "prune@lenet5-mnist-irregular")
     assert record.read_bytes() == before_rerun
     stale = _dvc(project, env, "status")
     assert set(re.findall(r"^(\S+):", stale, flags=re.M)) <= {"report"}, stale
+    # ... and the report again, from the same results after every run's time and commit changed (as on another
+    # machine): its tables and figures are the same bytes; only report/run/ (timings, provenance) differs
+    shown = {p: p.read_bytes() for folder in ("tables", "figures") for p in sorted((report / folder).rglob("*")) if p.is_file()}
+    timings = (report / "run" / "timings.csv").read_bytes()
+    for path in (project / "metrics").rglob("*.json"):
+        metrics = json.loads(path.read_text())
+        if "wall_s" in metrics:
+            metrics["wall_s"] += 1000.0
+            metrics.setdefault("provenance", {})["git_commit"] = "f" * 40
+            path.write_text(json.dumps(metrics))
+    _dvc(project, env, "repro", "--single-item", "report")
+    again = {p: p.read_bytes() for folder in ("tables", "figures") for p in sorted((report / folder).rglob("*")) if p.is_file()}
+    assert list(again) == list(shown) and [p for p in shown if again[p] != shown[p]] == []
+    assert (report / "run" / "timings.csv").read_bytes() != timings
 
     # The launcher reads only stage names; the notebook validates params.yaml in full as its first step. An
     # invalid value ends the stage with the validation's message and status 2, and the last good record stays.

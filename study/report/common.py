@@ -36,7 +36,6 @@ def baseline_table(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
             "val accuracy (%)": round(100 * r["val_accuracy"], 2),
             "fp32 size (KB)": round(r["fp32_bytes"] / 1024, 1),
             "epochs": r["epochs"],
-            "train time (s)": round(r["wall_s"], 1),
         }
         for r in records
         if r["scheme"] == "dense"
@@ -72,6 +71,20 @@ def stamp(fig: plt.Figure, text: str) -> None:
              bbox={"facecolor": "white", "edgecolor": "#c44e52", "boxstyle": "round,pad=0.25"})
 
 
+def _shown(path: Path, roots: list[Path]) -> str:
+    """A metrics file named relative to the first of ``roots`` that holds it (the machine's folders say nothing)."""
+    return next((path.relative_to(r) for r in roots if path.is_relative_to(r)), path).as_posix()
+
+
+def timing_table(paths: Iterable[Path | str], roots: Iterable[Path | str] = ()) -> pd.DataFrame:
+    """Each stage's wall time, read from its metrics file: seconds on the machine that ran it, which a rerun with the
+    same results changes (so this table is apart from the ones that depend on results alone)."""
+    roots = [Path(r) for r in roots]
+    rows = [{"metrics": _shown(path, roots), "wall time (s)": round(float(json.loads(path.read_text())["wall_s"]), 1)}
+            for path in map(Path, paths)]
+    return pd.DataFrame(rows)
+
+
 def provenance_table(paths: Iterable[Path | str], roots: Iterable[Path | str] = ()) -> pd.DataFrame:
     """Where each metrics file came from: commit, dirty flag (source only), library versions, lock, seed.
     Each file is named relative to the first of ``roots`` that holds it (the machine's folders say nothing)."""
@@ -81,8 +94,7 @@ def provenance_table(paths: Iterable[Path | str], roots: Iterable[Path | str] = 
         record = json.loads(path.read_text())
         origin = record.get("provenance", {})
         packages = origin.get("packages") or {k: origin.get(k) for k in ("torch", "torchvision", "dvc")}  # older records
-        shown = next((path.relative_to(r) for r in roots if path.is_relative_to(r)), path)
-        rows.append({"metrics": shown.as_posix(), "git commit": (origin.get("git_commit") or "")[:10] or None,
+        rows.append({"metrics": _shown(path, roots), "git commit": (origin.get("git_commit") or "")[:10] or None,
                      "uncommitted changes": origin.get("git_dirty"), "python": origin.get("python"),
                      **{name: version for name, version in packages.items()},
                      "lock": (origin.get("lock_sha256") or "")[:10] or None, "seed": origin.get("seed")})

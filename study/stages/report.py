@@ -8,7 +8,6 @@ everything so the report notebook can show it section by section.
 
 from __future__ import annotations
 
-import json
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +29,9 @@ from study.report.frontier_plot import plot_frontiers
 from study.report.uncertainty import Evidence
 
 PUBLISHED = "references/published_results.csv"
+RUN_TABLES = "report/run"  # timings and provenance: machine- and commit-dependent, unlike report/tables
+MACHINE_NOTE = ("Machine-dependent: read from each stage's metrics file (wall seconds on the machine that ran it, "
+                "the code version and packages it ran with); a rerun with the same results changes this table.")
 STAGE_TABLES = {"storage": ("models", "ideal", "break-even", "formats"), "energy": ("models",),
                 "latency": ("models", "sweep", "crossover"), "evaluate": ("models", "steps"),
                 "seeds": ("per_seed", "spread"), "frontier": ("models", "verdicts", "curves", "picks", "methods")}
@@ -43,16 +45,6 @@ class Report:
     figures: dict[str, Path] = field(default_factory=dict)  # name -> PNG
     texts: dict[str, str] = field(default_factory=dict)
     baselines: list[str] = field(default_factory=list)
-
-
-def _with_timings(records: list[dict[str, Any]], layout: paths.Layout, stage: str, names: list[str]) -> list[dict[str, Any]]:
-    """Records with the wall time of the run that wrote them (kept in the metrics file, not the record)."""
-    out = []
-    for record, name in zip(records, names):
-        metrics_path = layout.read(paths.metrics(stage, name))
-        wall = json.loads(metrics_path.read_text())["wall_s"] if metrics_path.is_file() else None
-        out.append({**record, "wall_s": wall})
-    return out
 
 
 def _stage_tables(layout: paths.Layout, stage: str, baseline: str) -> dict[str, pd.DataFrame]:
@@ -109,7 +101,7 @@ def run(params: Params, layout: paths.Layout, label: str = "") -> Report:
         plt.close(fig)
 
     trained = sorted(params.baselines)
-    baseline_records = _with_timings(catalog.records(layout, "train", trained), layout, "train", trained)
+    baseline_records = catalog.records(layout, "train", trained)
     prune_records, quantize_records = [], []
     for baseline in compare.baselines:
         names = catalog.record_names(baseline, compare.schemes, compare.weight_bits)
@@ -227,7 +219,13 @@ def run(params: Params, layout: paths.Layout, label: str = "") -> Report:
                                                                       "seeds")]
         metric_files += [layout.read(paths.metrics("l1filter", b))] if "filter" in compare.schemes else []
         metric_files += [layout.read(paths.metrics("frontier", b))]
-    table("provenance", report.provenance_table(metric_files, roots=(layout.out, layout.fallback)))
+    # What the machine and the code version of each run decide, apart from report/tables, which depend on results alone
+    # (a rerun that reproduces the results rewrites them byte for byte)
+    run_dir = layout.write(RUN_TABLES)
+    for name, make in (("timings", report.timing_table), ("provenance", report.provenance_table)):
+        frame = make(metric_files, roots=(layout.out, layout.fallback))
+        report.write_table(frame, run_dir, name, note=" ".join(filter(None, [label, MACHINE_NOTE])))
+        out.tables[name] = frame
     artifacts.write_json(layout.write("metrics/summary.json"),
                          summary(baseline_records, prune_records, stage_records["storage"], stage_records["energy"]))
     return out
