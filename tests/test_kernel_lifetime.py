@@ -1,4 +1,5 @@
-"""A stage's kernel cannot outlive its stage, and it talks over Unix sockets (study.stages.kernel).
+"""A stage's kernel cannot outlive its stage, and it talks over Unix sockets (study.stages.kernel); the launcher
+prints what the notebook prints, without noise.
 
 The launcher runs a tiny notebook that writes a line every 10 ms; the test SIGKILLs the launcher's process group,
 as a hard kill of ``dvc repro`` does, and reads what the kernel wrote after that moment.
@@ -6,6 +7,7 @@ as a hard kill of ``dvc repro`` does, and reads what the kernel wrote after that
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -17,6 +19,7 @@ from pathlib import Path
 import nbformat
 import psutil
 
+from study.stages.launch import _CellOutput
 from tests.conftest import REPO
 
 TICKS = """
@@ -90,3 +93,14 @@ def test_a_finished_stage_leaves_no_kernel_sockets_and_no_transport_warning(tmp_
     assert "without encryption" not in out + err, "the kernel still listens on TCP"
     assert not list(tmp_path.glob("kernel-ipc*")) and not list((REPO / "notebooks").glob("kernel-ipc*"))
     assert _study_kernel_folders() <= before, "the kernel's socket folder was left behind"
+
+
+def test_the_launcher_prints_the_notebooks_lines_not_bare_reprs_of_displayed_objects() -> None:
+    kept = []
+    for text in ("[train lenet5-mnist] epoch 1/120 loss 0.31\n", "<IPython.core.display.Image object>\n",
+                 "<pandas.io.formats.style.Styler at 0x7f3576791010>\n", "Executing Cell 3---------------\n", "\n",
+                 "an <object> inside a sentence\n"):
+        record = logging.LogRecord("papermill", logging.INFO, __file__, 1, text, None, None)
+        if _CellOutput().filter(record):
+            kept.append(record.getMessage())
+    assert kept == ["[train lenet5-mnist] epoch 1/120 loss 0.31", "an <object> inside a sentence"]

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -102,15 +103,18 @@ def declared(params_file: str) -> tuple[StageItems, int]:
 
 
 class _CellOutput(logging.Filter):
-    """Keep what the notebook prints; drop papermill's own per-cell chatter."""
+    """Keep what the notebook prints; drop papermill's own per-cell chatter, and the bare reprs it logs for displayed
+    objects that have no text (``<IPython.core.display.Image object>``: one line per table and figure of the report)."""
 
     CHATTER = ("Executing", "Input Notebook", "Output Notebook", "Ending Cell", "Working directory")
+    BARE_REPR = re.compile(r"<[\w.]+ (object|at 0x[0-9a-f]+)>")
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
         # papermill logs each output chunk with its trailing newline: strip it, drop empty chunks
         record.msg, record.args = message.rstrip("\n"), ()
-        return bool(record.msg.strip()) and not message.startswith(self.CHATTER)
+        return (bool(record.msg.strip()) and not message.startswith(self.CHATTER)
+                and not self.BARE_REPR.fullmatch(record.msg.strip()))
 
 
 def _skip_iri_grammar() -> None:
