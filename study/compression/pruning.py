@@ -255,14 +255,7 @@ def prune_step(
     channel space as a whole (``coupling``); a removed filter's bias and batch norm entries are held at zero.
     """
     input_shape = input_shape or input_shape_of(train)
-    earlier_mask = (lambda n, w: w * masks[n] if n in masks else w) if masks else (lambda n, w: w)  # noqa: E731
-    if coupling.uses_spaces(model, scheme):
-        spaces = space_projections(model, scheme, keep, input_shape)
-        projections: dict[str, constraints.Projection] = {}
-        joint = [(names, lambda ws, p=p: p({n: earlier_mask(n, w) for n, w in ws.items()})) for _, names, p in spaces]
-    else:
-        spaces, joint = [], []
-        projections = {n: (lambda w, p=p, n=n: p(earlier_mask(n, w))) for n, p in projections_for(model, scheme, keep).items()}
+    projections, joint, spaces = constraint_sets(model, scheme, keep, input_shape, masks)
     earlier = MaskedRetraining(model, masks) if masks else None
     with phase("ADMM"):
         admm = admm_phase(model, train, val, projections, admm_config, admm_train,
@@ -272,7 +265,7 @@ def prune_step(
     all_masks = dict(masks or {})
     new_masks = admm.hard_project(model)
     if scheme == "filter":
-        new_masks |= _space_norm_masks(model, [space for space, _, _ in spaces], new_masks)
+        new_masks |= _space_norm_masks(model, spaces, new_masks)
     for name, mask in new_masks.items():
         all_masks[name] = mask * all_masks[name] if name in all_masks else mask
     if drop_dead:
@@ -291,6 +284,49 @@ def prune_step(
         retrain_history=retrain_history,
         val_accuracy=evaluate(model, val)["accuracy"],
     )
+
+
+Joint = tuple[Sequence[str], coupling.JointProjection]
+
+
+def constraint_sets(model: nn.Module, scheme: str, keep: Mapping[str, float], input_shape: tuple[int, ...],
+                    masks: Mapping[str, torch.Tensor] | None = None
+                    ) -> tuple[dict[str, constraints.Projection], list[Joint], list[coupling.ChannelSpace]]:
+    """The exact projections of one step: per layer, or one per channel space where residual sums or batch norm join
+    channels; ``masks`` of an earlier step are applied first, so its zeros stay zero. Returns (per-layer projections,
+    joint projections with their layers, the channel spaces projected)."""
+    earlier_mask = (lambda n, w: w * masks[n] if n in masks else w) if masks else (lambda n, w: w)  # noqa: E731
+    if coupling.uses_spaces(model, scheme):
+        found = space_projections(model, scheme, keep, input_shape)
+        joint: list[Joint] = [(names, lambda ws, p=p: p({n: earlier_mask(n, w) for n, w in ws.items()}))
+                              for _, names, p in found]
+        return {}, joint, [space for space, _, _ in found]
+    projections = {n: (lambda w, p=p, n=n: p(earlier_mask(n, w))) for n, p in projections_for(model, scheme, keep).items()}
+    return projections, [], []
+
+
+@torch.no_grad()
+def one_shot(model: nn.Module, scheme: str, rate: float, input_shape: tuple[int, ...]) -> dict[str, torch.Tensor]:
+    """Prune ``model`` in place to ``rate`` (total / kept weights) in one projection, no training: every layer the
+    scheme can prune keeps the same fraction (``step_keep``'s density split with equal weights), each onto its set
+    exactly as ADMM's last projection puts it; a removed filter's bias and batch norm go to zero with it, so its
+    channel is exactly zero downstream and compaction can take it out. Returns the 0/1 masks by parameter name."""
+    keep = step_keep(model, rate, "density", {ALL_LAYERS: 1.0}, scheme=scheme, input_shape=input_shape)
+    projections, joint, spaces = constraint_sets(model, scheme, keep, input_shape)
+    layers = prunable_layers(model)
+    projected = {n: project(layers[n].weight) for n, project in projections.items()}
+    for names, project in joint:
+        projected.update(project({n: layers[n].weight for n in names}))
+    masks = {}
+    for name, (weight, mask) in projected.items():
+        layers[name].weight.copy_(weight)
+        masks[name] = mask.to(weight.dtype)
+    if scheme == "filter":
+        parameters = dict(model.named_parameters())
+        for name, alive in _space_norm_masks(model, spaces, masks).items():
+            parameters[name].mul_(alive)
+            masks[name] = alive
+    return masks
 
 
 def input_shape_of(split: Split) -> tuple[int, ...]:

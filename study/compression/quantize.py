@@ -121,16 +121,18 @@ def masked_mapping(
     return history
 
 
-def snap_to_levels(model: nn.Module, bits: int, keep_support: bool = True) -> dict[str, float]:
+def snap_to_levels(model: nn.Module, bits: int, keep_support: bool = True,
+                   layers: Sequence[str] | None = None) -> dict[str, float]:
     """Put every weight (a pruned model: every survivor) on its nearest b-bit level at once, in place, with
     each layer's least-squares scale; return the scales. Post-training quantization, with no training:
     at 8 bits it is usually as accurate as the model it starts from, and what trained quantization must beat.
+    ``layers``: only these (the others are left as they are).
     """
-    support = support_masks(model)
-    masks = _allowed(support, keep_support)
-    alphas = fit_alphas(model, bits, masks)
+    masks = _allowed(support_masks(model), keep_support)
+    chosen = {n: m for n, m in prunable_layers(model).items() if layers is None or n in layers}
+    alphas = {n: scale_fit.fit_alpha(m.weight, bits, masks[n]) for n, m in chosen.items()}
     with torch.no_grad():
-        for name, layer in prunable_layers(model).items():
+        for name, layer in chosen.items():
             layer.weight.copy_(constraints.project_quantized(layer.weight, alphas[name], bits, masks[name])[0])
     return alphas
 
