@@ -8,7 +8,13 @@
 - ``study.stages``: one entry point per DVC stage, ``run(...) -> StageResult``; the notebooks call these.
 - ``study.contract``: the study's shared vocabulary: scheme names, bit widths, the tolerance rule, metrics keys.
 
-``study.load(path)`` opens a model file the study published (``study.costs.model_file``) as a torch module.
+The public verbs, for the study's models and anyone's (torch is imported only when one is called):
+
+- ``study.price(model, weight_bits=8, input_shape=(3, 32, 32))``: per layer and in total, the bits as stored (values,
+  indices, fillers, pointers, scales), KB, the index's information bound and the energy of one inference.
+- ``study.compress(model, scheme="irregular", rate=4, weight_bits=8, input_shape=...)``: one-shot pruning and
+  quantization, no training.
+- ``study.load(path)`` opens a model file the study published (``study.costs.model_file``) as a torch module.
 """
 
 from __future__ import annotations
@@ -16,8 +22,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
     from pathlib import Path
+    from typing import Any
 
+    import pandas as pd
     from torch import nn
 
 
@@ -26,3 +35,22 @@ def load(path: str | Path) -> nn.Module:
     from study.costs.model_file import load as load_model_file
 
     return load_model_file(path)
+
+
+def price(model: nn.Module, *, weight_bits: int, input_shape: Sequence[int], scheme: str | None = None,
+          index_bits: int | None = None, energy_table: Mapping[str, float] | None = None,
+          energy_config: Any = None) -> pd.DataFrame:
+    """What ``model`` weighs stored at ``weight_bits`` and what one inference costs, per layer and in total
+    (``study.api.price``; ``energy_config``: a ``study.costs.energy.EnergyConfig``)."""
+    from study.api import price as price_model
+
+    return price_model(model, weight_bits=weight_bits, input_shape=input_shape, scheme=scheme, index_bits=index_bits,
+                       energy_table=energy_table, energy_config=energy_config)
+
+
+def compress(model: nn.Module, *, scheme: str, rate: float, weight_bits: int = 32, input_shape: Sequence[int]) -> nn.Module:
+    """A copy of ``model`` pruned to ``rate`` by ``scheme`` and put on ``weight_bits`` levels, one-shot
+    (``study.api.compress``)."""
+    from study.api import compress as compress_model
+
+    return compress_model(model, scheme=scheme, rate=rate, weight_bits=weight_bits, input_shape=input_shape)

@@ -1,0 +1,86 @@
+"""The study's public verbs for anyone's PyTorch model: what it weighs as stored, and how to compress it one-shot.
+
+Each is a few lines over the functions the pipeline itself prices and prunes with (``study.costs.pricing``,
+``study.compression.pruning``, ``study.compression.quantize``): a model priced here costs what the study's own
+tables would say it costs. Any module whose prunable layers are ``nn.Conv2d`` and ``nn.Linear`` works; residual
+sums and batch norm are followed as the study follows them (``study.compression.coupling``).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping, Sequence
+
+import pandas as pd
+from torch import nn
+
+from study.compression import pruning, quantize
+from study.contract import FULL_PRECISION_BITS, PRUNING_SCHEMES, SCHEMES, STORABLE_BITS
+from study.core import models
+from study.costs import energy, pricing
+
+
+def _checked(model: nn.Module, weight_bits: int, input_shape: Sequence[int], scheme: str | None) -> tuple[int, ...]:
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model is a {type(model).__name__}; pass a torch.nn.Module")
+    if not models.prunable_layers(model):
+        raise ValueError(f"{type(model).__name__} has no nn.Conv2d or nn.Linear layer: nothing to price")
+    if weight_bits not in STORABLE_BITS:
+        raise ValueError(f"weight_bits={weight_bits!r}; choose one of {list(STORABLE_BITS)}")
+    if scheme is not None and scheme not in SCHEMES:
+        raise ValueError(f"scheme={scheme!r}; choose one of {list(SCHEMES)}, or None to read it from the zeros")
+    shape = tuple(int(d) for d in input_shape)
+    if not shape or min(shape) < 1:
+        raise ValueError(f"input_shape={tuple(input_shape)!r}: one input without its batch dimension, e.g. (3, 224, 224)")
+    return shape
+
+
+def price(model: nn.Module, *, weight_bits: int, input_shape: Sequence[int], scheme: str | None = None,
+          index_bits: int | None = None, energy_table: Mapping[str, float] | None = None,
+          energy_config: energy.EnergyConfig | None = None) -> pd.DataFrame:
+    """What ``model`` weighs stored at ``weight_bits`` (32: float32), and what one inference costs: one row per layer
+    and a total row (format, value / index / filler / pointer / scale bits, KB, the log2 C(n, k) bound of the index,
+    energy with the weights from DRAM and on chip).
+
+    ``scheme``: how the zeros are stored (irregular: the cheapest sparse format; filter, channel, column: the model
+    compacted to a smaller dense one); None reads it from the zeros (``pricing.detect_scheme``). A layer not yet on
+    a b-bit grid is put on it as the study snaps (least-squares scale, survivors stay non-zero) in a copy: the column
+    ``quantized here`` says which. ``input_shape`` is one input, e.g. (3, 224, 224): MACs and compaction need it.
+    The table's ``attrs`` hold the scheme and bits used.
+    """
+    shape = _checked(model, weight_bits, input_shape, scheme)
+    scheme = scheme or pricing.detect_scheme(model)
+    snapped = pricing.off_levels(model, weight_bits)
+    stored = model
+    if snapped:
+        stored = copy.deepcopy(model)
+        quantize.snap_to_levels(stored, weight_bits, keep_support=scheme != "dense", layers=snapped)
+    was_training = stored.training
+    try:
+        table = pricing.price_table(stored.eval(), scheme, weight_bits, shape, energy_table or pricing.DEFAULT_TABLE_PJ,
+                                    energy_config or energy.EnergyConfig(), index_bits)
+    finally:
+        stored.train(was_training)
+    table.insert(2, "quantized here", table["layer"].isin(snapped))
+    table.loc[table["layer"] == "total", "quantized here"] = bool(snapped)
+    table.attrs.update(scheme=scheme, weight_bits=weight_bits, input_shape=shape)
+    return table
+
+
+def compress(model: nn.Module, *, scheme: str, rate: float, weight_bits: int = FULL_PRECISION_BITS,
+             input_shape: Sequence[int]) -> nn.Module:
+    """A copy of ``model`` pruned to ``rate`` (total / kept weights) by ``scheme`` in one exact projection and put on
+    ``weight_bits`` levels, with no training: the explorer's "without retraining" model. Every layer the scheme can
+    prune keeps the same fraction (``pruning.one_shot``); structured pruning removes whole channels where residual sums
+    and batch norm join them. ``study.price`` of the result is what it would weigh stored."""
+    shape = _checked(model, weight_bits, input_shape, scheme)
+    if scheme not in PRUNING_SCHEMES:
+        raise ValueError(f"scheme={scheme!r}; choose one of {list(PRUNING_SCHEMES)}")
+    if not rate >= 1:
+        raise ValueError(f"rate={rate!r}: a pruning rate is total / kept weights, at least 1")
+    compressed = copy.deepcopy(model)
+    was_training = compressed.training
+    pruning.one_shot(compressed.eval(), scheme, float(rate), shape)
+    if weight_bits != FULL_PRECISION_BITS:
+        quantize.snap_to_levels(compressed, weight_bits, keep_support=True)
+    return compressed.train(was_training)

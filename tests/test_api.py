@@ -1,0 +1,132 @@
+"""The public verbs on the study's models and on real architectures nobody here wrote (torchvision's ResNet-18 and
+MobileNetV2, random weights): prices equal the storage stage's and the model file's bits, compress reaches its rate
+on its levels, the scheme is read from the zeros, bad arguments are refused with what to pass."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import pytest
+import torch
+import yaml
+from torchvision.models import mobilenet_v2, resnet18
+
+import study
+from study.compression import constraints
+from study.core import models
+from study.costs import encoding, model_file, pricing, storage
+from tests.conftest import REPO
+
+SMALL_IMAGE = (3, 32, 32)  # weights do not depend on the input size; MACs and compaction only need one
+
+
+def _vgg6(seed: int = 0) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return models.build_model("vgg6").eval()
+
+
+@pytest.mark.parametrize("scheme, bits", [("irregular", 8), ("filter", 4), ("channel", 3), ("column", 32)])
+def test_a_compressed_study_model_is_priced_as_the_storage_stage_and_the_model_file_count_it(tmp_path, scheme, bits) -> None:
+    small = study.compress(_vgg6(), scheme=scheme, rate=3, weight_bits=bits, input_shape=(1, 28, 28))
+    table = study.price(small, weight_bits=bits, input_shape=(1, 28, 28))
+    assert table.attrs["scheme"] == scheme and not table["quantized here"].any()  # compress left it on its levels
+    counted = storage.model_storage(small, scheme, bits, (1, 28, 28))
+    total = table.iloc[-1]
+    assert table["layer"].tolist() == [*counted["layer"], "total"]
+    assert total["total bits"] == counted["total_bits"].sum() == table["total bits"][:-1].sum()
+    assert total["KB"] == pytest.approx(total["total bits"] / 8192)
+    header = model_file.save(tmp_path / "m.stm", small, model="vgg6", dataset="fashion_mnist", scheme=scheme, weight_bits=bits)
+    assert header["stream_bits"] == total["total bits"]  # the file's streams are the priced bits
+    assert total["energy, weights on chip (nJ)"] <= total["energy, weights from DRAM (nJ)"]
+
+
+@pytest.mark.parametrize("scheme", ["irregular", "filter", "channel", "column"])
+def test_compress_reaches_its_rate_and_the_scheme_is_read_back_from_the_zeros(scheme) -> None:
+    net = _vgg6()
+    before = [p.detach().clone() for p in net.parameters()]
+    small = study.compress(net, scheme=scheme, rate=2, input_shape=(1, 28, 28))
+    assert all(torch.equal(a, b) for a, b in zip(before, net.parameters())), "compress changed the model it was given"
+    rate = models.count_weights(small) / models.count_nonzero_weights(small)
+    assert rate == pytest.approx(2, rel=0.05)
+    assert pricing.detect_scheme(small) == scheme and pricing.detect_scheme(net) == "dense"
+    # each pruned layer is the exact projection of its own weights (the explorer's one-shot rule)
+    for name, layer in models.prunable_layers(small).items():
+        original = models.prunable_layers(net)[name].weight.detach()
+        kept = constraints.group_count(layer.weight, scheme) if scheme != "irregular" else None
+        if scheme == "irregular":
+            k = int(layer.weight.ne(0).sum())
+            assert torch.equal(layer.weight, constraints.project_pruned(original, scheme, k)[0])
+        else:
+            zero = encoding.group_view(*encoding.as_matrix(layer.weight.detach()), scheme) == 0
+            k = kept - int(zero.all(axis=1).sum())
+            assert torch.equal(layer.weight, constraints.project_pruned(original, scheme, k)[0])
+
+
+def test_a_float_model_priced_at_8_bits_is_snapped_in_a_copy_and_the_table_says_so() -> None:
+    net = _vgg6()
+    before = [p.detach().clone() for p in net.parameters()]
+    table = study.price(net, weight_bits=8, input_shape=(1, 28, 28))
+    assert table.attrs["scheme"] == "dense" and table["quantized here"].all()
+    assert all(torch.equal(a, b) for a, b in zip(before, net.parameters())), "price changed the model it was given"
+    assert set(table["format"][:-1]) == {"dense"}
+    assert table.iloc[-1]["value bits"] == 8 * models.count_weights(net)
+    assert not study.price(net, weight_bits=32, input_shape=(1, 28, 28))["quantized here"].any()
+
+
+def test_resnet18_irregular_and_filter_pruned_and_priced_with_its_residual_channels_compacted() -> None:
+    torch.manual_seed(0)
+    net = resnet18(weights=None, num_classes=10).eval()
+    irregular = study.compress(net, scheme="irregular", rate=8, weight_bits=4, input_shape=SMALL_IMAGE)
+    table = study.price(irregular, weight_bits=4, input_shape=SMALL_IMAGE)
+    assert table.attrs["scheme"] == "irregular" and len(table) == len(models.prunable_layers(net)) + 1
+    assert table.iloc[-1]["non-zero weights"] == models.count_nonzero_weights(irregular)
+    total = table.iloc[-1]
+    assert total["index bits"] + total["filler bits"] + total["pointer bits"] > total["index bound (bits)"] > 0  # no code beats it
+
+    filtered = study.compress(net, scheme="filter", rate=2, input_shape=SMALL_IMAGE)
+    table = study.price(filtered, weight_bits=32, input_shape=SMALL_IMAGE)
+    stored = storage.storable(filtered, "filter", SMALL_IMAGE)  # residual sums and batch norms compacted together
+    assert table.attrs["scheme"] == "filter" and set(table["format"][:-1]) == {"structured"}
+    assert table.iloc[-1]["non-zero weights"] == models.count_weights(stored) < models.count_nonzero_weights(filtered)
+    x = torch.randn(2, *SMALL_IMAGE)
+    with torch.no_grad():
+        assert torch.allclose(stored(x), filtered(x), atol=1e-4)  # the priced model computes what the pruned one does
+
+
+def test_mobilenet_v2_depthwise_convolutions_are_priced_and_unreachable_rates_refused() -> None:
+    torch.manual_seed(0)
+    net = mobilenet_v2(weights=None, num_classes=10).eval()
+    small = study.compress(net, scheme="irregular", rate=4, weight_bits=8, input_shape=SMALL_IMAGE)
+    table = study.price(small, weight_bits=8, input_shape=SMALL_IMAGE).set_index("layer")
+    depthwise = [n for n, m in models.prunable_layers(net).items() if isinstance(m, torch.nn.Conv2d) and m.groups > 1]
+    assert depthwise and all(table.loc[n, "total bits"] > 0 for n in depthwise)
+    # depthwise convolutions tie their input channels to their outputs: filter pruning cannot remove enough channels
+    with pytest.raises(ValueError, match="rate 2.0 is out of reach"):
+        study.compress(net, scheme="filter", rate=2, input_shape=SMALL_IMAGE)
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda net: study.price(net, weight_bits=9, input_shape=(1, 28, 28)), r"weight_bits=9; choose one of"),
+    (lambda net: study.price(net, weight_bits=8, input_shape=(1, 28, 28), scheme="rows"), r"scheme='rows'; choose one of"),
+    (lambda net: study.price(net, weight_bits=8, input_shape=()), r"input_shape=\(\): one input without its batch"),
+    (lambda net: study.price(torch.nn.ReLU(), weight_bits=8, input_shape=(1, 28, 28)), r"ReLU has no nn.Conv2d or nn.Linear"),
+    (lambda net: study.compress(net, scheme="dense", rate=2, input_shape=(1, 28, 28)), r"scheme='dense'; choose one of"),
+    (lambda net: study.compress(net, scheme="irregular", rate=0.5, input_shape=(1, 28, 28)), r"rate=0.5: a pruning rate"),
+])
+def test_bad_arguments_are_refused_with_what_to_pass(call, message) -> None:
+    with pytest.raises((ValueError, TypeError), match=message):
+        call(_vgg6())
+
+
+def test_the_default_energy_table_is_the_studys() -> None:
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    assert pricing.DEFAULT_TABLE_PJ == params["energy"]["table_pj"]
+
+
+def test_the_readme_example_runs_as_written(tmp_path) -> None:
+    code = re.search(r"## Your own model\n.*?```python\n(.*?)```", (REPO / "README.md").read_text(), re.S).group(1)
+    run = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert re.search(r"KB dense fp32 -> [\d,]+ KB stored, indices included", run.stdout) and "rel_c" in run.stdout
