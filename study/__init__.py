@@ -14,7 +14,9 @@ The public verbs, for the study's models and anyone's (torch is imported only wh
   indices, fillers, pointers, scales), KB, the index's information bound and the energy of one inference.
 - ``study.compress(model, scheme="irregular", rate=4, weight_bits=8, input_shape=...)``: one-shot pruning and
   quantization, no training.
-- ``study.load(path)`` opens a model file the study published (``study.costs.model_file``) as a torch module.
+- ``study.save(model, "m.stm", weight_bits=8, input_shape=...)`` writes those bits as a file;
+  ``study.load(path)`` opens a model file the study published as a torch module, ``study.load(path, into=module)``
+  one of any architecture into a module built as it was (``study.costs.model_file``).
 """
 
 from __future__ import annotations
@@ -30,11 +32,21 @@ if TYPE_CHECKING:
     from torch import nn
 
 
-def load(path: str | Path) -> nn.Module:
-    """The torch module in a study model file, with exactly its stored weights (imports torch only when called)."""
+def load(path: str | Path, into: nn.Module | None = None) -> nn.Module:
+    """The torch module in a study model file, with exactly its stored weights (imports torch only when called);
+    ``into``: the module to fill, for a file whose architecture is not the study's (``study.save``)."""
     from study.costs.model_file import load as load_model_file
 
-    return load_model_file(path)
+    return load_model_file(path, into)
+
+
+def save(model: nn.Module, path: str | Path, *, weight_bits: int, input_shape: Sequence[int], scheme: str | None = None,
+         index_bits: int | None = None, name: str | None = None, dataset: str = "") -> dict[str, Any]:
+    """``model`` as a study model file whose streams are the bits ``price`` counts (``study.api.save``)."""
+    from study.api import save as save_model
+
+    return save_model(model, path, weight_bits=weight_bits, input_shape=input_shape, scheme=scheme,
+                      index_bits=index_bits, name=name, dataset=dataset)
 
 
 def price(model: nn.Module, *, weight_bits: int, input_shape: Sequence[int], scheme: str | None = None,

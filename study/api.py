@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
 
 import pandas as pd
 from torch import nn
@@ -17,7 +19,7 @@ from torch import nn
 from study.compression import pruning, quantize
 from study.contract import FULL_PRECISION_BITS, PRUNING_SCHEMES, SCHEMES, STORABLE_BITS
 from study.core import models
-from study.costs import energy, pricing
+from study.costs import energy, model_file, pricing
 
 
 def _checked(model: nn.Module, weight_bits: int, input_shape: Sequence[int], scheme: str | None) -> tuple[int, ...]:
@@ -35,6 +37,18 @@ def _checked(model: nn.Module, weight_bits: int, input_shape: Sequence[int], sch
     return shape
 
 
+def _on_levels(model: nn.Module, weight_bits: int, scheme: str | None) -> tuple[nn.Module, str, list[str]]:
+    """(the model as it will be stored, its scheme, the layers snapped to the b-bit grid): a copy where any layer was
+    off the grid (snapped as the study snaps: least-squares scale, survivors stay non-zero), else the model itself."""
+    scheme = scheme or pricing.detect_scheme(model)
+    snapped = pricing.off_levels(model, weight_bits)
+    if not snapped:
+        return model, scheme, snapped
+    stored = copy.deepcopy(model)
+    quantize.snap_to_levels(stored, weight_bits, keep_support=scheme != "dense", layers=snapped)
+    return stored, scheme, snapped
+
+
 def price(model: nn.Module, *, weight_bits: int, input_shape: Sequence[int], scheme: str | None = None,
           index_bits: int | None = None, energy_table: Mapping[str, float] | None = None,
           energy_config: energy.EnergyConfig | None = None) -> pd.DataFrame:
@@ -49,12 +63,7 @@ def price(model: nn.Module, *, weight_bits: int, input_shape: Sequence[int], sch
     The table's ``attrs`` hold the scheme and bits used.
     """
     shape = _checked(model, weight_bits, input_shape, scheme)
-    scheme = scheme or pricing.detect_scheme(model)
-    snapped = pricing.off_levels(model, weight_bits)
-    stored = model
-    if snapped:
-        stored = copy.deepcopy(model)
-        quantize.snap_to_levels(stored, weight_bits, keep_support=scheme != "dense", layers=snapped)
+    stored, scheme, snapped = _on_levels(model, weight_bits, scheme)
     was_training = stored.training
     try:
         table = pricing.price_table(stored.eval(), scheme, weight_bits, shape, energy_table or pricing.DEFAULT_TABLE_PJ,
@@ -84,3 +93,19 @@ def compress(model: nn.Module, *, scheme: str, rate: float, weight_bits: int = F
     if weight_bits != FULL_PRECISION_BITS:
         quantize.snap_to_levels(compressed, weight_bits, keep_support=True)
     return compressed.train(was_training)
+
+
+def save(model: nn.Module, path: str | Path, *, weight_bits: int, input_shape: Sequence[int], scheme: str | None = None,
+         index_bits: int | None = None, name: str | None = None, dataset: str = "") -> dict[str, Any]:
+    """Write ``model`` as a study model file (``.stm``): every layer in the bit-exact stream ``price`` counts (its
+    streams are the priced bits, rounded up to bytes), structured models compacted, the rest of the state as float32.
+    The architecture is not stored: ``study.load(path, into=module)`` fills a module built as this one was. Returns the
+    file's header. Scheme and snapping as in ``price``."""
+    shape = _checked(model, weight_bits, input_shape, scheme)
+    stored, scheme, _ = _on_levels(model, weight_bits, scheme)
+    was_training = stored.training
+    try:
+        return model_file.save(path, stored.eval(), model=name or type(model).__name__, dataset=dataset, scheme=scheme,
+                               weight_bits=weight_bits, index_bits=index_bits, input_shape=shape)
+    finally:
+        stored.train(was_training)

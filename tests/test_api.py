@@ -75,24 +75,47 @@ def test_a_float_model_priced_at_8_bits_is_snapped_in_a_copy_and_the_table_says_
     assert not study.price(net, weight_bits=32, input_shape=(1, 28, 28))["quantized here"].any()
 
 
-def test_resnet18_irregular_and_filter_pruned_and_priced_with_its_residual_channels_compacted() -> None:
+@pytest.fixture(scope="module")
+def resnet18_compressed() -> dict[str, tuple[torch.nn.Module, int]]:
+    """torchvision's ResNet-18 (random weights) one-shot compressed: irregular 8x at 4 bits, filter 2x at fp32."""
     torch.manual_seed(0)
     net = resnet18(weights=None, num_classes=10).eval()
-    irregular = study.compress(net, scheme="irregular", rate=8, weight_bits=4, input_shape=SMALL_IMAGE)
-    table = study.price(irregular, weight_bits=4, input_shape=SMALL_IMAGE)
-    assert table.attrs["scheme"] == "irregular" and len(table) == len(models.prunable_layers(net)) + 1
-    assert table.iloc[-1]["non-zero weights"] == models.count_nonzero_weights(irregular)
-    total = table.iloc[-1]
-    assert total["index bits"] + total["filler bits"] + total["pointer bits"] > total["index bound (bits)"] > 0  # no code beats it
+    return {"irregular": (study.compress(net, scheme="irregular", rate=8, weight_bits=4, input_shape=SMALL_IMAGE), 4),
+            "filter": (study.compress(net, scheme="filter", rate=2, input_shape=SMALL_IMAGE), 32)}
 
-    filtered = study.compress(net, scheme="filter", rate=2, input_shape=SMALL_IMAGE)
-    table = study.price(filtered, weight_bits=32, input_shape=SMALL_IMAGE)
-    stored = storage.storable(filtered, "filter", SMALL_IMAGE)  # residual sums and batch norms compacted together
-    assert table.attrs["scheme"] == "filter" and set(table["format"][:-1]) == {"structured"}
-    assert table.iloc[-1]["non-zero weights"] == models.count_weights(stored) < models.count_nonzero_weights(filtered)
+
+@pytest.mark.parametrize("scheme", ["irregular", "filter"])
+def test_resnet18_priced_with_its_residual_channels_compacted_saved_and_loaded_into_a_fresh_module(
+        tmp_path, resnet18_compressed, scheme: str) -> None:
+    small, bits = resnet18_compressed[scheme]
+    table = study.price(small, weight_bits=bits, input_shape=SMALL_IMAGE)
+    total = table.iloc[-1]
+    assert table.attrs["scheme"] == scheme and not table["quantized here"].any()
+    if scheme == "irregular":
+        assert len(table) == len(models.prunable_layers(small)) + 1
+        assert total["non-zero weights"] == models.count_nonzero_weights(small)
+        assert total["index bits"] + total["filler bits"] + total["pointer bits"] > total["index bound (bits)"] > 0
+    else:
+        stored = storage.storable(small, "filter", SMALL_IMAGE)  # residual sums and batch norms compacted together
+        assert set(table["format"][:-1]) == {"structured"}
+        assert total["non-zero weights"] == models.count_weights(stored) < models.count_nonzero_weights(small)
+    header = study.save(small, tmp_path / "r18.stm", weight_bits=bits, input_shape=SMALL_IMAGE)
+    assert header["stream_bits"] == total["total bits"] and header["stream_bytes"] == -(-int(total["total bits"]) // 8)
+    with pytest.raises(model_file.ModelFileError, match="outside the study's registry.*into=module"):
+        study.load(tmp_path / "r18.stm")
+    fresh = resnet18(weights=None, num_classes=10)
+    loaded = study.load(tmp_path / "r18.stm", into=fresh)
+    assert loaded is fresh
     x = torch.randn(2, *SMALL_IMAGE)
-    with torch.no_grad():
-        assert torch.allclose(stored(x), filtered(x), atol=1e-4)  # the priced model computes what the pruned one does
+    with torch.no_grad():  # compaction sums fewer zero terms: equal up to float summation order
+        assert torch.allclose(loaded(x), small(x), atol=1e-5)
+    with pytest.raises(model_file.ModelFileError, match="has 10 classes .*, the module given has 100"):
+        study.load(tmp_path / "r18.stm", into=resnet18(weights=None, num_classes=100))
+    with pytest.raises(model_file.ModelFileError, match=r"shape mismatch in layer conv1: stored \((64|32), 3, 7, 7\), "
+                                                        r"ResNet has \(64, 1, 7, 7\)"):
+        grey = resnet18(weights=None, num_classes=10)
+        grey.conv1 = torch.nn.Conv2d(1, 64, 7, 2, 3, bias=False)
+        study.load(tmp_path / "r18.stm", into=grey)
 
 
 def test_mobilenet_v2_depthwise_convolutions_are_priced_and_unreachable_rates_refused() -> None:

@@ -84,6 +84,7 @@ class _Header(_Fields):
     scheme: StrictStr
     weight_bits: StrictInt
     compacted: StrictBool
+    registered: StrictBool = True  # files written before foreign architectures were storable hold registered ones
     layers: list[_LayerEntry] = Field(min_length=1)
     stream_bits: StrictInt = Field(ge=0)
     stream_bytes: StrictInt = Field(ge=0)
@@ -107,10 +108,16 @@ def _unpruned_tensors(net: nn.Module, weights: set[str]) -> dict[str, torch.Tens
 
 
 def encode_model(net: nn.Module, *, model: str, dataset: str, scheme: str, weight_bits: int,
-                 index_bits: int | None = None, formats: Sequence[str] = SPARSE_FORMATS) -> bytes:
-    """The file's bytes for ``net`` (a model of the registry ``model``): each layer in the format and index width the
-    storage stage picks (``study.costs.storage.layer_storage``), so the streams are the bits it counts."""
-    input_shape = models.INPUT_SHAPES[model]
+                 index_bits: int | None = None, formats: Sequence[str] = SPARSE_FORMATS,
+                 input_shape: Sequence[int] | None = None) -> bytes:
+    """The file's bytes for ``net``: each layer in the format and index width the storage stage picks
+    (``study.costs.storage.layer_storage``), so the streams are the bits it counts. ``model`` names a registered
+    architecture (its input shape is known), or, with ``input_shape``, any module's architecture: such a file holds
+    no architecture and loads into a module its reader builds (``load(path, into=...)``)."""
+    registered = input_shape is None
+    if registered and model not in models.INPUT_SHAPES:
+        raise ValueError(f"model {model!r} is not registered ({sorted(models.INPUT_SHAPES)}): pass input_shape")
+    input_shape = tuple(models.INPUT_SHAPES[model] if registered else input_shape)
     stored = storage.storable(net, scheme, input_shape)
     layers = models.prunable_layers(stored)
     encoded, described = [], []
@@ -135,6 +142,7 @@ def encode_model(net: nn.Module, *, model: str, dataset: str, scheme: str, weigh
     header = {
         "format_version": VERSION, "model": model, "dataset": dataset, "num_classes": _classes(stored),
         "input_shape": list(input_shape), "scheme": scheme, "weight_bits": weight_bits,
+        **({} if registered else {"registered": False}),  # a registered model's file keeps its bytes of before
         "compacted": scheme in STRUCTURED_SCHEMES, "layers": described,
         "stream_bits": sum(e["bits"] for e in described), "stream_bytes": len(streams),
         "tensors": tensors, "payload_bytes": len(payload),
@@ -232,6 +240,9 @@ def registered_model(header: dict[str, Any], source: str = "model file") -> nn.M
     """The registered architecture a (checked) header names, at its registered number of classes: the reference
     every stored shape is held to before anything is decoded."""
     model = header["model"]
+    if not header.get("registered", True):
+        raise ModelFileError(f"{source} holds a {model} outside the study's registry, without its architecture: "
+                             "build the module as it was saved and pass it: study.load(path, into=module)")
     if model not in models.MODELS:
         raise ModelFileError(f"{source}: model {model!r} is not a registered architecture (valid: {sorted(models.MODELS)})")
     if header["num_classes"] != models.NUM_CLASSES[model]:
@@ -292,34 +303,53 @@ def decode_weights(header: dict[str, Any], payload: bytes, reference: nn.Module,
 
 def build(header: dict[str, Any], tensors: dict[str, torch.Tensor], reference: nn.Module,
           source: str = "model file") -> nn.Module:
-    """``reference`` (the registered architecture) with exactly the stored tensors; compacted layers rebuilt at their
-    stored sizes."""
-    net = reference
-    layers = models.prunable_layers(net)
-    if header["compacted"] and not coupling.is_plain_chain(net):
-        raise ModelFileError(f"{source}: a compacted {header['model']} joins channels (batch norm or residual sums); "
-                             "this loader rebuilds compacted plain chains only")
-    for entry in header["layers"]:
-        name = entry["name"]
-        weight, bias = tensors[f"{name}.weight"], tensors.get(f"{name}.bias")
-        if tuple(weight.shape) != tuple(layers[name].weight.shape):
-            net.set_submodule(name, coupling.dense_layer(layers[name], weight, bias))
+    """``reference`` (the registered architecture, or the caller's module) holding exactly the stored tensors, in
+    place: a compacted file's smaller layers and batch norms replace the reference's (``_fit_sizes``)."""
+    _fit_sizes(reference, tensors, source)
     try:
-        missing = net.load_state_dict(tensors, strict=False)
+        missing = reference.load_state_dict(tensors, strict=False)
     except RuntimeError as error:  # a tensor of another size than the architecture's
         raise ModelFileError(f"{source}: shape mismatch with {header['model']}: {error}") from None
     wanted = [k for k in missing.missing_keys if not k.endswith("num_batches_tracked")]
     if wanted or missing.unexpected_keys:
-        raise ModelFileError(f"{source}: shape mismatch with {header['model']}: missing {wanted}, "
-                             f"unexpected {missing.unexpected_keys}")
-    return net.eval()
+        raise ModelFileError(f"{source}: the file and the {header['model']} differ: the file lacks {wanted[:5]}, "
+                             f"the module lacks {missing.unexpected_keys[:5]}")
+    return reference.eval()
 
 
-def load(path: str | Path) -> nn.Module:
-    """The torch module stored in a study model file, with exactly its stored weights (see the module's docstring)."""
+@torch.no_grad()
+def _fit_sizes(net: nn.Module, tensors: dict[str, torch.Tensor], source: str) -> None:
+    """Replace each conv, FC and batch-norm module whose stored tensors are smaller (removed filters and channels)
+    by one of the stored size, built like it: what compaction did to the model before it was saved."""
+    for name, module in list(net.named_modules()):
+        weight = tensors.get(f"{name}.weight")
+        if weight is None or not hasattr(module, "weight") or tuple(weight.shape) == tuple(module.weight.shape):
+            continue
+        if isinstance(module, (nn.Conv2d, nn.Linear)):
+            try:
+                net.set_submodule(name, coupling.dense_layer(module, weight, tensors.get(f"{name}.bias")))
+            except ValueError as error:
+                raise ModelFileError(f"{source}: layer {name} cannot take its stored size: {error}") from None
+        elif isinstance(module, nn.BatchNorm2d):
+            net.set_submodule(name, nn.BatchNorm2d(weight.shape[0], eps=module.eps, momentum=module.momentum,
+                                                   affine=module.affine, track_running_stats=module.track_running_stats))
+        else:
+            raise ModelFileError(f"{source}: {name} ({type(module).__name__}) is stored at {tuple(weight.shape)}, "
+                                 f"the module has {tuple(module.weight.shape)}")
+
+
+def load(path: str | Path, into: nn.Module | None = None) -> nn.Module:
+    """The torch module stored in a study model file, with exactly its stored weights (see the module's docstring).
+
+    ``into``: a module built as the saved one was (the file of a model outside the study's registry holds no
+    architecture): filled in place and returned; one whose layer names or shapes differ from the file's is refused,
+    naming the first difference, before anything is decoded."""
     source = str(path)
     header, payload = parse(Path(path).read_bytes(), source)
-    reference = registered_model(header, source)
+    if into is not None and _classes(into) != header["num_classes"]:
+        raise ModelFileError(f"{source}: the file's {header['model']} has {header['num_classes']} classes (outputs of "
+                             f"its last layer), the module given has {_classes(into)}")
+    reference = registered_model(header, source) if into is None else into
     return build(header, decode_weights(header, payload, reference, source), reference, source)
 
 
