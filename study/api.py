@@ -60,7 +60,8 @@ def price(model: nn.Module, *, weight_bits: int, input_shape: Sequence[int], sch
     compacted to a smaller dense one); None reads it from the zeros (``pricing.detect_scheme``). A layer not yet on
     a b-bit grid is put on it as the study snaps (least-squares scale, survivors stay non-zero) in a copy: the column
     ``quantized here`` says which. ``input_shape`` is one input, e.g. (3, 224, 224): MACs and compaction need it.
-    The table's ``attrs`` hold the scheme and bits used.
+    The table's ``attrs`` hold the scheme, bits and input shape used, and ``not_priced``: the modules with weights
+    of another kind than conv and FC (embeddings, 1-D convolutions...), each with its type and parameter count.
     """
     shape = _checked(model, weight_bits, input_shape, scheme)
     stored, scheme, snapped = _on_levels(model, weight_bits, scheme)
@@ -72,7 +73,7 @@ def price(model: nn.Module, *, weight_bits: int, input_shape: Sequence[int], sch
         stored.train(was_training)
     table.insert(2, "quantized here", table["layer"].isin(snapped))
     table.loc[table["layer"] == "total", "quantized here"] = bool(snapped)
-    table.attrs.update(scheme=scheme, weight_bits=weight_bits, input_shape=shape)
+    table.attrs.update(scheme=scheme, weight_bits=weight_bits, input_shape=shape, not_priced=pricing.not_priced(model))
     return table
 
 

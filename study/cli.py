@@ -24,7 +24,8 @@ class CommandError(Exception):
     """Bad input on the command line or in a file: the message names it and says what to pass instead."""
 
 
-def _architecture(spec: str | None, arch_args: list[str], source: str) -> Any:
+def build_architecture(spec: str | None, arch_args: list[str], source: str) -> Any:
+    """The module ``module:function`` builds with ``key=value`` arguments (values read as Python literals)."""
     if spec is None:
         raise CommandError(f"{source} holds weights without their architecture: pass --arch module:function "
                            "(e.g. --arch torchvision.models:resnet18 --arch-arg num_classes=10)")
@@ -78,12 +79,12 @@ def open_model(path: Path, arch: str | None, arch_args: list[str]) -> Any:
     if not path.is_file():
         raise CommandError(f"{path}: no such file")
     if path.suffix == SUFFIX:
-        into = _architecture(arch, arch_args, str(path)) if arch else None
+        into = build_architecture(arch, arch_args, str(path)) if arch else None
         try:
             return study.load(path, into=into)
         except ModelFileError as error:
             raise CommandError(str(error)) from None
-    net = _architecture(arch, arch_args, str(path))
+    net = build_architecture(arch, arch_args, str(path))
     try:
         missing = net.load_state_dict(_state_dict(path), strict=False)
     except RuntimeError as error:  # torch lists every size mismatch; the first one says enough
@@ -113,6 +114,9 @@ def _print_table(table: Any, form: str) -> None:
     else:
         print(f"scheme {table.attrs['scheme']}, {table.attrs['weight_bits']}-bit weights, input {table.attrs['input_shape']}")
         print(table.to_string(index=False, float_format=lambda v: f"{v:,.2f}"))
+        for module in table.attrs["not_priced"]:
+            print(f"not priced: {module['module']} ({module['type']}, {module['parameters']:,} parameters): "
+                  "only Conv2d and Linear weights are")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -153,3 +153,27 @@ def test_the_readme_example_runs_as_written(tmp_path) -> None:
     run = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-2000:]
     assert re.search(r"KB dense fp32 -> [\d,]+ KB stored, indices included", run.stdout) and "rel_c" in run.stdout
+
+
+def test_a_model_with_layers_the_study_does_not_price_is_priced_for_the_rest_and_lists_them() -> None:
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv1d(2, 4, 3), torch.nn.Flatten(), torch.nn.LayerNorm(24),
+                              torch.nn.Linear(24, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3)).eval()
+    table = study.price(net, weight_bits=8, input_shape=(2, 8))
+    assert table["layer"].tolist() == ["3", "5", "total"]
+    assert table.attrs["not_priced"] == [{"module": "0", "type": "Conv1d", "parameters": 2 * 4 * 3 + 4}]
+    assert table.iloc[-1]["value bits"] == 8 * (24 * 8 + 8 * 3)
+
+
+def test_the_your_own_model_notebook_prices_a_torchvision_model_and_draws_where_its_bits_go(tmp_path) -> None:
+    import papermill
+
+    executed = tmp_path / "run.ipynb"
+    papermill.execute_notebook(str(REPO / "notebooks" / "your-own-model.ipynb"), str(executed), kernel_name="python3",
+                               cwd=str(REPO / "notebooks"), progress_bar=False, execution_timeout=300,
+                               parameters={"architecture": "torchvision.models:squeezenet1_1", "input_shape": [3, 64, 64],
+                                           "scheme": "column", "rate": 4.0, "weight_bits": 4, "out_root": str(tmp_path)})
+    for ext in ("png", "svg"):
+        assert (tmp_path / "your-own-model" / ext / f"where_bits_go.{ext}").stat().st_size > 10_000
+    text = executed.read_text()
+    assert "<th>quantized here</th>" in text and "<td>structured</td>" in text  # both tables shown; column pruning stored

@@ -87,3 +87,19 @@ def off_levels(net: nn.Module, weight_bits: int) -> list[str]:
         if survivors.size and encoding.uniform_scale(survivors, weight_bits) is None:
             found.append(name)
     return found
+
+
+# Modules whose parameters the study stores as they are (float32) and does not price, as it does not price biases:
+# normalization layers' scales and shifts.
+NORMALIZATION = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.LayerNorm, nn.GroupNorm, nn.InstanceNorm2d)
+
+
+def not_priced(net: nn.Module) -> list[dict[str, object]]:
+    """Modules with weights of their own that the price leaves out, with their type and parameter count: anything but
+    ``Conv2d`` and ``Linear`` (priced) and normalization layers (stored as float32, like biases)."""
+    found = []
+    for name, module in net.named_modules():
+        own = sum(p.numel() for p in module.parameters(recurse=False))
+        if own and not isinstance(module, (nn.Conv2d, nn.Linear, *NORMALIZATION)):
+            found.append({"module": name, "type": type(module).__name__, "parameters": own})
+    return found

@@ -85,3 +85,28 @@ def layer_figure(view: dict[str, Any]) -> plt.Figure:
         if accuracy is not None else ""
     fig.suptitle(title(view) + suffix, fontsize=12)
     return fig
+
+
+MODEL_PARTS = {"value bits": "values", "index bits": "indices", "filler bits": "fillers", "pointer bits": "pointers",
+               "scale, codebook, header bits": "scale"}
+
+
+def where_bits_go(table: Any, title_text: str = "") -> plt.Figure:
+    """Stacked bars of one priced model (a ``study.price`` table): per layer, its stored KB by part, so that the
+    index, filler and pointer bits irregular sparsity pays show beside the values they locate."""
+    layers = table[table["layer"] != "total"]
+    fig, ax = plt.subplots(figsize=(9, 0.28 * len(layers) + 1.6))
+    left = np.zeros(len(layers))
+    for column, part in MODEL_PARTS.items():
+        kb = layers[column].to_numpy(dtype=float) / 8 / 1024
+        ax.barh(layers["layer"], kb, left=left, color=PART_COLORS[part], label=column.replace(" bits", ""))
+        left += kb
+    ax.invert_yaxis()
+    ax.set_xlabel("stored KB (1 KB = 1,024 bytes)")
+    total = table[table["layer"] == "total"].iloc[0]
+    ax.set_title(title_text or f"{total['KB']:,.1f} KB stored, {total['index bits'] + total['filler bits'] + total['pointer bits']:,} "
+                                f"bits locating {total['non-zero weights']:,} weights")
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.6 / fig.get_figheight()), ncol=len(MODEL_PARTS), fontsize="small",
+              frameon=False)
+    fig.tight_layout()
+    return fig
