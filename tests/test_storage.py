@@ -110,3 +110,18 @@ def test_bad_scheme_and_format_are_named() -> None:
         storage.layer_storage(torch.zeros(2, 2), "irregular", 32, formats=["coo"])
     with pytest.raises(ValueError, match="no non-zero"):
         storage.break_even_measured({"w": torch.zeros(3, 3)}, 8, 4)
+
+
+@settings(max_examples=60, deadline=None)
+@given(rows=st.integers(1, 12), cols=st.integers(1, 70), density=st.sampled_from([0.0, 0.02, 0.2, 0.7, 1.0]),
+       seed=st.integers(0, 2**16), fmt=st.sampled_from(encoding.RELATIVE_FORMATS), conv=st.booleans())
+def test_structure_bits_at_every_width_from_the_runs_equal_the_encoders(rows, cols, density, seed, fmt, conv) -> None:
+    """The one-pass count that picks the run-length width is what the encoder writes, at every width."""
+    rng = np.random.default_rng(seed)
+    weight = rng.standard_normal((rows, cols)) * (rng.random((rows, cols)) < density)
+    if conv and cols % 2 == 0:
+        weight = weight.reshape(rows, 2, cols // 2, 1)
+    fast = storage.relative_structure_bits(weight, fmt)
+    assert fast == {b: sum(storage.structure_bits(weight, fmt, b).values()) for b in encoding.INDEX_BITS}
+    slow = {b: sum(storage.structure_bits(weight, fmt, b).values()) for b in encoding.INDEX_BITS}
+    assert storage.best_index_bits(weight, fmt) == min(slow, key=lambda b: (slow[b], b))

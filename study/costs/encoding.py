@@ -82,7 +82,7 @@ def check_index_bits(index_bits: int) -> int:
     return int(index_bits)
 
 
-def _width_for(count: int) -> int:
+def width_for(count: int) -> int:
     """Bits for a counter that must hold 0..count."""
     return max(1, int(count).bit_length())
 
@@ -107,10 +107,9 @@ def _ungroup(groups: np.ndarray, shape: tuple[int, ...], scheme: str) -> np.ndar
 
 
 # ----------------------------------------------------------------------------- per-format structure
-def relative_runs(rows: np.ndarray, index_bits: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Run codes (fillers included) and entries per row of a row-major sparse matrix ``rows``."""
-    escape = (1 << index_bits) - 1
-    n_rows, n_cols = rows.shape
+def zero_runs(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(row of each non-zero, the zeros before it in its row) of a row-major sparse matrix ``rows``."""
+    n_cols = rows.shape[1]
     flat = np.flatnonzero(rows.ravel())
     row, col = flat // n_cols, flat % n_cols
     previous = np.empty_like(col)
@@ -118,7 +117,14 @@ def relative_runs(rows: np.ndarray, index_bits: int) -> tuple[np.ndarray, np.nda
     first = np.ones(flat.size, dtype=bool)
     first[1:] = row[1:] != row[:-1]
     previous[first] = -1
-    run = col - previous - 1
+    return row, col - previous - 1
+
+
+def relative_runs(rows: np.ndarray, index_bits: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Run codes (fillers included) and entries per row of a row-major sparse matrix ``rows``."""
+    escape = (1 << index_bits) - 1
+    n_rows = rows.shape[0]
+    row, run = zero_runs(rows)
     fillers, residual = run // escape, run % escape
     per_entry = fillers + 1
     codes = np.full(int(per_entry.sum()), escape, dtype=np.uint64)
@@ -150,7 +156,7 @@ def structure_sections(matrix: np.ndarray, shape: tuple[int, ...], fmt: str, ind
         n_rows, n_cols = matrix.shape
         flat = np.flatnonzero(matrix.ravel())
         ends = np.cumsum(np.bincount(flat // n_cols, minlength=n_rows))
-        return ([("pointers", ends.astype(np.uint64), _width_for(flat.size)),
+        return ([("pointers", ends.astype(np.uint64), width_for(flat.size)),
                  ("indices", (flat % n_cols).astype(np.uint64), (n_cols - 1).bit_length())],
                 matrix.ravel()[flat])
     if fmt in RELATIVE_FORMATS:
@@ -158,7 +164,7 @@ def structure_sections(matrix: np.ndarray, shape: tuple[int, ...], fmt: str, ind
         rows = matrix if fmt == "rel_csr" else np.ascontiguousarray(matrix.T)
         codes, entries_per_row, _ = relative_runs(rows, index_bits)
         # The run codes are one interleaved field vector: _split_fillers attributes their bits.
-        fields: list[Section] = [("pointers", np.cumsum(entries_per_row).astype(np.uint64), _width_for(codes.size)),
+        fields: list[Section] = [("pointers", np.cumsum(entries_per_row).astype(np.uint64), width_for(codes.size)),
                                  ("indices+fillers", codes, index_bits)]
         flat = rows.ravel()
         return fields, flat[flat != 0]
@@ -333,7 +339,7 @@ def _read_values(reader: BitReader, count: int, weight_bits: int) -> np.ndarray:
 
 def _read_ends(reader: BitReader, n_rows: int, pointer_bits: int, most: int) -> np.ndarray:
     """Row pointers (cumulative entry counts), checked before anything is sized by them: each pointer takes at
-    least one bit (the encoders write ``_width_for(count) >= 1``), so ``n_rows`` cannot exceed the stream's bits,
+    least one bit (the encoders write ``width_for(count) >= 1``), so ``n_rows`` cannot exceed the stream's bits,
     and they never decrease nor pass ``most``, the entries the rows can hold."""
     if n_rows and pointer_bits < 1:
         raise EncodingError(f"{n_rows} row pointers of {pointer_bits} bits: corrupt stream")

@@ -195,15 +195,18 @@ def energy_of(counts: Mapping[str, float], table: Mapping[str, float], weight_bi
 
 def model_energy(model: nn.Module, scheme: str, weight_bits: int, input_shape: tuple[int, ...],
                  table: Mapping[str, float], config: EnergyConfig, index_bits: int | None = None,
-                 formats: tuple[str, ...] = encoding.SPARSE_FORMATS) -> pd.DataFrame:
-    """One row per layer: counts and pJ per component, for the model as stored (structured: compacted)."""
+                 formats: tuple[str, ...] = encoding.SPARSE_FORMATS,
+                 stored_layers: Mapping[str, Mapping[str, object]] | None = None) -> pd.DataFrame:
+    """One row per layer: counts and pJ per component, for the model as stored (structured: compacted).
+    ``stored_layers``: ``storage.layer_rows`` of the same model and settings, when the caller priced storage already."""
     table = check_table(table)
     stored_model = storage.storable(model, scheme, input_shape)
     macs = models.count_macs(stored_model, input_shape)
     rows = []
     for name, layer in models.prunable_layers(stored_model).items():
         positions = macs[name] // layer.weight.numel()
-        stored = storage.layer_storage(layer.weight, scheme, weight_bits, index_bits, formats)
+        stored = (stored_layers[name] if stored_layers is not None
+                  else storage.layer_storage(layer.weight, scheme, weight_bits, index_bits, formats))
         counts = layer_counts(layer.weight, positions, stored, weight_bits, config, scheme)
         energy = energy_of(counts, table, weight_bits, config)
         rows.append({"layer": name, "format": stored["format"], "positions": positions, **counts,

@@ -31,8 +31,9 @@ def price_table(net: nn.Module, scheme: str, weight_bits: int, input_shape: tupl
     """One row per layer of the stored model (structured: compacted) and a total row: format, bits by part, KB, the
     log2 C(n, k) bound of its index, energy per inference with the weights from DRAM and with them on chip (when the
     whole model fits). The storage and energy stages' own functions (``storage.model_storage``, ``energy.model_energy``)."""
-    bits = storage.model_storage(net, scheme, weight_bits, input_shape, index_bits, formats)
-    spent = energy.model_energy(net, scheme, weight_bits, input_shape, table_pj, config, index_bits, tuple(formats))
+    rows = storage.layer_rows(net, scheme, weight_bits, input_shape, index_bits, formats)
+    bits = storage.model_storage(net, scheme, weight_bits, input_shape, rows=rows)
+    spent = energy.model_energy(net, scheme, weight_bits, input_shape, table_pj, config, stored_layers=rows)
     fits = energy.fits_on_chip(float(bits["total_bits"].sum()), config)
     dram = [f"{c}_pj" for c in energy.DRAM_COMPONENTS]
     table = pd.DataFrame({
