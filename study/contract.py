@@ -19,6 +19,22 @@ STRUCTURED_SCHEMES = ("filter", "channel", "column")
 SCHEMES = ("dense", *PRUNING_SCHEMES)  # also the order of every table and legend
 
 SPARSE_FORMATS = ("rel_csc", "rel_csr", "csr", "bitmap")  # how an irregular layer may be stored (study.costs.encoding)
+
+# Semi-structured N:M sparsity: at most N non-zeros in every M consecutive weights of a GEMM row, read in the order
+# sparse hardware reads it: a conv weight [out, in, kh, kw] as [out, kh, kw, in] (input channels innermost, NHWC).
+NM_PATTERNS = ("2:4", "1:4", "2:8", "1:8")  # the rates 2x, 4x, 4x, 8x
+NM_CONV_ORDER = (0, 2, 3, 1)
+
+
+def nm_pattern(pattern: str) -> tuple[int, int]:
+    """(N, M) of ``"N:M"``, with 1 <= N <= M <= 64 (a group's positions fit the encoders' 8-bit header fields)."""
+    try:
+        n, m = (int(part) for part in str(pattern).split(":"))
+    except ValueError:
+        raise ValueError(f"N:M pattern {pattern!r}: write it as N:M, e.g. 2:4 (the patterns studied: {list(NM_PATTERNS)})") from None
+    if not 1 <= n <= m <= 64:
+        raise ValueError(f"N:M pattern {pattern!r}: need 1 <= N <= M <= 64")
+    return n, m
 ALLOCATIONS = ("density", "magnitude")  # how a pruning step splits its budget over layers (study.compression.pruning)
 
 FULL_PRECISION_BITS = 32

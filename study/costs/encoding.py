@@ -18,19 +18,29 @@ Relative-index formats (EIE / Deep Compression): each non-zero stores the zero-r
 A run of ``r >= M`` zeros therefore needs ``r // M`` fillers. EIE instead spends a zero *value* on
 each filler (b_idx + b_w bits); our filler costs only b_idx bits and needs no code for zero, which
 favours irregular storage: the comparison gives irregular pruning its strongest case.
+
+N:M formats (``study.compression.nm``, ``study.contract.nm_pattern``: groups of M consecutive weights of each row in hardware order, at most N
+non-zeros each; ``scheme`` names the pattern, e.g. ``"2:4"``) store exactly N values per group, as sparse tensor
+cores do (a group with fewer non-zeros stores zeros in its free slots), and where they sit: ``nm_hw`` as the
+hardware does, ceil(log2 M) bits per kept value (2:4: 4 bits a group); ``nm_min`` as the rank of the group's kept
+set among the C(M, N) possible ones (colexicographic order), ceil(log2 C(M, N)) bits a group (2:4: 3 bits; the bound
+is log2 6 = 2.585).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 
-from study.contract import SPARSE_FORMATS, STORABLE_BITS, STRUCTURED_SCHEMES, max_level
+from study.contract import NM_CONV_ORDER, SPARSE_FORMATS, STORABLE_BITS, STRUCTURED_SCHEMES, max_level, nm_pattern
 from study.costs.bitstream import BitReader, BitWriter
 
-FORMATS = ("dense", "structured", "rel_csc", "rel_csr", "csr", "bitmap")
+FORMATS = ("dense", "structured", "rel_csc", "rel_csr", "csr", "bitmap")  # each stores any layer
 RELATIVE_FORMATS = ("rel_csc", "rel_csr")
+NM_FORMATS = ("nm_hw", "nm_min")  # N:M sparsity: the hardware's layout, and the fewest bits per group
+CODED_FORMATS = (*FORMATS, *NM_FORMATS)  # a stream header's format code is the position here
 WEIGHT_BITS = STORABLE_BITS
 INDEX_BITS = range(1, 17)
 CATEGORIES = ("header", "pointers", "indices", "fillers", "codebook", "scale", "values")
@@ -168,7 +178,74 @@ def structure_sections(matrix: np.ndarray, shape: tuple[int, ...], fmt: str, ind
                                  ("indices+fillers", codes, index_bits)]
         flat = rows.ravel()
         return fields, flat[flat != 0]
-    raise EncodingError(f"format={fmt!r}; allowed: {list(FORMATS)}")
+    if fmt in NM_FORMATS:
+        return _nm_sections(matrix, shape, fmt, scheme)
+    raise EncodingError(f"format={fmt!r}; allowed: {list(CODED_FORMATS)}")
+
+
+def _nm_rows(matrix: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """The GEMM rows in hardware order (``NM_CONV_ORDER``), where the groups of M lie."""
+    return matrix.reshape(shape).transpose(NM_CONV_ORDER).reshape(shape[0], -1) if len(shape) == 4 else matrix
+
+
+def _combinations(m: int, n: int) -> np.ndarray:
+    """C(c, i) for c < m, i <= n (object-free int64: C(64, 32) < 2^63)."""
+    return np.array([[math.comb(c, i) for i in range(n + 1)] for c in range(m)], dtype=np.int64)
+
+
+def _nm_sections(matrix: np.ndarray, shape: tuple[int, ...], fmt: str, pattern: str) -> tuple[list[Section], np.ndarray]:
+    try:
+        n, m = nm_pattern(pattern)
+    except ValueError as error:
+        raise EncodingError(str(error)) from None
+    rows = _nm_rows(matrix, shape)
+    if rows.shape[1] % m:
+        raise EncodingError(f"{pattern} format of shape {shape}: its reduction length {rows.shape[1]} is not a multiple "
+                            f"of {m}; store the layer dense")
+    groups = rows.reshape(-1, m)
+    nonzero = groups != 0
+    if (nonzero.sum(axis=1) > n).any():
+        raise EncodingError(f"a group of {m} holds more than {n} non-zeros: project the layer onto {pattern} first "
+                            "(study.compression.nm.project)")
+    # the slots: the non-zeros, then the lowest free positions up to exactly N, in position order
+    kept = np.sort(np.argsort(~nonzero, axis=1, kind="stable")[:, :n], axis=1)
+    fields: list[Section] = [("header", np.array([n, m], dtype=np.uint64), _SMALL_BITS)]
+    if fmt == "nm_hw":
+        fields.append(("indices", kept.astype(np.uint64).ravel(), math.ceil(math.log2(m))))
+    else:
+        table = _combinations(m, n)
+        ranks = table[kept, np.arange(1, n + 1)].sum(axis=1)
+        fields.append(("indices", ranks.astype(np.uint64), math.ceil(math.log2(math.comb(m, n)))))
+    return fields, np.take_along_axis(groups, kept, axis=1).ravel()
+
+
+def _decode_nm(reader: BitReader, fmt: str, shape: tuple[int, ...], weight_bits: int) -> np.ndarray:
+    """The GEMM matrix of an N:M stream, every field checked before it sizes anything."""
+    n, m = (int(v) for v in reader.read(2, _SMALL_BITS))
+    reduction = int(np.prod(shape[1:], dtype=object))
+    if not 1 <= n <= m <= 64 or reduction % m:
+        raise EncodingError(f"N:M stream declares {n}:{m} for shape {shape}: corrupt stream")
+    count = shape[0] * reduction // m
+    if fmt == "nm_hw":
+        kept = reader.read(count * n, math.ceil(math.log2(m))).astype(np.int64).reshape(count, n)
+        if kept.size and (kept.max() >= m or (np.diff(kept, axis=1) <= 0).any()):
+            raise EncodingError("N:M positions out of their group or out of order: corrupt stream")
+    else:
+        ranks = reader.read(count, math.ceil(math.log2(math.comb(m, n)))).astype(np.int64)
+        if ranks.size and ranks.max() >= math.comb(m, n):
+            raise EncodingError(f"an N:M rank past the C({m}, {n}) kept sets: corrupt stream")
+        table = _combinations(m, n)
+        kept = np.empty((count, n), dtype=np.int64)
+        for i in range(n, 0, -1):  # colexicographic unranking: the largest c with C(c, i) <= what is left
+            kept[:, i - 1] = np.searchsorted(table[:, i], ranks, side="right") - 1
+            ranks = ranks - table[kept[:, i - 1], i]
+    groups = np.zeros((count, m), dtype=np.float32)
+    np.put_along_axis(groups, kept, _read_values(reader, count * n, weight_bits).reshape(count, n), axis=1)
+    rows = groups.reshape(shape[0], reduction)
+    if len(shape) == 4:
+        out, channels, kh, kw = shape
+        return rows.reshape(out, kh, kw, channels).transpose(0, 3, 1, 2).reshape(out, -1)
+    return rows
 
 
 def _levels(values: np.ndarray, alpha: np.float32, weight_bits: int, zero_free: bool) -> np.ndarray | None:
@@ -263,7 +340,7 @@ def _sections(matrix: np.ndarray, shape: tuple[int, ...], fmt: str, weight_bits:
     structure, values = structure_sections(matrix, shape, fmt, index_bits, scheme)
     value_fields, value_flags = _value_sections(values, weight_bits)
     header: list[Section] = [
-        ("header", np.array([FORMATS.index(fmt) if fmt in FORMATS else 255, len(shape)], dtype=np.uint64), _SMALL_BITS),
+        ("header", np.array([CODED_FORMATS.index(fmt) if fmt in CODED_FORMATS else 255, len(shape)], dtype=np.uint64), _SMALL_BITS),
         ("header", np.array(shape, dtype=np.uint64), _DIM_BITS),
         ("header", np.array([weight_bits | value_flags, index_bits if fmt in RELATIVE_FORMATS else 0,
                              _aux_code(fmt, scheme)], dtype=np.uint64), _SMALL_BITS),
@@ -375,9 +452,9 @@ def _decode_relative(reader: BitReader, rows_shape: tuple[int, int], index_bits:
 
 def _read_shape(reader: BitReader) -> tuple[str, tuple[int, ...]]:
     fmt_code, ndim = (int(v) for v in reader.read(2, _SMALL_BITS))
-    if fmt_code >= len(FORMATS) or ndim not in (2, 4):
+    if fmt_code >= len(CODED_FORMATS) or ndim not in (2, 4):
         raise EncodingError(f"stream header names format {fmt_code} with {ndim} dims: not a stream of study.costs.encoding")
-    return FORMATS[fmt_code], tuple(int(d) for d in reader.read(ndim, _DIM_BITS))
+    return CODED_FORMATS[fmt_code], tuple(int(d) for d in reader.read(ndim, _DIM_BITS))
 
 
 def stream_shape(data: bytes, n_bits: int) -> tuple[int, ...]:
@@ -430,6 +507,8 @@ def decode(data: bytes, n_bits: int) -> np.ndarray:
         values = _read_values(reader, nnz, weight_bits)
         matrix = np.zeros((n_rows, n_cols), dtype=np.float32)
         matrix[rows, cols] = values
+    elif fmt in NM_FORMATS:
+        matrix = _decode_nm(reader, fmt, shape, weight_bits)
     else:  # rel_csc encodes the rows of the transposed matrix
         csc = fmt == "rel_csc"
         row, col, values = _decode_relative(reader, (n_cols, n_rows) if csc else (n_rows, n_cols),

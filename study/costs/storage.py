@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from study.compression import compaction
-from study.contract import SCHEMES, STRUCTURED_SCHEMES
+from study.contract import SCHEMES, STRUCTURED_SCHEMES, nm_pattern
 from study.core import models
 from study.costs import encoding
 
@@ -105,13 +105,17 @@ def layer_storage(weight: object, scheme: str, weight_bits: int, index_bits: int
 
 def stored_layer(weight: object, fmt: str, weight_bits: int, index_bits: int | None = None,
                  scheme: str = "filter") -> dict[str, object]:
-    """The stored bits of one layer in one given format (``index_bits`` only for the relative formats)."""
+    """The stored bits of one layer in one given format (``index_bits`` only for the relative formats; ``scheme``: the
+    structured scheme, or the N:M pattern of an N:M format)."""
     matrix, shape = encoding.as_matrix(weight)
     bits = encoding.count_bits(matrix.reshape(shape), fmt, weight_bits, index_bits or 4, scheme)
     nnz = int(np.count_nonzero(matrix))
     if fmt == "structured":  # the choice to describe is which groups survive
         kept = encoding.group_view(matrix, shape, scheme).any(axis=1)
         ideal = index_bound_bits(kept.size, int(kept.sum()))
+    elif fmt in encoding.NM_FORMATS:  # which N of each group's M positions: log2 C(M, N) a group
+        n, m = nm_pattern(scheme)
+        ideal = matrix.size // m * index_bound_bits(m, n)
     else:
         ideal = index_bound_bits(matrix.size, nnz)
     return {

@@ -1,0 +1,134 @@
+"""N:M sparsity: the projection is feasible, idempotent and optimal against brute force, in hardware (NHWC) order;
+both N:M stream formats round-trip bit for bit and count every bit."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from study.compression import nm
+from study.contract import nm_pattern
+from study.costs import encoding, storage
+
+
+def _groups(weight: torch.Tensor, m: int) -> torch.Tensor:
+    return nm.reduction_view(weight).reshape(-1, m)
+
+
+@st.composite
+def small_weights(draw) -> tuple[torch.Tensor, str]:
+    pattern = draw(st.sampled_from(["1:2", "2:4", "1:4", "3:4"]))
+    _, m = nm_pattern(pattern)
+    if draw(st.booleans()):  # conv: input channels a multiple of m, so groups never straddle kernel positions
+        shape = (draw(st.integers(1, 2)), m * draw(st.integers(1, 2)), draw(st.integers(1, 2)), 1)
+    else:
+        shape = (draw(st.integers(1, 2)), m * draw(st.integers(1, 2)))
+    values = draw(st.lists(st.sampled_from([0.0, 0.5, -0.5, 1.0, -2.0, 3.0, 0.25]), min_size=math.prod(shape),
+                           max_size=math.prod(shape)))
+    return torch.tensor(values, dtype=torch.float32).reshape(shape), pattern
+
+
+@settings(max_examples=150, deadline=None)
+@given(case=small_weights())
+def test_the_projection_is_feasible_idempotent_and_optimal(case) -> None:
+    weight, pattern = case
+    n, m = nm_pattern(pattern)
+    projected, mask = nm.project(weight, pattern)
+    assert torch.equal(projected, weight * mask)
+    assert bool((_groups(mask, m).sum(dim=1) <= n).all()), "more than N kept in a group"
+    again, _ = nm.project(projected, pattern)
+    assert torch.equal(again, projected)
+    # optimal: per group (groups are independent), brute force over every choice of at most N positions
+    for w, p in zip(_groups(weight, m), _groups(projected, m)):
+        candidates = [float(w[list(set(range(m)) - set(kept))].pow(2).sum())
+                      for size in range(n + 1) for kept in itertools.combinations(range(m), size)]
+        assert float((w - p).pow(2).sum()) == pytest.approx(min(candidates), abs=1e-6)
+
+
+def test_groups_run_along_input_channels_at_each_kernel_position() -> None:
+    weight = torch.zeros(1, 4, 1, 2)
+    weight[0, :, 0, 0] = torch.tensor([1.0, 2.0, 3.0, 4.0])  # kernel position 0: channels 0..3
+    weight[0, :, 0, 1] = torch.tensor([8.0, 7.0, 6.0, 5.0])  # kernel position 1
+    projected, _ = nm.project(weight, "2:4")
+    assert projected[0, :, 0, 0].tolist() == [0, 0, 3, 4] and projected[0, :, 0, 1].tolist() == [8, 7, 0, 0]
+
+
+def test_ties_keep_the_lower_position_and_short_reductions_are_refused() -> None:
+    projected, _ = nm.project(torch.ones(1, 4), "2:4")
+    assert projected.tolist() == [[1, 1, 0, 0]]
+    with pytest.raises(ValueError, match="reduction length 9 is not a multiple of 4; leave the layer dense"):
+        nm.project(torch.ones(16, 1, 3, 3), "2:4")  # VGG-6's conv1: one input channel
+    with pytest.raises(ValueError, match="write it as N:M"):
+        nm_pattern("2-4")
+    assert not nm.applies(torch.ones(16, 1, 3, 3), 4) and nm.applies(torch.ones(16, 16, 3, 3), 4)
+
+
+def _nm_layer(shape: tuple[int, ...], pattern: str, bits: int, seed: int = 0, fewer: float = 0.0) -> np.ndarray:
+    """A layer projected onto ``pattern`` and put on a b-bit grid (survivors non-zero); ``fewer``: the share of
+    kept weights zeroed again, so that some groups hold fewer than N."""
+    torch.manual_seed(seed)
+    weight, mask = nm.project(torch.randn(shape), pattern)
+    if bits < 32:
+        top = 2 ** (bits - 1)
+        levels = torch.clamp(torch.round(weight / weight.abs().max() * top), -top, top)
+        weight = torch.where(mask.bool() & (levels == 0), torch.sign(weight), levels) * 0.125
+    weight = weight * (torch.rand(shape) >= fewer)
+    return weight.numpy()
+
+
+@pytest.mark.parametrize("fmt", encoding.NM_FORMATS)
+@pytest.mark.parametrize("pattern", ["2:4", "1:4", "2:8", "1:8"])
+@pytest.mark.parametrize("bits", [32, 8, 4, 1])
+@pytest.mark.parametrize("shape", [(8, 16, 3, 3), (6, 32)])
+def test_nm_formats_round_trip_and_count_every_bit(fmt, pattern, bits, shape) -> None:
+    n, m = nm_pattern(pattern)
+    weight = _nm_layer(shape, pattern, bits)
+    encoded = encoding.encode(weight, fmt, bits, scheme=pattern)
+    assert np.array_equal(encoding.decode(encoded.data, encoded.n_bits), weight)
+    assert encoded.n_bits == sum(encoded.breakdown.values()) == 8 * len(encoded.data) - (-encoded.n_bits % 8)
+    groups = weight.size // m
+    position_bits = groups * n * math.ceil(math.log2(m)) if fmt == "nm_hw" else groups * math.ceil(math.log2(math.comb(m, n)))
+    assert encoded.breakdown["indices"] == position_bits and encoded.breakdown["pointers"] == 0
+    assert encoded.breakdown["values"] == groups * n * bits  # exactly N values a group, as the hardware stores them
+    row = storage.stored_layer(weight, fmt, bits, scheme=pattern)
+    assert row["total_bits"] == encoded.n_bits and row["ideal_index_bits"] == pytest.approx(groups * math.log2(math.comb(m, n)))
+    assert row["ideal_index_bits"] <= position_bits
+
+
+@pytest.mark.parametrize("fmt", encoding.NM_FORMATS)
+def test_adversarial_groups_round_trip(fmt) -> None:
+    full = np.tile(np.array([[0, 3.0, 0, -1.0]], dtype=np.float32), (4, 8))  # every group exactly N = 2
+    empty = np.zeros((4, 32), dtype=np.float32)  # every group empty: N zero slots stored each
+    fewer = full * (np.arange(32) % 8 < 4)  # half the groups empty, half full
+    single = np.zeros((1, 4), dtype=np.float32)
+    single[0, 3] = 2.0  # one non-zero: its slot and the lowest free one
+    for weight in (full, empty, fewer, single):
+        encoded = encoding.encode(weight, fmt, 32, scheme="2:4")
+        assert np.array_equal(encoding.decode(encoded.data, encoded.n_bits), weight)
+    with pytest.raises(encoding.EncodingError, match="reduction length 9 is not a multiple of 4; store the layer dense"):
+        encoding.encode(np.ones((4, 1, 3, 3), np.float32), fmt, 32, scheme="2:4")
+    with pytest.raises(encoding.EncodingError, match="holds more than 2 non-zeros: project the layer onto 2:4 first"):
+        encoding.encode(np.ones((2, 8), np.float32), fmt, 32, scheme="2:4")
+
+
+def test_corrupt_nm_streams_are_refused() -> None:
+    weight = _nm_layer((2, 8), "2:4", 32, fewer=0.0)
+    hw = encoding.encode(weight, "nm_hw", 32, scheme="2:4")
+    bits = np.unpackbits(np.frombuffer(hw.data, np.uint8))
+    start = hw.breakdown["header"]  # the first group's two 2-bit positions follow the header
+    swapped = bits.copy()
+    swapped[start:start + 4] = [1, 1, 0, 0]  # positions 3 then 0: out of order
+    with pytest.raises(encoding.EncodingError, match="out of order"):
+        encoding.decode(np.packbits(swapped).tobytes(), hw.n_bits)
+    low = encoding.encode(weight, "nm_min", 32, scheme="2:4")
+    bits = np.unpackbits(np.frombuffer(low.data, np.uint8))
+    start = low.breakdown["header"]
+    bits[start:start + 3] = [1, 1, 1]  # rank 7 of the 6 kept sets
+    with pytest.raises(encoding.EncodingError, match="rank past the C\\(4, 2\\)"):
+        encoding.decode(np.packbits(bits).tobytes(), low.n_bits)
