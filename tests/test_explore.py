@@ -247,3 +247,37 @@ def test_compare_mode_on_the_page_shows_both_and_matches_on_a_click(tiny_session
     rate, _ = compare.matching_rate(tiny_session, page.choice(), page.second_choice())
     assert page.rate2.value == pytest.approx(rate, rel=0.02)
     assert "data-compare='second-val_accuracy'" in page.compared.value
+
+
+def test_a_stored_model_opens_at_its_own_bits_scheme_and_layer_rate(tiny_session: Explorer, tmp_path: Path) -> None:
+    """A published 8-bit irregular model starts at 8 bits and the rate its layer has, so the first view is the layer
+    as stored; a dense fp32 model keeps the fresh start (irregular 20x, 4-bit); both when switched to on the page."""
+    from study.explore.session import published_models
+
+    _publish(tmp_path / "models" / "published" / "lenet5-mnist", tiny_session)
+    dense_candidate, irregular_candidate = published_models(tiny_session.candidate.params_file, root=tmp_path)
+    irregular = Explorer(irregular_candidate, val_images=40)
+    choice = app.initial_choice(irregular)
+    weight = irregular.layers[choice.layer].weight
+    assert (choice.scheme, choice.weight_bits) == ("irregular", 8)
+    assert choice.rate == pytest.approx(weight.numel() / int(torch.count_nonzero(weight)))
+    stored = app.model_table(irregular).set_index("layer").loc[choice.layer, "total bits"]
+    assert irregular.view(choice)["storage"]["total_bits"] == stored  # the first view is the layer as it is stored
+    assert app.initial_choice(irregular, weight_bits=4).weight_bits == 4  # a parameter given wins
+    dense = Explorer(dense_candidate, val_images=40)
+    start = app.initial_choice(dense)
+    assert (start.scheme, start.rate, start.weight_bits) == ("irregular", 20.0, 4)
+    page = app.App(dense, start, [dense_candidate, irregular_candidate])
+    page.model.value = irregular_candidate.label
+    assert (page.scheme.value, page.bits.value) == ("irregular", 8)
+    assert page.rate.value == pytest.approx(choice.rate, rel=0.01) and f"{stored:,}" in page.summary.value
+
+
+def test_compare_headings_stand_apart_and_energies_have_thousands_separators(tiny_session: Explorer) -> None:
+    from study.explore import compare
+
+    numbers = compare.side_by_side(tiny_session, Choice("fc1", "irregular", 2.0, 32), Choice("fc1", "channel", 2.0, 32))
+    html = app.compare_html(numbers)
+    assert "data-compare-heading='first'>first<br>" in html and "data-compare-heading='second'>second<br>" in html
+    energy = numbers["first"]["energy_nj"]
+    assert energy >= 1000 and f"data-compare='first-energy_nj'>{energy:,.3f}<" in html and "," in f"{energy:,.3f}"

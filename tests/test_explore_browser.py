@@ -18,6 +18,7 @@ from pathlib import Path
 import papermill
 import pytest
 
+from study.explore import app
 from study.explore.layer import Choice
 from study.explore.session import Explorer, quick_model
 from tests.conftest import REPO, write_tiny_params
@@ -182,7 +183,10 @@ def test_a_fresh_clone_lists_the_published_models_and_compares_two_choices(serve
     picked = next(c for c in candidates if c.label.startswith("published: lenet5-mnist, ADMM irregular")
                   and c.label.endswith("8-bit (picked)"))
     session = Explorer(picked, val_images=40)
-    first, second = Choice("conv2", "channel", 4.0, 4), Choice("conv2", "irregular", 4.0, 4)
+    start = app.starting_point(session, "conv2")  # opening a stored model starts from its own scheme, bits, layer rate
+    assert (start["scheme"], start["weight_bits"]) == ("irregular", 8)
+    first = Choice("conv2", start["scheme"], start["rate"], start["weight_bits"])
+    second = Choice("conv2", "irregular", 4.0, 4)
     expected = compare.side_by_side(session, first, second)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)

@@ -13,7 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib.pyplot as plt
+import torch
 
+from study.compression import constraints
+from study.contract import PRUNING_SCHEMES
+from study.costs import encoding
 from study.explore import compare, exercises
 from study.explore.figures import layer_figure
 from study.explore.layer import INDEX_FORMATS, STORAGE_PARTS, WEIGHT_BITS, Choice
@@ -32,10 +36,39 @@ def open_session(model: str = "auto", params_file: str | Path = "params.yaml", o
     return Explorer(choose(model, params_file, out_root, published_root), val_images)
 
 
-def initial_choice(session: Explorer, layer: str = "auto", scheme: str = "irregular", rate: float = 20.0,
-                   weight_bits: int = 4, index_format: str = "auto", index_bits: int | None = None) -> Choice:
-    return Choice(session.largest_layer if layer == "auto" else layer, scheme, float(rate), int(weight_bits),
-                  index_format, index_bits)
+AUTO = "auto"
+FRESH_START = {"scheme": "irregular", "rate": 20.0, "weight_bits": 4}  # a dense model's first view: much to see
+
+
+def starting_point(session: Explorer, layer: str) -> dict[str, Any]:
+    """Where a view of ``layer`` starts: a stored pruned model at its own scheme, its own bits and the layer's own rate
+    (the view then shows the layer as it is stored); a stored dense model at its own bits when quantized; else
+    irregular at 20x and 4 bits."""
+    stored = session.stored or {}
+    start = dict(FRESH_START)
+    bits = int(stored.get("weight_bits", 32))
+    if bits < 32 or stored.get("scheme") in PRUNING_SCHEMES:
+        start["weight_bits"] = bits
+    if stored.get("scheme") in PRUNING_SCHEMES:
+        weight = session.layers[layer].weight.detach()
+        units = constraints.group_count(weight, stored["scheme"])
+        kept = int(torch.count_nonzero(weight)) if stored["scheme"] == "irregular" else units - _empty_groups(weight, stored["scheme"])
+        start.update(scheme=stored["scheme"], rate=units / max(kept, 1))
+    return start
+
+
+def _empty_groups(weight: torch.Tensor, scheme: str) -> int:
+    matrix, shape = encoding.as_matrix(weight)
+    return int((encoding.group_view(matrix, shape, scheme) == 0).all(axis=1).sum())
+
+
+def initial_choice(session: Explorer, layer: str = AUTO, scheme: str = AUTO, rate: float | str = AUTO,
+                   weight_bits: int | str = AUTO, index_format: str = "auto", index_bits: int | None = None) -> Choice:
+    """The first view: the notebook's parameters, each ``"auto"`` one from :func:`starting_point`."""
+    layer = session.largest_layer if layer == AUTO else layer
+    start = starting_point(session, layer)
+    return Choice(layer, start["scheme"] if scheme == AUTO else scheme, float(start["rate"] if rate == AUTO else rate),
+                  int(start["weight_bits"] if weight_bits == AUTO else weight_bits), index_format, index_bits)
 
 
 def summary_html(view: dict[str, Any]) -> str:
@@ -109,13 +142,15 @@ def compare_html(numbers: dict[str, dict[str, Any]]) -> str:
         width = "fp32" if choice.weight_bits == 32 else f"{choice.weight_bits}-bit"
         return html.escape(f"{choice.scheme} at {choice.rate:g}x, {width}, {choice.index_format} index")
 
-    fields = (("total_bits", "stored bits", "{:,}"), ("kb", "KB", "{:.2f}"), ("energy_nj", "energy (nJ)", "{:.3f}"),
-              ("val_accuracy", "one-shot validation accuracy", "{:.2%}"), ("layer_rate", "layer rate (x)", "{:.1f}"))
-    rows = "".join(f"<tr><td>{name}</td>" + "".join(
-        f"<td data-compare='{side}-{key}'>{fmt.format(numbers[side][key])}</td>" for side in ("first", "second")) + "</tr>"
-        for key, name, fmt in fields)
-    return (f"<table class='explore-compare-table'><tr><th></th><th>first: {label(numbers['first']['choice'])}</th>"
-            f"<th>second: {label(numbers['second']['choice'])}</th></tr>{rows}</table>")
+    fields = (("total_bits", "stored bits", "{:,}"), ("kb", "KB", "{:,.2f}"), ("energy_nj", "energy (nJ)", "{:,.3f}"),
+              ("val_accuracy", "one-shot validation accuracy", "{:.2%}"), ("layer_rate", "layer rate (x)", "{:,.1f}"))
+    cell = "style='padding: 2px 14px; text-align: right'"  # the two columns never run together, however narrow
+    rows = "".join(f"<tr><td style='padding-right: 14px'>{name}</td>" + "".join(
+        f"<td {cell} data-compare='{side}-{key}'>{fmt.format(numbers[side][key])}</td>" for side in ("first", "second"))
+        + "</tr>" for key, name, fmt in fields)
+    head = "".join(f"<th {cell} data-compare-heading='{side}'>{side}<br><span style='font-weight: normal'>"
+                   f"{label(numbers[side]['choice'])}</span></th>" for side in ("first", "second"))
+    return f"<table class='explore-compare-table'><tr><th></th>{head}</tr>{rows}</table>"
 
 
 def show_static(session: Explorer, choice: Choice, show_answers: bool = False) -> None:
@@ -142,6 +177,7 @@ class App:
         import ipywidgets as w
 
         self.session = session
+        self._quiet = False
         labels = [c.label for c in candidates]
         if session.candidate.label not in labels:
             candidates = [session.candidate, *candidates]
@@ -257,6 +293,8 @@ class App:
                       self.index_format.value, self.index_bits.value or None)
 
     def refresh(self, *_: object) -> None:
+        if self._quiet:
+            return
         irregular = self.scheme.value == "irregular"
         self.index_format.disabled = self.index_bits.disabled = not irregular
         self.status.value = "<i>computing...</i>"
@@ -277,13 +315,21 @@ class App:
         self.status.value = ""
 
     def _model_changed(self, change: dict[str, Any]) -> None:
+        """A newly opened model starts from its own scheme, bits and layer rate when it is stored (``starting_point``)."""
         self.status.value = "<i>loading the model...</i>"
         self.session = Explorer(self.candidates[change["new"]], len(self.session.val))
         layer = self.layer.value if self.layer.value in self.session.layers else self.session.largest_layer
-        if tuple(self.layer.options) != tuple(self.session.layers):  # new options reset the browser's choice
-            with self.layer.hold_trait_notifications():
-                self.layer.options = list(self.session.layers)
-                self.layer.value = layer
+        self._quiet = True  # one redraw for all the controls set here, not one per control
+        try:
+            if tuple(self.layer.options) != tuple(self.session.layers):  # new options reset the browser's choice
+                with self.layer.hold_trait_notifications():
+                    self.layer.options = list(self.session.layers)
+                    self.layer.value = layer
+            if self.session.stored is not None:
+                start = starting_point(self.session, layer)
+                self.scheme.value, self.rate.value, self.bits.value = start["scheme"], start["rate"], start["weight_bits"]
+        finally:
+            self._quiet = False
         self._fill_model_panel()
         self.refresh()
 
