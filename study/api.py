@@ -17,7 +17,7 @@ import pandas as pd
 from torch import nn
 
 from study.compression import pruning, quantize
-from study.contract import FULL_PRECISION_BITS, PRUNING_SCHEMES, SCHEMES, STORABLE_BITS
+from study.contract import FULL_PRECISION_BITS, PRUNING_SCHEMES, QUANTIZED_BITS, SCHEMES
 from study.core import models
 from study.costs import energy, model_file, pricing
 
@@ -27,8 +27,8 @@ def _checked(model: nn.Module, weight_bits: int, input_shape: Sequence[int], sch
         raise TypeError(f"model is a {type(model).__name__}; pass a torch.nn.Module")
     if not models.prunable_layers(model):
         raise ValueError(f"{type(model).__name__} has no nn.Conv2d or nn.Linear layer: nothing to price")
-    if weight_bits not in STORABLE_BITS:
-        raise ValueError(f"weight_bits={weight_bits!r}; choose one of {list(STORABLE_BITS)}")
+    if weight_bits not in (*QUANTIZED_BITS, FULL_PRECISION_BITS):  # the widths the study quantizes to (1: binary)
+        raise ValueError(f"weight_bits={weight_bits!r}; choose one of {[*QUANTIZED_BITS, FULL_PRECISION_BITS]}")
     if scheme is not None and scheme not in SCHEMES:
         raise ValueError(f"scheme={scheme!r}; choose one of {list(SCHEMES)}, or None to read it from the zeros")
     shape = tuple(int(d) for d in input_shape)

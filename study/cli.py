@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
                            ("save", "the model as a .stm file whose streams are its priced bits")):
         sub = verbs.add_parser(verb, help=helptext)
         sub.add_argument("model", type=Path, help="a .stm, .safetensors or torch state dict file")
-        sub.add_argument("--bits", type=int, required=True, help="bits per stored weight: 1-8, 16 or 32 (float32)")
+        sub.add_argument("--bits", type=int, required=True, help="bits per stored weight: 1-8 (1: binary) or 32 (float32)")
         sub.add_argument("--input-shape", type=_shape, required=True, help="one input, e.g. 3,32,32")
         sub.add_argument("--arch", help="module:function that builds the model (needed for a state dict)")
         sub.add_argument("--arch-arg", action="append", default=[], help="key=value passed to --arch (repeatable)")
