@@ -106,6 +106,20 @@ def _shape(text: str) -> tuple[int, ...]:
     return shape
 
 
+def _defaults(path: Path, bits: int | None, input_shape: tuple[int, ...] | None) -> tuple[int, tuple[int, ...]]:
+    """``--bits`` and ``--input-shape``, a model file's own where they were not given (a .stm header holds both)."""
+    from study.costs.model_file import SUFFIX, read_header
+
+    if bits is None or input_shape is None:
+        if path.suffix != SUFFIX:
+            missing = " and ".join(n for n, v in (("--bits", bits), ("--input-shape", input_shape)) if v is None)
+            raise CommandError(f"{path} does not say how it is stored: pass {missing} (e.g. --bits 8 --input-shape 3,32,32)")
+        header = read_header(path)
+        bits = header["weight_bits"] if bits is None else bits
+        input_shape = tuple(header["input_shape"]) if input_shape is None else input_shape
+    return bits, input_shape
+
+
 def _print_table(table: Any, form: str) -> None:
     if form == "csv":
         print(table.to_csv(index=False), end="")
@@ -127,8 +141,9 @@ def main(argv: list[str] | None = None) -> int:
                            ("save", "the model as a .stm file whose streams are its priced bits")):
         sub = verbs.add_parser(verb, help=helptext)
         sub.add_argument("model", type=Path, help="a .stm, .safetensors or torch state dict file")
-        sub.add_argument("--bits", type=int, required=True, help="bits per stored weight: 1-8 (1: binary) or 32 (float32)")
-        sub.add_argument("--input-shape", type=_shape, required=True, help="one input, e.g. 3,32,32")
+        sub.add_argument("--bits", type=int, help="bits per stored weight: 1-8 (1: binary) or 32 (float32); "
+                                                   "default for a .stm file: its own")
+        sub.add_argument("--input-shape", type=_shape, help="one input, e.g. 3,32,32; default for a .stm file: its own")
         sub.add_argument("--arch", help="module:function that builds the model (needed for a state dict)")
         sub.add_argument("--arch-arg", action="append", default=[], help="key=value passed to --arch (repeatable)")
         sub.add_argument("--scheme", help="irregular, filter, channel, column (dense: price/save only); "
@@ -147,6 +162,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         net = open_model(args.model, args.arch, args.arch_arg)
+        args.bits, args.input_shape = _defaults(args.model, args.bits, args.input_shape)
         if args.verb == "compress":
             if args.scheme is None:
                 raise CommandError("compress needs --scheme: irregular, filter, channel or column")

@@ -68,7 +68,7 @@ def test_compress_writes_a_file_whose_streams_are_its_price_and_save_and_price_r
 
 def test_a_published_study_model_needs_no_architecture(tmp_path) -> None:
     published = REPO / "models" / "published" / "lenet5-mnist" / "admm-irregular-step2-8bit.stm"
-    run = _study("price", str(published), "--bits", "8", "--input-shape", "1,28,28", cwd=tmp_path)
+    run = _study("price", str(published), cwd=tmp_path)  # its bits and input shape read from the file
     assert run.returncode == 0, run.stderr
     last = run.stdout.strip().splitlines()[-1].split()
     assert run.stdout.startswith("scheme irregular, 8-bit weights") and last[0] == "total"
@@ -81,6 +81,7 @@ def test_a_published_study_model_needs_no_architecture(tmp_path) -> None:
     (["price", "vgg6.pt", "--bits", "8", "--arch", "study.core.models:lenet5", "--input-shape", "1,28,28"],
      "vgg6.pt does not fit --arch study.core.models:lenet5"),
     (["price", "vgg6.pt", "--bits", "9", *VGG6], "weight_bits=9; choose one of"),
+    (["price", "vgg6.pt", "--arch", "study.core.models:vgg6"], "vgg6.pt does not say how it is stored: pass --bits and --input-shape"),
     (["price", "notes.pt", "--bits", "8", *VGG6], "notes.pt: not a state dict torch.load can read"),
     (["compress", "vgg6.pt", "--rate", "2", "--bits", "8", *VGG6], "compress needs --scheme"),
     (["price", "vgg6.pt", "--bits", "8", "--arch", "torchvision.models:nonexistent", "--input-shape", "1,28,28"],
