@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 import study
 from study.compression import constraints, quantize
 from study.core import models
-from study.costs import model_file, storage
+from study.costs import encoding, model_file, storage
 from tests import hostile_files
 
 INPUT = models.INPUT_SHAPES["vgg6"]
@@ -195,3 +195,18 @@ def test_mutated_stream_bytes_with_a_right_checksum_are_refused_cheaply(tmp_path
     mutated = payload[:at] + bytes([value]) + payload[at + 1:]
     message, peak = _refusal_peak_bytes(tmp_path, hostile_files.join(header, mutated))
     assert peak < 100 * 2**20, f"{peak / 2**20:.0f} MB allocated for byte {at} = {value}"
+
+
+def test_compacted_layers_that_do_not_fit_each_other_are_refused(tmp_path) -> None:
+    """Each compacted layer may be smaller than the architecture's; a crafted file whose conv2 reads one channel fewer
+    than conv1 makes passes every bound alone, and is refused with what is wrong instead of loading to fail later."""
+    path = tmp_path / "filter.stm"
+    model_file.save(path, _model("filter", 32), model="vgg6", dataset="fashion_mnist", scheme="filter", weight_bits=32)
+    data = path.read_bytes()
+    header, payload = hostile_files.split(data)
+    index = [layer["name"] for layer in header["layers"]].index("conv2")
+    conv2 = model_file.decode_weights(header, payload, model_file.registered_model(header))["conv2.weight"]
+    narrower = encoding.encode(conv2[:, 1:].contiguous(), "structured", 32, scheme="filter")
+    crafted = hostile_files.with_stream(data, index, (narrower.data, narrower.n_bits), list(narrower.shape))
+    with pytest.raises(model_file.ModelFileError, match="its compacted layers do not fit together"):
+        _reread(tmp_path, crafted)

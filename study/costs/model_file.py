@@ -314,6 +314,12 @@ def build(header: dict[str, Any], tensors: dict[str, torch.Tensor], reference: n
     if wanted or missing.unexpected_keys:
         raise ModelFileError(f"{source}: the file and the {header['model']} differ: the file lacks {wanted[:5]}, "
                              f"the module lacks {missing.unexpected_keys[:5]}")
+    if header["compacted"]:  # each smaller layer fits its bounds alone; one input shows they fit each other
+        try:
+            with torch.no_grad():
+                reference.eval()(torch.zeros(1, *header["input_shape"]))
+        except RuntimeError as error:
+            raise ModelFileError(f"{source}: its compacted layers do not fit together: {str(error).splitlines()[0]}") from None
     return reference.eval()
 
 
