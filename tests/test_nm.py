@@ -132,3 +132,24 @@ def test_corrupt_nm_streams_are_refused() -> None:
     bits[start:start + 3] = [1, 1, 1]  # rank 7 of the 6 kept sets
     with pytest.raises(encoding.EncodingError, match="rank past the C\\(4, 2\\)"):
         encoding.decode(np.packbits(bits).tobytes(), low.n_bits)
+
+
+def test_the_asp_baseline_keeps_exactly_n_of_m_in_every_group_through_retraining(synthetic_root) -> None:
+    from study.compression import asp, magnitude
+    from study.core import data, models, training
+    from study.core.training import TrainConfig
+
+    splits = data.load_dataset("fashion_mnist", synthetic_root, val_size=56, check_sha256=False)
+    torch.manual_seed(0)
+    net = models.build_model("vgg6")
+    pruned = asp.prune_to_pattern(net, "2:4")
+    assert not pruned["conv1"] and all(v for k, v in pruned.items() if k != "conv1")  # 1 x 3 x 3 = 9: stays dense
+    training.fit(net, splits["train"], splits["val"], TrainConfig(epochs=1, batch_size=32, lr=0.05, lr_schedule="constant",
+                                                                  seed=0), progress=False)
+    asp.prune_to_pattern(net, "1:4")  # sparser: among the survivors only
+    training.fit(net, splits["train"], splits["val"], TrainConfig(epochs=1, batch_size=32, lr=0.05, lr_schedule="constant",
+                                                                  seed=0), progress=False)
+    plain = magnitude.plain_copy(net)
+    for name, layer in models.prunable_layers(plain).items():
+        kept = _groups(layer.weight.detach() != 0, 4).sum(dim=1) if name != "conv1" else None
+        assert kept is None or bool((kept == 1).all()), f"{name}: not exactly 1 of 4 in every group after retraining"
