@@ -46,3 +46,30 @@ def test_links_lead_somewhere(page: Path) -> None:
         elif anchor and file.suffix == ".md" and anchor not in anchors(file):
             broken.append(target)
     assert not broken, f"{page.name}: broken links {broken}"
+
+
+README_CLAIMS = {"stores less": "stores less", "from DRAM": "read from DRAM", "on chip": "weights on chip",
+                 "prior art": "prior art", "binarized": "binarized", "speedup": "speedup"}
+
+
+def test_the_readme_claims_table_reads_its_numbers_from_the_committed_claims() -> None:
+    """Every number in README's claims table stands in the report's claims table (report/tables/claims.csv, written by
+    the report stage from results/) for the same claim and network: a hand-typed number that drifts fails here."""
+    import re
+
+    import pandas as pd
+
+    claims = pd.read_csv(ROOT / "report" / "tables" / "claims.csv", keep_default_na=False)
+    readme = (ROOT / "README.md").read_text()
+    table = readme[readme.index("| claim of the paper |"):].split("\n\n")[0].splitlines()[2:]
+    networks = ["lenet5-mnist", "vgg6-fashion_mnist"]
+    assert len(table) == len(README_CLAIMS)
+    for line in table:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        key = next(k for k in README_CLAIMS if k in cells[0])
+        row = claims[claims["claim"].str.contains(README_CLAIMS[key])].iloc[0]
+        for network, cell in zip(networks, cells[1:]):
+            source = " ".join(str(row[c]) for c in claims.columns if c.startswith(network))
+            shown = {float(n) for n in re.findall(r"\d+\.\d+", source)}
+            for number in re.findall(r"\d+\.\d+", cell):
+                assert float(number) in shown, f"README, '{key}' for {network}: {number} is not in claims.csv ({source[:300]})"
