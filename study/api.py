@@ -100,13 +100,17 @@ def save(model: nn.Module, path: str | Path, *, weight_bits: int, input_shape: S
          index_bits: int | None = None, name: str | None = None, dataset: str = "") -> dict[str, Any]:
     """Write ``model`` as a study model file (``.stm``): every layer in the bit-exact stream ``price`` counts (its
     streams are the priced bits, rounded up to bytes), structured models compacted, the rest of the state as float32.
-    The architecture is not stored: ``study.load(path, into=module)`` fills a module built as this one was. Returns the
-    file's header. Scheme and snapping as in ``price``."""
+    The architecture is not stored: ``study.load(path, into=module)`` fills a module built as this one was (a ``name``
+    of the study's registry at its input shape is stored as the study's own, which ``study.load(path)`` rebuilds).
+    Returns the file's header. Scheme and snapping as in ``price``."""
     shape = _checked(model, weight_bits, input_shape, scheme)
     stored, scheme, _ = _on_levels(model, weight_bits, scheme)
+    name = name or type(model).__name__
+    # a model named as the study's registry names one, at its input shape, is saved as the study's own (loads alone)
+    registered = models.INPUT_SHAPES.get(name) == shape
     was_training = stored.training
     try:
-        return model_file.save(path, stored.eval(), model=name or type(model).__name__, dataset=dataset, scheme=scheme,
-                               weight_bits=weight_bits, index_bits=index_bits, input_shape=shape)
+        return model_file.save(path, stored.eval(), model=name, dataset=dataset, scheme=scheme, weight_bits=weight_bits,
+                               index_bits=index_bits, input_shape=None if registered else shape)
     finally:
         stored.train(was_training)

@@ -120,6 +120,17 @@ def _defaults(path: Path, bits: int | None, input_shape: tuple[int, ...] | None)
     return bits, input_shape
 
 
+def _identity(path: Path) -> tuple[str | None, str]:
+    """(the registered model a study model file holds, its data set): saved again, it stays a file the study loads
+    alone. (None, "") for any other file."""
+    from study.costs.model_file import SUFFIX, read_header
+
+    if path.suffix != SUFFIX:
+        return None, ""
+    header = read_header(path)
+    return (header["model"] if header.get("registered", True) else None), header["dataset"]
+
+
 def _print_table(table: Any, form: str) -> None:
     if form == "csv":
         print(table.to_csv(index=False), end="")
@@ -170,7 +181,8 @@ def main(argv: list[str] | None = None) -> int:
         options = {"weight_bits": args.bits, "input_shape": args.input_shape, "scheme": args.scheme,
                    "index_bits": args.index_bits}
         if args.verb in ("compress", "save") and args.out is not None:
-            header = study.save(net, args.out, **options, name=args.model.stem)
+            own, dataset = _identity(args.model)
+            header = study.save(net, args.out, **options, name=own or args.model.stem, dataset=dataset)
             print(f"wrote {args.out}: {args.out.stat().st_size:,} bytes, {header['stream_bytes']:,} of them the layers' "
                   f"streams ({header['stream_bits']:,} bits)", file=sys.stderr)
         if args.verb != "save":
