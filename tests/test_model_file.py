@@ -2,7 +2,6 @@
 damaged file is refused with its own message."""
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import tracemalloc
@@ -74,16 +73,6 @@ def _reread(tmp_path, data: bytes):
     return study.load(path)
 
 
-def _rewritten(data: bytes, edit) -> bytes:
-    """The file with its header edited and its checksum made right again: only the edit is wrong."""
-    _, version, length, _ = model_file.PREFIX.unpack_from(data)
-    header = json.loads(data[model_file.PREFIX.size:model_file.PREFIX.size + length])
-    edit(header)
-    head = json.dumps(header, sort_keys=True).encode()
-    payload = data[model_file.PREFIX.size + length:]
-    return model_file.PREFIX.pack(model_file.MAGIC, version, len(head), hashlib.sha256(head + payload).digest()) + head + payload
-
-
 def _shape_edit(header: dict) -> None:
     header["layers"][1]["shape"] = [8, 16, 3, 3]
 
@@ -95,9 +84,9 @@ def _shape_edit(header: dict) -> None:
     (lambda d: d[:60] + bytes([d[60] ^ 0x20]) + d[61:], "fails its checksum|damaged header"),
     (lambda d: d[:8] + (2).to_bytes(2, "big") + d[10:], "is format version 2; this study reads version 1"),
     (lambda d: b"PK\x03\x04" + d[4:], "is not a study model file"),
-    (lambda d: _rewritten(d, _shape_edit), "shape mismatch in layer conv2: the stream holds \\(16, 16, 3, 3\\), the header "
+    (lambda d: hostile_files.rewritten(d, _shape_edit), "shape mismatch in layer conv2: the stream holds \\(16, 16, 3, 3\\), the header "
                                            "says \\(8, 16, 3, 3\\)"),
-    (lambda d: _rewritten(d, lambda h: h.update(model="lenet5")), "shape mismatch in layer conv1: stored"),
+    (lambda d: hostile_files.rewritten(d, lambda h: h.update(model="lenet5")), "shape mismatch in layer conv1: stored"),
 ])
 def test_a_damaged_file_is_refused_with_its_own_message(tmp_path, written: bytes, damage, message: str) -> None:
     with pytest.raises(model_file.ModelFileError, match=message):

@@ -457,13 +457,16 @@ def _read_shape(reader: BitReader) -> tuple[str, tuple[int, ...]]:
     return CODED_FORMATS[fmt_code], tuple(int(d) for d in reader.read(ndim, _DIM_BITS))
 
 
+SHAPE_HEAD_BITS = 2 * _SMALL_BITS + 4 * _DIM_BITS  # format, dims, then at most four 32-bit sizes: where a shape ends
+
+
 def stream_shape(data: bytes, n_bits: int) -> tuple[int, ...]:
     """The weight shape a stream declares, read from its first bits alone.
 
     ``decode`` allocates the tensor it declares (a sparse format's bits do not bound it: an empty row costs one
     pointer), so a reader of foreign bytes compares this with the shape it expects before decoding.
     """
-    head_bits = min(n_bits, 2 * _SMALL_BITS + 4 * _DIM_BITS)  # format, dims, then at most four 32-bit sizes
+    head_bits = min(n_bits, SHAPE_HEAD_BITS)
     try:
         return _read_shape(BitReader(data[:-(-head_bits // 8)], head_bits))[1]
     except ValueError as error:

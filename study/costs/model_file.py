@@ -228,9 +228,10 @@ def check_header(header: Any, source: str = "model file") -> None:
         raise ModelFileError(f"{source}: header does not describe its payload: {problems[0]}")
 
 
-def _stream(payload: bytes, layer: dict[str, Any]) -> tuple[bytes, int]:
-    """One layer's stream cut out of the packed streams, as ``encoding.decode`` reads it."""
+def _stream(payload: bytes, layer: dict[str, Any], most: int | None = None) -> tuple[bytes, int]:
+    """One layer's stream cut out of the packed streams, as ``encoding.decode`` reads it (its first ``most`` bits)."""
     start, count = int(layer["bit_offset"]), int(layer["bits"])
+    count = count if most is None else min(count, most)
     first, last = start // 8, math.ceil((start + count) / 8)
     bits = np.unpackbits(np.frombuffer(payload[first:last], dtype=np.uint8))[start - 8 * first:start - 8 * first + count]
     return np.packbits(bits).tobytes(), count
@@ -267,7 +268,7 @@ def check_shapes(header: dict[str, Any], payload: bytes, reference: nn.Module, s
     for layer in header["layers"]:
         name = layer["name"]
         try:
-            declared = encoding.stream_shape(*_stream(payload, layer))
+            declared = encoding.stream_shape(*_stream(payload, layer, encoding.SHAPE_HEAD_BITS))  # its head alone
         except encoding.EncodingError as error:
             raise ModelFileError(f"{source}: layer {name} does not decode: {error}") from None
         if list(declared) != list(layer["shape"]):
