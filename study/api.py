@@ -8,8 +8,9 @@ sums and batch norm are followed as the study follows them (``study.compression.
 
 from __future__ import annotations
 
+import contextlib
 import copy
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,17 @@ def _checked(model: nn.Module, weight_bits: int, input_shape: Sequence[int], sch
     if not shape or min(shape) < 1:
         raise ValueError(f"input_shape={tuple(input_shape)!r}: one input without its batch dimension, e.g. (3, 224, 224)")
     return shape
+
+
+@contextlib.contextmanager
+def _evaluating(model: nn.Module) -> Iterator[nn.Module]:
+    """``model`` in eval mode for the forward passes of compaction and MAC counting (batch norm must not update its
+    statistics), then back in the mode it was in."""
+    was_training = model.training
+    try:
+        yield model.eval()
+    finally:
+        model.train(was_training)
 
 
 def _on_levels(model: nn.Module, weight_bits: int, scheme: str | None) -> tuple[nn.Module, str, list[str]]:
@@ -65,12 +77,9 @@ def price(model: nn.Module, *, weight_bits: int, input_shape: Sequence[int], sch
     """
     shape = _checked(model, weight_bits, input_shape, scheme)
     stored, scheme, snapped = _on_levels(model, weight_bits, scheme)
-    was_training = stored.training
-    try:
-        table = pricing.price_table(stored.eval(), scheme, weight_bits, shape, energy_table or pricing.DEFAULT_TABLE_PJ,
+    with _evaluating(stored):
+        table = pricing.price_table(stored, scheme, weight_bits, shape, energy_table or pricing.DEFAULT_TABLE_PJ,
                                     energy_config or energy.EnergyConfig(), index_bits)
-    finally:
-        stored.train(was_training)
     table.insert(2, "quantized here", table["layer"].isin(snapped))
     table.loc[table["layer"] == "total", "quantized here"] = bool(snapped)
     table.attrs.update(scheme=scheme, weight_bits=weight_bits, input_shape=shape, not_priced=pricing.not_priced(model))
@@ -89,11 +98,11 @@ def compress(model: nn.Module, *, scheme: str, rate: float, weight_bits: int = F
     if not rate >= 1:
         raise ValueError(f"rate={rate!r}: a pruning rate is total / kept weights, at least 1")
     compressed = copy.deepcopy(model)
-    was_training = compressed.training
-    pruning.one_shot(compressed.eval(), scheme, float(rate), shape)
+    with _evaluating(compressed):
+        pruning.one_shot(compressed, scheme, float(rate), shape)
     if weight_bits != FULL_PRECISION_BITS:
         quantize.snap_to_levels(compressed, weight_bits, keep_support=True)
-    return compressed.train(was_training)
+    return compressed
 
 
 def save(model: nn.Module, path: str | Path, *, weight_bits: int, input_shape: Sequence[int], scheme: str | None = None,
@@ -108,9 +117,6 @@ def save(model: nn.Module, path: str | Path, *, weight_bits: int, input_shape: S
     name = name or type(model).__name__
     # a model named as the study's registry names one, at its input shape, is saved as the study's own (loads alone)
     registered = models.INPUT_SHAPES.get(name) == shape
-    was_training = stored.training
-    try:
-        return model_file.save(path, stored.eval(), model=name, dataset=dataset, scheme=scheme, weight_bits=weight_bits,
+    with _evaluating(stored):
+        return model_file.save(path, stored, model=name, dataset=dataset, scheme=scheme, weight_bits=weight_bits,
                                index_bits=index_bits, input_shape=None if registered else shape)
-    finally:
-        stored.train(was_training)

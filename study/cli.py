@@ -106,29 +106,23 @@ def _shape(text: str) -> tuple[int, ...]:
     return shape
 
 
-def _defaults(path: Path, bits: int | None, input_shape: tuple[int, ...] | None) -> tuple[int, tuple[int, ...]]:
-    """``--bits`` and ``--input-shape``, a model file's own where they were not given (a .stm header holds both)."""
+def _stored_header(path: Path) -> dict[str, Any] | None:
+    """A study model file's header (what ``--bits``, ``--input-shape`` and ``save`` default to), else None."""
     from study.costs.model_file import SUFFIX, read_header
 
+    return read_header(path) if path.suffix == SUFFIX else None
+
+
+def _defaults(path: Path, header: dict[str, Any] | None, bits: int | None,
+              input_shape: tuple[int, ...] | None) -> tuple[int, tuple[int, ...]]:
+    """``--bits`` and ``--input-shape``, a model file's own where they were not given (a .stm header holds both)."""
     if bits is None or input_shape is None:
-        if path.suffix != SUFFIX:
+        if header is None:
             missing = " and ".join(n for n, v in (("--bits", bits), ("--input-shape", input_shape)) if v is None)
             raise CommandError(f"{path} does not say how it is stored: pass {missing} (e.g. --bits 8 --input-shape 3,32,32)")
-        header = read_header(path)
         bits = header["weight_bits"] if bits is None else bits
         input_shape = tuple(header["input_shape"]) if input_shape is None else input_shape
     return bits, input_shape
-
-
-def _identity(path: Path) -> tuple[str | None, str]:
-    """(the registered model a study model file holds, its data set): saved again, it stays a file the study loads
-    alone. (None, "") for any other file."""
-    from study.costs.model_file import SUFFIX, read_header
-
-    if path.suffix != SUFFIX:
-        return None, ""
-    header = read_header(path)
-    return (header["model"] if header.get("registered", True) else None), header["dataset"]
 
 
 def _print_table(table: Any, form: str) -> None:
@@ -173,7 +167,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         net = open_model(args.model, args.arch, args.arch_arg)
-        args.bits, args.input_shape = _defaults(args.model, args.bits, args.input_shape)
+        header = _stored_header(args.model)
+        args.bits, args.input_shape = _defaults(args.model, header, args.bits, args.input_shape)
         if args.verb == "compress":
             if args.scheme is None:
                 raise CommandError("compress needs --scheme: irregular, filter, channel or column")
@@ -181,10 +176,12 @@ def main(argv: list[str] | None = None) -> int:
         options = {"weight_bits": args.bits, "input_shape": args.input_shape, "scheme": args.scheme,
                    "index_bits": args.index_bits}
         if args.verb in ("compress", "save") and args.out is not None:
-            own, dataset = _identity(args.model)
-            header = study.save(net, args.out, **options, name=own or args.model.stem, dataset=dataset)
-            print(f"wrote {args.out}: {args.out.stat().st_size:,} bytes, {header['stream_bytes']:,} of them the layers' "
-                  f"streams ({header['stream_bits']:,} bits)", file=sys.stderr)
+            # a study model stays one: saved under its registry name it loads without --arch
+            registered = header is not None and header.get("registered", True)
+            written = study.save(net, args.out, **options, name=header["model"] if registered else args.model.stem,
+                                 dataset=header["dataset"] if header else "")
+            print(f"wrote {args.out}: {args.out.stat().st_size:,} bytes, {written['stream_bytes']:,} of them the layers' "
+                  f"streams ({written['stream_bits']:,} bits)", file=sys.stderr)
         if args.verb != "save":
             _print_table(study.price(net, **options), args.form or "text")
     except (CommandError, ModelFileError, ValueError, TypeError) as error:

@@ -43,33 +43,29 @@ def _prctl() -> Callable[..., int] | None:
 _PRCTL = _prctl()
 
 
+def _end_with(parent: int, prctl: Callable[..., int]) -> None:
+    """Ask Linux for SIGKILL when the parent thread ends; if ``parent`` already ended (it is no longer our parent),
+    the request came too late to be delivered, so end now. Only a C call and ``os`` functions: safe after a fork."""
+    prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 def die_with_parent_hook() -> Callable[[], None] | None:
     """A ``preexec_fn`` that makes the child end (SIGKILL) when this process ends; None where Linux's prctl is missing.
 
     Between fork and exec only the pre-resolved C call and ``os`` functions run (no import, no lock).
-    If this process died between the fork and the prctl, the child would never be told: it checks its
-    parent once after the call and ends itself then.
     """
     if _PRCTL is None:
         return None
-    parent = os.getpid()
-    prctl = _PRCTL
-
-    def hook() -> None:
-        prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        if os.getppid() != parent:
-            os.kill(os.getpid(), signal.SIGKILL)
-
-    return hook
+    parent, prctl = os.getpid(), _PRCTL
+    return lambda: _end_with(parent, prctl)
 
 
 def die_with_parent() -> None:
     """This process ends (SIGKILL) when its parent does: for a process torchrun starts in a session of its own."""
     if _PRCTL is not None:
-        parent = os.getppid()
-        _PRCTL(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        if os.getppid() != parent:
-            os.kill(os.getpid(), signal.SIGKILL)
+        _end_with(os.getppid(), _PRCTL)
 
 
 class StageKernelManager(AsyncKernelManager):
