@@ -36,7 +36,9 @@ def _allowed(support: Mapping[str, torch.Tensor], keep_support: bool) -> dict[st
 
 
 def fit_alphas(model: nn.Module, bits: int, masks: Mapping[str, torch.Tensor | None]) -> dict[str, float]:
-    return {n: scale_fit.fit_alpha(m.weight, bits, masks[n]) for n, m in prunable_layers(model).items()}
+    """The least-squares scale of each layer ``masks`` names (every prunable layer when it names them all)."""
+    layers = prunable_layers(model)
+    return {n: scale_fit.fit_alpha(layers[n].weight, bits, mask) for n, mask in masks.items()}
 
 
 def _level_projections(alphas: Mapping[str, float], bits: int, masks: Mapping[str, torch.Tensor | None]) -> dict[str, constraints.Projection]:
@@ -128,12 +130,12 @@ def snap_to_levels(model: nn.Module, bits: int, keep_support: bool = True,
     at 8 bits it is usually as accurate as the model it starts from, and what trained quantization must beat.
     ``layers``: only these (the others are left as they are).
     """
-    masks = _allowed(support_masks(model), keep_support)
-    chosen = {n: m for n, m in prunable_layers(model).items() if layers is None or n in layers}
-    alphas = {n: scale_fit.fit_alpha(m.weight, bits, masks[n]) for n, m in chosen.items()}
+    masks = {n: m for n, m in _allowed(support_masks(model), keep_support).items() if layers is None or n in layers}
+    alphas = fit_alphas(model, bits, masks)
+    modules = prunable_layers(model)
     with torch.no_grad():
-        for name, layer in chosen.items():
-            layer.weight.copy_(constraints.project_quantized(layer.weight, alphas[name], bits, masks[name])[0])
+        for name in alphas:
+            modules[name].weight.copy_(constraints.project_quantized(modules[name].weight, alphas[name], bits, masks[name])[0])
     return alphas
 
 
