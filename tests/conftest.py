@@ -95,6 +95,7 @@ def write_tiny_params(path: Path, data_root: Path | str, weight_bits: list[int] 
     for name in others:
         params["quantize"][name]["snap_within_pp"] = None
     params["spread"] = {"seeds": [1]}  # one other seed: the seeds stage's loop runs, once
+    params["gap"]["resamples"] = 400  # the verdicts' bootstrap: every path runs, in a second
     params["latency"].update(batches=[1, 4], min_run_time_s=0.01, sweep_layers={"tiny": [8, 16, 2]}, sweep_sparsities=[0.5, 0.9])
     path.write_text(yaml.safe_dump(params, sort_keys=False))
     return path

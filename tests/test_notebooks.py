@@ -31,7 +31,7 @@ from tests.conftest import REPO, write_tiny_params
 
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
 STAGE_ORDER = ["train", "prune", "magnitude", "l1filter", "quantize", "evaluate", "weights", "storage", "energy", "latency", "seeds",
-               "frontier", "export",
+               "frontier", "verdicts", "export",
                "report"]
 DISPLAY = re.compile(r"^\s*(display\(|show_figure\(|for b in result\.baselines|result\.(tables|headline)|def show_figure|"
                      r"for name, png in|if name\.startswith|from IPython|from study\.report\.common import styled)")
@@ -206,6 +206,11 @@ def test_dvc_repro_on_tiny_data_then_every_notebook_by_hand(tmp_path: Path, monk
         verdicts = pd.read_csv(results / "frontier" / network / "verdicts.csv")
         assert len(verdicts) == 3 * 2 * 2  # claims x widths x splits
         assert verdicts["p_structured_cheaper"].between(0, 1).all() and set(verdicts["verdict"]) <= set(VERDICTS)
+        gaps = pd.read_csv(results / "verdicts" / network / "verdicts.csv")
+        assert len(gaps) == (1 + 2 + 2) * 2 * 3  # storage at 1 bit, both energies at 32 and 1; splits; tolerances
+        assert gaps["p_structured_cheaper"].between(0, 1).all() and set(gaps["verdict"]) <= set(VERDICTS)
+        assert set(gaps["verdict_check_seed"]) <= set(VERDICTS)
+        assert json.loads((results / "verdicts" / f"{network}.json").read_text())["split"] == "test"
         picks = pd.read_csv(results / "frontier" / network / "picks.csv")
         assert picks.groupby(["method", "scheme"])["pick_probability"].sum().round(9).eq(1).all()
         methods = pd.read_csv(results / "frontier" / network / "methods.csv")

@@ -182,11 +182,13 @@ def test_claims_table_has_one_verdict_column_per_network_and_a_summary_by_verdic
 
 
 def _verdicts(rows: list[tuple[str, int, str, str, float]]) -> pd.DataFrame:
-    """(claim, bits, split, verdict, P(structured cheaper)) -> the frontier stage's verdicts.csv columns."""
-    return pd.DataFrame([{"claim": c, "weight_bits": b, "split": split, "verdict": v, "p_structured_cheaper": p,
-                          "irregular_cost": 20.0, "structured_cost": 10.0, "irregular_model": "ADMM irregular step 2 (40x), 8-bit",
-                          "structured_model": "ADMM column step 3 (6x), 8-bit", "irregular_cheaper_loss_pp": None,
-                          "structured_cheaper_loss_pp": "0.00-0.20", "undecided_cheaper_loss_pp": None}
+    """(claim, bits, split, verdict, P(structured cheaper)) -> the verdicts stage's verdicts.csv columns, at the
+    study's tolerance (structured half the irregular cost at the line)."""
+    return pd.DataFrame([{"claim": c, "weight_bits": b, "split": split, "tolerance_factor": 1.0, "tolerance_pp": 0.2,
+                          "verdict": v, "p_structured_cheaper": p, "p_two_sided": 0.02, "near_cut": False, "mc_error": 0.001,
+                          "ratio": 0.5, "ratio_low": 0.4, "ratio_high": 0.6, "band_ratio": 0.5, "band_low": 0.4, "band_high": 0.6,
+                          "irregular_cost": 20.0, "structured_cost": 10.0, "seed_share": 0.1, "resamples": 20000,
+                          "verdict_check_seed": v, "p_check_seed": p}
                          for c, b, split, v, p in rows])
 
 
@@ -199,27 +201,40 @@ def _verdicts(rows: list[tuple[str, int, str, str, float]]) -> pd.DataFrame:
 def test_frontier_claims_combine_the_widths_and_carry_each_probability(per_width, verdict) -> None:
     rows = [(claim, bits, split, v, p) for claim in claims.FRONTIER_CLAIMS for bits, (v, p) in per_width.items()
             for split in ("val", "test")]
-    rows += [(claim, 32, "val", "does not hold", 0.0) for claim in claims.FRONTIER_CLAIMS]  # fp32: not the storage claim's
+    rows += [(claim, 32, "test", "does not hold", 0.0) for claim in claims.FRONTIER_CLAIMS]  # fp32: not the storage claim's
     found = claims.frontier_claims(_verdicts(rows), 256)
     assert len(found) == 3 and "fit 256 KB" in found[2]["claim"]
     assert found[0]["at our scale"] == verdict  # storage: quantized widths only
     assert found[1]["at our scale"] == "does not hold"  # energy: fp32 counts too ("the same bits")
     if verdict == "holds":
-        assert found[0][claims.PROBABILITY] == "8-bit 0.99, 4-bit 0.97"
-        assert "8-bit: holds (P = 0.99; test 0.99); at the line structured 10 KB (ADMM column step 3" in found[0]["ours"]
-        assert "structured cheaper 0.00-0.20 pp below dense" in found[0]["ours"]
+        assert found[0][claims.PROBABILITY] == "8-bit 0.990, 4-bit 0.970"
+        assert ("8-bit: holds (P = 0.990 ± 0.001; val 0.99); structured / irregular 0.50x [0.40x, 0.60x] at the line "
+                "(10 vs 20 KB), 0.50x over the band; seed noise 10% of the interval") in found[0]["ours"]
+
+
+def test_frontier_claims_read_the_split_they_are_told_and_only_the_studys_tolerance() -> None:
+    rows = _verdicts([("storage_kb", 8, "test", "holds", 0.99), ("storage_kb", 8, "val", "does not hold", 0.01)])
+    looser = _verdicts([("storage_kb", 8, "test", "does not hold", 0.0)]).assign(tolerance_factor=1.5)
+    table = pd.concat([rows, looser])
+    assert claims.frontier_claims(table, 256)[0]["at our scale"] == "holds"
+    assert claims.frontier_claims(table, 256, split="val")[0]["at our scale"] == "does not hold"
+    assert "(P = 0.010 ± 0.001; test 0.99)" in claims.frontier_claims(table, 256, split="val")[0]["ours"]
+
+
+def test_a_verdict_near_its_cut_or_turned_by_another_seed_says_so_and_a_side_never_reaching_reads_as_such() -> None:
+    table = _verdicts([("storage_kb", 8, "test", "holds", 0.99)])
+    table[["near_cut", "verdict_check_seed", "ratio_high"]] = [True, "undecided at this budget", float("inf")]
+    ours = claims.frontier_claims(table, 256)[0]["ours"]
+    assert "within 3 Monte Carlo errors of its cut" in ours and "another bootstrap seed: undecided at this budget" in ours
+    assert "[0.40x, no irregular model]" in ours and "inf" not in ours
 
 
 def test_a_width_where_no_pruned_model_is_within_tolerance_is_not_reproduced_at_this_budget() -> None:
-    """Both frontiers fall back to the shared unpruned model (or find none): that width compares no pruning, so it
-    neither holds nor is undecided, whatever the replicates tip; a decided width beside it still decides."""
-    rows = [(c, b, split, "undecided at this budget", 0.5) for c in claims.FRONTIER_CLAIMS for b in (4, 1)
+    """No side has a pruned model within the line: that width compares no pruning, so it neither holds nor is
+    undecided, whatever the replicates tip; a decided width beside it still decides."""
+    rows = [(c, b, split, "not reproduced at this budget", 0.5) for c in claims.FRONTIER_CLAIMS for b in (4, 1)
             for split in ("val", "test")]
-    table = _verdicts(rows)
-    at_one_bit = table["weight_bits"] == 1
-    table.loc[at_one_bit, ["irregular_model", "structured_model"]] = "dense, 1-bit"
-    table.loc[(table["weight_bits"] == 4), ["irregular_model", "structured_model", "irregular_cost", "structured_cost"]] = (
-        None, None, float("inf"), float("inf"))
+    table = _verdicts(rows).assign(ratio=float("nan"), irregular_cost=float("inf"), structured_cost=float("inf"))
     storage = claims.frontier_claims(table, 256)[0]
     assert storage["at our scale"] == "not reproduced at this budget"
     assert "1-bit: not reproduced at this budget: no pruned model on either side" in storage["ours"]
@@ -229,6 +244,19 @@ def test_a_width_where_no_pruned_model_is_within_tolerance_is_not_reproduced_at_
                                            for split in ("val", "test")])])
     assert claims.frontier_claims(decided, 256)[0]["at our scale"] == "holds"
     assert claims.combined_verdict(["not measured", "not reproduced at this budget"]) == "not reproduced at this budget"
+
+
+def test_the_tolerance_table_shows_each_claim_at_every_tolerance_and_the_opening_counts_the_steady_ones() -> None:
+    stage_claims = pd.DataFrame([{"claim": "storage_kb", "split": s, "tolerance_factor": f, "verdict": v}
+                                 for s in ("val", "test") for f, v in ((0.5, "undecided at this budget"),
+                                                                       (1.0, "undecided at this budget"), (1.5, "does not hold"))]
+                                + [{"claim": "energy_nj", "split": "test", "tolerance_factor": f, "verdict": "holds"} for f in (0.5, 1.0, 1.5)])
+    table = claims.tolerance_table({"lenet5-mnist": stage_claims}, {"lenet5-mnist": 0.2}, "test", 256)
+    assert table.columns.tolist() == ["network", "claim", "0.5x tolerance", "1x tolerance", "1.5x tolerance"]
+    assert table.iloc[0].tolist() == ["lenet5-mnist", "storage", "undecided at this budget (0.1 pp)",
+                                      "undecided at this budget (0.2 pp)", "does not hold (0.3 pp)"]
+    text = claims.tolerance_text(table, "test")
+    assert "1 of 2 claim verdicts" in text and "0.5x, 1x, 1.5x the tolerance" in text
 
 
 def test_a_band_of_one_level_reads_as_that_level() -> None:
@@ -256,53 +284,6 @@ def test_prior_art_claim_needs_admm_ahead_on_every_scheme(admm, rival, verdict) 
     assert row["at our scale"] == verdict
     assert "irregular: ADMM 80x vs magnitude 40x at the line (P(ADMM higher) = 0.97" in row["ours"]
     assert claims.prior_art_claim(pd.DataFrame())["at our scale"] == "not measured"
-
-
-def _per_seed(irregular_meets: list[bool], column_meets: list[bool]) -> pd.DataFrame:
-    """The seeds stage's per_seed.csv: dense, irregular step 2 and column step 3 at seeds 0, 1, ..."""
-    rows = []
-    for seed, (i_ok, c_ok) in enumerate(zip(irregular_meets, column_meets)):
-        rows += [{"seed": seed, "scheme": "dense", "step": None, "meets_tolerance": None},
-                 {"seed": seed, "scheme": "irregular", "step": 2, "meets_tolerance": i_ok},
-                 {"seed": seed, "scheme": "column", "step": 3, "meets_tolerance": c_ok}]
-    return pd.DataFrame(rows)
-
-
-def _frontier_models(irregular_kb: float, column_kb: float, bits: int = 8) -> pd.DataFrame:
-    return pd.DataFrame([{"method": "ADMM", "scheme": s, "step": step, "weight_bits": bits, "storage_kb": kb}
-                         for s, step, kb in (("irregular", 2, irregular_kb), ("column", 3, column_kb),
-                                             ("irregular", 3, 1.0))])  # another step: never the pair's
-
-
-@pytest.mark.parametrize("verdict, irregular_ok, column_ok, costs, expected", [
-    ("holds", [True, True, True], [True, False, True], (20.0, 10.0), (2, 3)),  # column out at seed 1
-    ("holds", [True, False, False], [True, True, True], (20.0, 10.0), (3, 3)),  # irregular out only widens the gap
-    ("does not hold", [True, True, False], [True, True, True], (10.0, 20.0), (2, 3)),
-    ("holds", [True, True, True], [True, True, True], (10.0, 20.0), (0, 3)),  # the pair favours the other side
-])
-def test_seed_agreement_counts_seeds_where_the_favoured_model_stays_within_and_cheaper(
-        verdict, irregular_ok, column_ok, costs, expected) -> None:
-    found = claims.seed_agreement(_per_seed(irregular_ok, column_ok), _frontier_models(*costs), "storage_kb", 8, verdict)
-    assert found[:2] == expected
-    assert found[2].startswith("irregular step 2 and column step 3")
-    if expected[0] == 0:
-        assert "the verdict rests on other models" in found[2]
-
-
-def test_seed_agreement_has_nothing_to_count_without_a_decided_verdict_or_a_pair() -> None:
-    per_seed, models = _per_seed([True, True], [True, True]), _frontier_models(20.0, 10.0)
-    assert claims.seed_agreement(per_seed, models, "storage_kb", 8, "undecided at this budget") is None
-    assert claims.seed_agreement(per_seed[per_seed["scheme"] != "column"], models, "storage_kb", 8, "holds") is None
-    assert claims.seed_agreement(per_seed, models, "storage_kb", 4, "holds") is None  # no model at that width
-    assert claims.seed_agreement(pd.DataFrame(), models, "storage_kb", 8, "holds") is None
-
-
-def test_frontier_claims_say_at_how_many_seeds_the_verdict_is_the_same() -> None:
-    rows = [("storage_kb", 8, split, "holds", 0.99) for split in ("val", "test")]
-    per_seed = _per_seed([True, True, True], [True, "False", "True"])  # as read back from CSV, strings or booleans
-    storage = claims.frontier_claims(_verdicts(rows), 256, per_seed, _frontier_models(20.0, 10.0))[0]
-    assert storage[claims.PROBABILITY] == "8-bit 0.99 (seeds 2/3)"
-    assert "the same at 2 of 3 seeds (irregular step 2 and column step 3)" in storage["ours"]
 
 
 def test_t5_shows_the_published_file_of_each_model_beside_its_computed_bits() -> None:

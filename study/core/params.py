@@ -108,6 +108,23 @@ class VerdictParams(_Strict):
     levels: int = Field(21, ge=2, le=201, description="accuracy levels from the dense accuracy down to the tolerance line")
 
 
+class GapParams(_Strict):
+    """Stage verdicts@<baseline>: the claims decided by the cost gap between the sides (study.report.gap)."""
+
+    resamples: int = Field(20000, ge=200, description="two-level bootstrap replicates (seed noise, then images) per split")
+    check_seed: int = Field(1, ge=0, description="a second bootstrap seed (not `seed`): the verdicts it gives are recorded beside")
+    split: Literal["val", "test"] = Field("test", description="the split the verdict is read on (test: no choice saw it)")
+    tolerance_factors: list[float] = Field(default_factory=lambda: [0.5, 1.0, 1.5],
+                                           description="tolerances the verdicts are drawn at, times the study's; 1 among them")
+
+    @field_validator("tolerance_factors")
+    @classmethod
+    def _factors(cls, factors: list[float]) -> list[float]:
+        if 1.0 not in factors or factors != sorted(set(factors)) or min(factors) <= 0:
+            raise ValueError(f"tolerance_factors {factors} must increase, be positive and include 1.0 (the study's tolerance)")
+        return factors
+
+
 class SpreadParams(_Strict):
     """Stage seeds@<baseline>: the dense baseline and the headline pruned models again at other seeds."""
 
@@ -393,6 +410,13 @@ class Params(_Strict):
     runtime: RuntimeParams = RuntimeParams()
     spread: SpreadParams = SpreadParams()
     verdicts: VerdictParams = VerdictParams()
+    gap: GapParams = GapParams()
+
+    @model_validator(mode="after")
+    def _check_seed(self) -> "Params":
+        if self.gap.check_seed == self.seed:
+            raise ValueError(f"gap.check_seed: {self.gap.check_seed} is also `seed`; the check needs another bootstrap seed")
+        return self
 
     @model_validator(mode="after")
     def _comparison(self) -> "Params":

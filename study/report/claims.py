@@ -9,8 +9,9 @@ Each function returns one row: the claim, the published figure, ours, and one of
   which no pruned model of either side stays within tolerance;
 - *not measured*: the evidence is missing (a stage not run, or no pair of models within tolerance);
 
-and for the claims judged along frontiers (storage, energy) a fifth, *undecided at this budget*: the validation
-images cannot tell which side is cheaper at the tolerance line with 95% probability (``study.report.frontier``).
+and for the claims judged along frontiers (storage, energy) a fifth, *undecided at this budget*: the cost gap between
+the sides at the tolerance line, with training-seed and image noise inside its interval, is not decided by Holm's rule
+over the claim's widths on the test images (``study.report.gap``, stage ``verdicts``).
 
 Published numbers come only from ``references/published_results.csv``.
 """
@@ -20,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from study.report import frontier
@@ -31,7 +33,7 @@ PAPER = "Wang, Ye, He, Ma et al., arXiv 1907.02124"
 
 
 HOLDS, DOES_NOT_HOLD, NOT_AT_BUDGET, NOT_MEASURED = "holds", "does not hold", "not reproduced at this budget", "not measured"
-UNDECIDED = frontier.UNDECIDED  # a frontier verdict that the validation images cannot settle (see frontier_claims)
+UNDECIDED = frontier.UNDECIDED  # a frontier verdict the cost gap does not settle (see frontier_claims)
 VERDICTS = (HOLDS, DOES_NOT_HOLD, UNDECIDED, NOT_AT_BUDGET, NOT_MEASURED)
 PROBABILITY = "P(structured cheaper)"  # the claims table's probability column, per network
 
@@ -153,95 +155,84 @@ def combined_verdict(per_width: list[str]) -> str:
     return HOLDS if all(v == HOLDS for v in measured) else UNDECIDED
 
 
-def seed_agreement(per_seed: pd.DataFrame, models: pd.DataFrame, claim: str, weight_bits: int, verdict: str
-                   ) -> tuple[int, int, str] | None:
-    """At how many seeds the pair the seeds stage repeats (the picked irregular model and the structured model of the
-    highest compacted rate, each made again at every seed by its schedule up to the same step) keeps a verdict: the
-    side the verdict favours still costs less, and its model is still within tolerance of its own seed's dense model
-    (the other side's falling out only widens the gap). Costs are the study's own models of the same steps (same
-    rates; index bits of another seed's mask differ by little); tolerance is judged at fp32, the seeds stage's width.
-
-    Returns (agreeing seeds, seeds, a short description of the pair), or None where there is nothing to count: no
-    decided verdict, no pair, or no cost for it."""
-    if verdict not in (HOLDS, DOES_NOT_HOLD) or per_seed.empty or models.empty:
-        return None
-    pruned = per_seed[per_seed["scheme"] != "dense"]
-    structured = [s for s in dict.fromkeys(pruned["scheme"]) if s != "irregular"]
-    if "irregular" not in set(pruned["scheme"]) or not structured:
-        return None
-    pair = {"irregular": "irregular", "structured": structured[0]}
-    costs, steps = {}, {}
-    for side, scheme in pair.items():
-        steps[side] = int(pruned[pruned["scheme"] == scheme]["step"].iloc[0])
-        found = models[(models["method"] == "ADMM") & (models["scheme"] == scheme) & (models["step"] == steps[side])
-                       & (models["weight_bits"] == weight_bits)]
-        if found.empty or claim not in found:
-            return None
-        costs[side] = float(found[claim].iloc[0])
-    favoured = "structured" if verdict == HOLDS else "irregular"
-    other = "irregular" if favoured == "structured" else "structured"
-    described = f"irregular step {steps['irregular']} and {pair['structured']} step {steps['structured']}"
-    seeds = sorted(pruned["seed"].unique())
-    if not costs[favoured] < costs[other]:
-        return 0, len(seeds), described + f", where {other} costs less: the verdict rests on other models"
-    meets = pruned[pruned["scheme"] == pair[favoured]].set_index("seed")["meets_tolerance"]
-    within = [str(meets.get(seed)) == "True" for seed in seeds]  # a CSV gives True, False or "True", "False"
-    return sum(within), len(seeds), described
+def _ratio(value: float) -> str:
+    """A cost ratio as text: '1.35x'; a side that never reaches the line reads as such, not as inf or nan."""
+    if np.isnan(value):
+        return "-"
+    return "no irregular model" if np.isinf(value) else "no structured model" if value == 0 else f"{value:.2f}x"
 
 
-def no_pruned_model_at_line(verdict: Any) -> bool:
-    """True where neither side has a pruned model within tolerance at the line on all validation images: both
-    frontiers fall back to the unpruned model (the one model both sides share) or find no model at all. The
-    comparison then says nothing about pruning at that width, whatever share of the replicates it tips."""
-    irregular, structured = verdict.irregular_model, verdict.structured_model
-    no_model = [pd.isna(m) or m == "" for m in (irregular, structured)]
-    return all(no_model) or (not any(no_model) and irregular == structured)
-
-
-def frontier_claims(verdicts: pd.DataFrame, on_chip_kb: float, per_seed: pd.DataFrame | None = None,
-                    models: pd.DataFrame | None = None) -> list[dict[str, Any]]:
-    """The storage and energy claims from the frontier stage's verdicts (``verdicts.csv``): per width, the verdict
-    on validation with its probability, the test split's probability beside it, the two frontiers' costs at the
-    tolerance line, the loss band (points below dense) in which each side is cheaper, and, given the seeds stage's
-    rows and the frontier's models, at how many seeds the verdict comes out the same (``seed_agreement``)."""
-    per_seed = per_seed if per_seed is not None else pd.DataFrame()
-    models = models if models is not None else pd.DataFrame()
+def frontier_claims(verdicts: pd.DataFrame, on_chip_kb: float, split: str = "test") -> list[dict[str, Any]]:
+    """The storage and energy claims from the verdicts stage's table (``results/verdicts/<baseline>/verdicts.csv``):
+    per width, at the study's tolerance, the Holm verdict on ``split`` with its probability and Monte Carlo error, the
+    other split's probability beside it, the cost ratio structured / irregular at the line with its interval and over
+    the band below dense, and the share of the interval the training-seed noise adds; a verdict near its cut, or one
+    a second bootstrap seed turns, says so. The claim combines its widths (``combined_verdict``)."""
     rows = []
     for claim, (text, published, unit, quantized_only) in FRONTIER_CLAIMS.items():
         text = text.format(on_chip_kb=on_chip_kb)
-        decided = verdicts[(verdicts["claim"] == claim) & (verdicts["split"] == "val")] if not verdicts.empty else verdicts
-        if quantized_only and not decided.empty:
-            decided = decided[decided["weight_bits"] < 32]
+        mine = (verdicts[(verdicts["claim"] == claim) & (verdicts["tolerance_factor"] == 1.0)]
+                if not verdicts.empty else verdicts)
+        if quantized_only and not mine.empty:
+            mine = mine[mine["weight_bits"] < 32]
+        decided = mine[mine["split"] == split] if not mine.empty else mine
         if decided.empty:
             rows.append(_row(text, published, "-", None) | {PROBABILITY: ""})
             continue
-        test = verdicts[(verdicts["claim"] == claim) & (verdicts["split"] == "test")].set_index("weight_bits")
-        parts, probabilities, width_verdicts = [], [], []
+        other_split = next(s for s in ("val", "test") if s != split)
+        other = mine[mine["split"] == other_split].set_index("weight_bits")
+        parts, probabilities = [], []
         for r in decided.sort_values("weight_bits", ascending=False).itertuples():
-            confirm = f"; test {test.loc[r.weight_bits, 'p_structured_cheaper']:.2f}" if r.weight_bits in test.index else ""
-            if r.verdict == NOT_MEASURED:
-                parts.append(f"{r.weight_bits}-bit: not measured")
-                continue
-            if no_pruned_model_at_line(r):
-                width_verdicts.append(NOT_AT_BUDGET)
-                parts.append(f"{r.weight_bits}-bit: {NOT_AT_BUDGET}: no pruned model on either side is within tolerance "
-                             f"at this width (on resampled images P = {r.p_structured_cheaper:.2f}{confirm})")
+            beside = f"; {other_split} {other.loc[r.weight_bits, 'p_structured_cheaper']:.2f}" if r.weight_bits in other.index else ""
+            if r.verdict == NOT_AT_BUDGET:
+                parts.append(f"{r.weight_bits}-bit: {NOT_AT_BUDGET}: no pruned model on either side is within tolerance")
                 probabilities.append(f"{r.weight_bits}-bit none within")
                 continue
-            width_verdicts.append(r.verdict)
-            bands = "; ".join(f"{side} cheaper {getattr(r, f'{side}_cheaper_loss_pp')} pp below dense"
-                              for side in frontier.SIDES if isinstance(getattr(r, f"{side}_cheaper_loss_pp"), str))
-            agreement = seed_agreement(per_seed, models, claim, int(r.weight_bits), r.verdict)
-            seeds = (f"; the same at {agreement[0]} of {agreement[1]} seeds ({agreement[2]})" if agreement else "")
-            parts.append(f"{r.weight_bits}-bit: {r.verdict} (P = {r.p_structured_cheaper:.2f}{confirm}); at the line "
-                         f"structured {r.structured_cost:.4g} {unit} ({r.structured_model}) vs irregular "
-                         f"{r.irregular_cost:.4g} {unit} ({r.irregular_model})" + (f"; {bands}" if bands else "") + seeds)
-            probabilities.append(f"{r.weight_bits}-bit {r.p_structured_cheaper:.2f}"
-                                 + (f" (seeds {agreement[0]}/{agreement[1]})" if agreement else ""))
-        width_verdicts += [NOT_MEASURED] * int((decided["verdict"] == NOT_MEASURED).sum())
-        row = _row(text, published, " | ".join(parts), combined_verdict(width_verdicts))
+            notes = [f"seed noise {r.seed_share:.0%} of the interval"] if not np.isnan(r.seed_share) else []
+            if bool(r.near_cut):
+                notes.append("within 3 Monte Carlo errors of its cut")
+            if r.verdict_check_seed != r.verdict:
+                notes.append(f"another bootstrap seed: {r.verdict_check_seed}")
+            parts.append(f"{r.weight_bits}-bit: {r.verdict} (P = {r.p_structured_cheaper:.3f} ± {r.mc_error:.3f}{beside}); "
+                         f"structured / irregular {_ratio(r.ratio)} [{_ratio(r.ratio_low)}, {_ratio(r.ratio_high)}] at the line "
+                         f"({r.structured_cost:.4g} vs {r.irregular_cost:.4g} {unit}), {_ratio(r.band_ratio)} over the band"
+                         + "".join(f"; {n}" for n in notes))
+            probabilities.append(f"{r.weight_bits}-bit {r.p_structured_cheaper:.3f}")
+        row = _row(text, published, " | ".join(parts), combined_verdict(list(decided["verdict"])))
         rows.append(row | {PROBABILITY: ", ".join(probabilities)})
     return rows
+
+
+SHORT_CLAIMS = {"storage_kb": "storage", "energy_nj": "energy, weights from DRAM", "energy_on_chip_nj": "energy, weights on chip"}
+
+
+def tolerance_table(claims_by_network: dict[str, pd.DataFrame], tolerance_pp: dict[str, float], split: str,
+                    on_chip_kb: float) -> pd.DataFrame:
+    """Each claim's combined verdict per network at every tolerance factor the verdicts stage drew (the stage's
+    ``claims.csv``, read on ``split``): whether the conclusion outlasts a stricter or a looser tolerance."""
+    rows = []
+    for network, table in claims_by_network.items():
+        if table.empty:
+            continue
+        mine = table[table["split"] == split]
+        for claim, group in mine.groupby("claim", sort=False):
+            row = {"network": network, "claim": SHORT_CLAIMS.get(claim, claim).replace("on chip", f"on chip ({on_chip_kb:g} KB)")}
+            for r in group.sort_values("tolerance_factor").itertuples():
+                row[f"{r.tolerance_factor:g}x tolerance"] = f"{r.verdict} ({r.tolerance_factor * tolerance_pp[network]:g} pp)"
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def tolerance_text(table: pd.DataFrame, split: str) -> str:
+    """One Markdown paragraph for the report's opening: how many claims keep their verdict at every tolerance."""
+    if table.empty:
+        return "No verdicts: the verdicts stage wrote no table."
+    columns = [c for c in table.columns if c.endswith("x tolerance")]
+    verdicts = table[columns].apply(lambda col: col.str.replace(r" \(.*\)$", "", regex=True))
+    steady = int((verdicts.nunique(axis=1) == 1).sum())
+    return (f"Read on the {split} images, which no choice of model saw: {steady} of {len(table)} claim verdicts (network by "
+            f"network) are the same at {', '.join(c.split(' ')[0] for c in columns)} the tolerance; the table below "
+            "says which move and where.")
 
 
 def claims_table(rows_by_network: dict[str, list[dict[str, Any]]]) -> pd.DataFrame:

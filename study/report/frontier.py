@@ -36,6 +36,7 @@ from study import contract
 HOLDS, DOES_NOT_HOLD, UNDECIDED, NOT_MEASURED = "holds", "does not hold", "undecided at this budget", "not measured"
 SIDES = ("irregular", "structured")
 BOTH = "both"  # the unpruned model: each side's rate-1 point
+SPLITS = ("val", "test")  # every model is judged on both: validation builds the pools, test confirms
 CONFIDENCE = 0.95  # a verdict needs this share of the replicates; 1 - CONFIDENCE is the chance it is the images' doing
 MIN_RESAMPLES = 2000  # percentile statements at 95% need a few thousand replicates (Efron & Tibshirani 1993, sec. 13.3)
 BAND = 0.90  # the frontier figure's bootstrap band: 5th to 95th percentile
@@ -250,3 +251,10 @@ def rate_at_line(rates: Sequence[float], accuracies: np.ndarray, lines: np.ndarr
     none is): a method's reach at the tolerance line, the frontier of rate instead of cost."""
     reach = -frontier(-np.asarray(rates, dtype=float), accuracies, lines)
     return np.where(np.isfinite(reach), np.maximum(reach, 1.0), 1.0)
+
+
+def load_correct(path, sizes: dict[str, int]) -> dict[str, np.ndarray]:
+    """The frontier stage's ``correct.npz`` back to boolean vectors ("<split>/<model id>" -> per-image correctness;
+    ``sizes``: images per split, from the stage's record: the packed bits are padded to whole bytes)."""
+    with np.load(path, allow_pickle=False) as packed:
+        return {key: np.unpackbits(packed[key])[:sizes[key.split("/")[0]]].astype(bool) for key in packed.files}

@@ -39,7 +39,7 @@ from study.stages.common import StageResult, begin, finish, load_splits, write_t
 # What each claim prices a model by: a column of models.csv, and how the report names it.
 CLAIMS = {"storage_kb": "storage (KB)", "energy_nj": "energy, weights from DRAM (nJ)",
           "energy_on_chip_nj": "energy, weights on chip (nJ)"}
-SPLITS = ("val", "test")
+SPLITS = fr.SPLITS
 
 
 def side_of(scheme: str) -> str:
@@ -244,8 +244,3 @@ def run(params: Params, layout: paths.Layout, baseline: str) -> StageResult:
                      {"verdicts": params.verdicts.model_dump(), "tolerance_pp": tolerance})
     return StageResult(metrics, {"models": table, "verdicts": verdicts, "picks": picks, "methods": methods})
 
-
-def load_correct(path, sizes: dict[str, int]) -> dict[str, np.ndarray]:
-    """``correct.npz`` back to boolean vectors (``sizes``: images per split, from the stage's record)."""
-    with np.load(path, allow_pickle=False) as packed:
-        return {key: np.unpackbits(packed[key])[:sizes[key.split("/")[0]]].astype(bool) for key in packed.files}

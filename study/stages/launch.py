@@ -40,8 +40,8 @@ if TYPE_CHECKING:
 DISTRIBUTED_KINDS = frozenset({"train", "prune", "magnitude", "l1filter", "quantize", "quantize_dense", "seeds"})
 NOTEBOOKS = {"train": "train", "prune": "prune", "magnitude": "magnitude", "l1filter": "l1filter", "quantize": "quantize",
              "quantize_dense": "quantize", "evaluate": "evaluate", "weights": "weights", "storage": "storage",
-             "energy": "energy", "latency": "latency", "seeds": "seeds", "frontier": "frontier", "export": "export",
-             "report": "report"}
+             "energy": "energy", "latency": "latency", "seeds": "seeds", "frontier": "frontier", "verdicts": "verdicts",
+             "export": "export", "report": "report"}
 
 
 # The stage every other one depends on: params.yaml checked in full, before DVC removes any stage's outputs (it
@@ -75,7 +75,7 @@ def _items(trained: list[str], compared: list[str], schemes: list[str], weight_b
         for bits in weight_bits:
             items[f"quantize_dense@{b}-{bits}"] = ("quantize", paths.item(b, "dense", bits), {"baseline": b, "scheme": "dense", "bits": bits})
         for kind in ("magnitude", "l1filter", "evaluate", "weights", "storage", "energy", "latency", "seeds", "frontier",
-                     "export"):
+                     "verdicts", "export"):
             items[f"{kind}@{b}"] = (kind, b, {"baseline": b})
     items["report"] = ("report", "report", {})
     return items

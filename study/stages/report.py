@@ -34,7 +34,8 @@ MACHINE_NOTE = ("Machine-dependent: read from each stage's metrics file (wall se
                 "the code version and packages it ran with); a rerun with the same results changes this table.")
 STAGE_TABLES = {"storage": ("models", "ideal", "break-even", "formats"), "energy": ("models",),
                 "latency": ("models", "sweep", "crossover"), "evaluate": ("models", "steps"),
-                "seeds": ("per_seed", "spread"), "frontier": ("models", "verdicts", "curves", "picks", "methods")}
+                "seeds": ("per_seed", "spread"), "frontier": ("models", "verdicts", "curves", "picks", "methods"),
+                "verdicts": ("verdicts", "claims")}
 
 
 @dataclass
@@ -135,20 +136,25 @@ def run(params: Params, layout: paths.Layout, label: str = "") -> Report:
             [r for r in quantize_records if report.network_of(r) == baseline], dense["test_accuracy"], tolerance,
             evidence))
         # storage and energy: along both frontiers, every model of every schedule, with the bootstrap's probability
-        frontier_tables = stage_tables["frontier"][baseline]
-        rows[baseline] += report_claims.frontier_claims(frontier_tables["verdicts"], params.energy.on_chip_kb,
-                                                        stage_tables["seeds"][baseline]["per_seed"], frontier_tables["models"])
+        rows[baseline] += report_claims.frontier_claims(stage_tables["verdicts"][baseline]["verdicts"], params.energy.on_chip_kb,
+                                                        params.gap.split)
         rows[baseline].append(report_claims.prior_art_claim(stage_tables["frontier"][baseline]["methods"], params.verdicts.confidence))
         rows[baseline].append(report_claims.latency_claim(stage_tables["latency"][baseline]["models"]))
     claims = report_claims.claims_table(rows)
     table("claims", claims)
     out.texts["claims_summary"] = report_claims.claims_summary(claims, compare.baselines)
+    sensitivity = report_claims.tolerance_table({b: stage_tables["verdicts"][b]["claims"] for b in compare.baselines},
+                                                {b: params.admm.tolerance_for(b) for b in compare.baselines}, params.gap.split,
+                                                params.energy.on_chip_kb)
+    table("verdicts_by_tolerance", sensitivity)
+    out.texts["verdicts_by_tolerance"] = report_claims.tolerance_text(sensitivity, params.gap.split)
 
     for b in compare.baselines:  # the figure the report opens with
         frontier_tables = stage_tables["frontier"][b]
         figure(f"F0_frontiers_{b}", plot_frontiers(frontier_tables["models"], frontier_tables["curves"], b,
                                                     params.admm.tolerance_for(b), band=params.verdicts.band))
-        table(f"verdicts_{b}", frontier_tables["verdicts"])
+        table(f"verdicts_{b}", stage_tables["verdicts"][b]["verdicts"])
+        table(f"step_verdicts_{b}", frontier_tables["verdicts"])
         table(f"picks_{b}", frontier_tables["picks"])
 
     table("T1_baselines", report.baseline_table(baseline_records))
