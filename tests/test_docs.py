@@ -52,16 +52,18 @@ README_CLAIMS = {"stores less": "stores less", "from DRAM": "read from DRAM", "o
                  "prior art": "prior art", "binarized": "binarized", "speedup": "speedup"}
 
 
-def test_the_readme_claims_table_reads_its_numbers_from_the_committed_claims() -> None:
-    """Every number in README's claims table stands in the report's claims table (report/tables/claims.csv, written by
-    the report stage from results/) for the same claim and network: a hand-typed number that drifts fails here."""
+@pytest.mark.parametrize("page, heading", [("README.md", "| claim of the paper |"), ("docs/results.md", "| claim | LeNet-5")])
+def test_the_claims_tables_read_their_numbers_from_the_committed_claims(page: str, heading: str) -> None:
+    """Every number in README's and the results page's claims tables stands in the report's claims table
+    (report/tables/claims.csv, written by the report stage from results/) for the same claim and network: a
+    hand-typed number that drifts fails here."""
     import re
 
     import pandas as pd
 
     claims = pd.read_csv(ROOT / "report" / "tables" / "claims.csv", keep_default_na=False)
-    readme = (ROOT / "README.md").read_text()
-    table = readme[readme.index("| claim of the paper |"):].split("\n\n")[0].splitlines()[2:]
+    text = (ROOT / page).read_text()
+    table = text[text.index(heading):].split("\n\n")[0].splitlines()[2:]
     networks = ["lenet5-mnist", "vgg6-fashion_mnist"]
     assert len(table) == len(README_CLAIMS)
     for line in table:
@@ -72,4 +74,4 @@ def test_the_readme_claims_table_reads_its_numbers_from_the_committed_claims() -
             source = " ".join(str(row[c]) for c in claims.columns if c.startswith(network))
             shown = {float(n) for n in re.findall(r"\d+\.\d+", source)}
             for number in re.findall(r"\d+\.\d+", cell):
-                assert float(number) in shown, f"README, '{key}' for {network}: {number} is not in claims.csv ({source[:300]})"
+                assert float(number) in shown, f"{page}, '{key}' for {network}: {number} is not in claims.csv ({source[:300]})"

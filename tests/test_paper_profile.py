@@ -21,7 +21,7 @@ from study.stages import launch
 from tests.conftest import ONE_THREAD, REPO
 
 ORDER = ("train", "prune", "magnitude", "l1filter", "quantize", "quantize_dense", "evaluate", "weights", "storage", "energy",
-         "latency", "seeds", "frontier", "report")
+         "latency", "seeds", "frontier", "verdicts", "report")
 
 
 def _write_data(root: Path) -> None:
@@ -54,6 +54,7 @@ def _tiny_profile(path: Path, data_root: Path) -> Path:
         schedule.update(rates=schedule["rates"][:2], admm_epochs=1, retrain_epochs=1)
     profile["quantize"] = {compared: {"admm_epochs": 1, "mapping_fractions": [0.5, 1.0], "mapping_epochs": 1, "binary_epochs": 1}}
     profile["admm"].update(tolerance_pp=50.0, batch_size=32)
+    profile["gap"] = {"resamples": 400}
     profile["data"] = {"root": str(data_root), "val_size": 20, "check_sha256": False, "workers": 0}
     profile["runtime"].update(threads=ONE_THREAD)
     profile["latency"].update(batches=[1, 4], min_run_time_s=0.01, sweep_layers={"tiny": [8, 16, 2]}, sweep_sparsities=[0.5, 0.9])
