@@ -35,6 +35,17 @@ def nm_pattern(pattern: str) -> tuple[int, int]:
     if not 1 <= n <= m <= 64:
         raise ValueError(f"N:M pattern {pattern!r}: need 1 <= N <= M <= 64")
     return n, m
+
+
+def is_nm(scheme: str) -> bool:
+    """Whether a scheme names an N:M pattern ("2:4"): the storage and energy of an N:M model take the pattern."""
+    try:
+        nm_pattern(scheme)
+    except ValueError:
+        return False
+    return True
+
+
 ALLOCATIONS = ("density", "magnitude")  # how a pruning step splits its budget over layers (study.compression.pruning)
 
 FULL_PRECISION_BITS = 32

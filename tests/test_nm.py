@@ -153,3 +153,43 @@ def test_the_asp_baseline_keeps_exactly_n_of_m_in_every_group_through_retraining
     for name, layer in models.prunable_layers(plain).items():
         kept = _groups(layer.weight.detach() != 0, 4).sum(dim=1) if name != "conv1" else None
         assert kept is None or bool((kept == 1).all()), f"{name}: not exactly 1 of 4 in every group after retraining"
+
+
+def _levels(weight: torch.Tensor, bits: int) -> torch.Tensor:
+    """The weight's non-zeros snapped onto b-bit levels alpha * {+-1 .. +-2^(b-1)}: what a quantized pruned layer holds."""
+    alpha = weight.abs().max() / 2 ** (bits - 1)
+    return torch.where(weight != 0, torch.clamp(torch.round(weight / alpha), -2 ** (bits - 1), 2 ** (bits - 1)) * alpha, weight)
+
+
+def test_an_nm_layer_is_stored_in_the_cheaper_nm_format_and_a_layer_without_the_pattern_dense() -> None:
+    torch.manual_seed(0)
+    weight, _ = nm.project(torch.randn(8, 16, 3, 3), "2:4")
+    stored = storage.layer_storage(weight, "2:4", 32)
+    groups = weight.numel() // 4
+    # 2:4 in the fewest bits: ceil(log2 C(4, 2)) = 3 bits a group, against the hardware's 2 x 2 = 4
+    assert stored["format"] == "nm_min" and stored["indices"] == 3 * groups
+    assert stored["values"] == 2 * groups * 32 and stored["ideal_index_bits"] == pytest.approx(groups * math.log2(6))
+    hardware = storage.stored_layer(weight, "nm_hw", 32, scheme="2:4")
+    assert hardware["indices"] == 4 * groups and hardware["total_bits"] > stored["total_bits"]
+    # the pruner left it dense, or its reduction (one input channel x 3 x 3 = 9) is no multiple of 4: dense
+    assert storage.layer_storage(torch.randn(8, 16, 3, 3), "2:4", 32)["format"] == "dense"
+    assert storage.layer_storage(torch.randn(8, 1, 3, 3), "2:4", 32)["format"] == "dense"
+    quantized = storage.layer_storage(_levels(weight, 8), "2:4", 8)  # survivors on 2^8 non-zero levels, no zero code
+    assert quantized["format"] == "nm_min" and quantized["values"] == 2 * groups * 8
+    with pytest.raises(ValueError, match="an N:M pattern such as 2:4"):
+        storage.layer_storage(weight, "2of4", 32)
+
+
+def test_nm_energy_multiplies_every_slot_and_selects_each_by_its_metadata() -> None:
+    from study.costs import energy
+
+    torch.manual_seed(1)
+    weight, _ = nm.project(torch.randn(16, 32), "1:4")
+    weight[0, :4] = 0  # an empty group still holds its one slot
+    stored = storage.layer_storage(weight, "1:4", 32)
+    counts = energy.layer_counts(weight, 3, stored, 32, energy.EnergyConfig(lanes=4), "1:4")
+    slots = 16 * 32 // 4
+    assert counts["macs"] == slots * 3 and counts["index_decodes"] == slots * 3  # one select a slot, each position
+    assert counts["sram_index_bits"] == stored["indices"] * 3 and counts["fillers"] == 0
+    assert counts["stored_bits"] == stored["total_bits"]
+    assert counts["macs"] > int(np.count_nonzero(weight.numpy())) * 3  # the empty group's zero slot is multiplied too

@@ -22,6 +22,10 @@ user can read and change:
   one address add, and the lane cycle it occupies; no MAC and no activation read.
 - Relative-index formats spend one address add per entry (run accumulation); CSR and bitmap one per
   non-zero.
+- N:M formats (sparse tensor cores' 2:4 and kin) store exactly N slots per group of M, a free slot holding a zero:
+  the hardware multiplies every slot, reads its metadata (log2 M bits in the hardware's layout, or the group's
+  rank in the minimal code) from SRAM, and selects the slot's activation among the group's M by it: one operand
+  select per slot, priced as one address add, as the other formats' index decoding is. No new table entry.
 - Parallel array of ``lanes``: the (stream, output position) items are interleaved over the lanes (for an
   FC layer, stream i goes to lane i mod lanes, as EIE interleaves rows). A layer takes as many cycles as its
   busiest lane; the idle lane-cycles of the others cost ``idle_lane_cycle`` each.
@@ -41,6 +45,7 @@ import pandas as pd
 from torch import nn
 
 from study.core import models
+from study.contract import nm_pattern
 from study.costs import encoding, storage
 
 MEMORY_ASSUMPTIONS = {
@@ -121,6 +126,9 @@ def stream_entries(weight: object, fmt: str, index_bits: int | None, scheme: str
             kept = matrix.reshape(n_rows, -1, per_group).any(axis=(0, 2))
             return np.full(n_rows, int(kept.sum()) * per_group, dtype=np.int64)
         raise ValueError(f"scheme={scheme!r} for a structured layer; one of filter, channel, column")
+    if fmt in encoding.NM_FORMATS:  # exactly N slots a group of M, a free slot holding a zero
+        n, m = nm_pattern(scheme or "")
+        return np.full(n_rows, n * (n_cols // m), dtype=np.int64)
     if fmt == "rel_csr":
         return encoding.relative_runs(matrix, index_bits or 4)[1]
     if fmt == "rel_csc":
@@ -151,12 +159,15 @@ def layer_counts(weight: object, positions: int, stored: Mapping[str, object], w
     nonzero = int(stored["nonzero"])
     fillers = int(stored["fillers"]) // int(index_bits) if fmt in encoding.RELATIVE_FORMATS and index_bits else 0
     dense_storage = fmt in ("dense", "structured")
-    macs = int(entries.sum()) if dense_storage else nonzero
+    # N:M hardware multiplies every stored slot (a group's free slots hold zeros) and selects each slot's activation
+    # by its metadata: one select per slot, priced as the other formats' index decoding
+    slotted = fmt in encoding.NM_FORMATS
+    macs = int(entries.sum()) if dense_storage or slotted else nonzero
     work = lane_work(entries, config.lanes, positions)
     busiest = int(work.max()) if work.size else 0
     value_bits = int(stored["values"])
     index_bits_stored = int(stored["indices"]) + int(stored["fillers"])
-    decode = 0 if dense_storage else (nonzero + fillers if fmt in encoding.RELATIVE_FORMATS else nonzero)
+    decode = 0 if dense_storage else macs if slotted else (nonzero + fillers if fmt in encoding.RELATIVE_FORMATS else nonzero)
     return {
         "macs": macs * positions,
         "fillers": fillers * positions,

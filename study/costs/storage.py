@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from study.compression import compaction
-from study.contract import SCHEMES, STRUCTURED_SCHEMES, nm_pattern
+from study.contract import SCHEMES, STRUCTURED_SCHEMES, is_nm, nm_pattern
 from study.core import models
 from study.costs import encoding
 
@@ -71,10 +71,13 @@ def layer_storage(weight: object, scheme: str, weight_bits: int, index_bits: int
                   formats: Sequence[str] = encoding.SPARSE_FORMATS) -> dict[str, object]:
     """The stored bits of one layer under ``scheme``: format, index width, breakdown, total, ideal index bits.
 
-    ``index_bits=None`` picks the best width per layer for the relative formats; an int fixes it.
+    ``index_bits=None`` picks the best width per layer for the relative formats; an int fixes it. An N:M pattern as
+    ``scheme`` ("2:4") stores each layer whose weights keep the pattern in the cheaper N:M format (the hardware's
+    layout or the fewest bits per group), and a layer that does not (its reduction length is no multiple of M, or
+    the pruner left it dense) dense: each layer is stored as what it is.
     """
-    if scheme not in SCHEMES:
-        raise ValueError(f"scheme={scheme!r}; allowed: {list(SCHEMES)}")
+    if scheme not in SCHEMES and not is_nm(scheme):
+        raise ValueError(f"scheme={scheme!r}; allowed: {list(SCHEMES)} or an N:M pattern such as 2:4")
     matrix, shape = encoding.as_matrix(weight)
     candidates: list[tuple[str, int]]
     if scheme == "dense":
@@ -90,16 +93,22 @@ def layer_storage(weight: object, scheme: str, weight_bits: int, index_bits: int
                 candidates.append((fmt, width))
             else:
                 candidates.append((fmt, 0))
+    elif is_nm(scheme):
+        candidates = [("dense", 0), *((fmt, 0) for fmt in encoding.NM_FORMATS)]
     else:
         candidates = [("structured", 0)]
-    rows = []
+    rows, refused = [], []
     for fmt, width in candidates:
         try:
             rows.append(stored_layer(matrix.reshape(shape), fmt, weight_bits, width or None, scheme))
-        except encoding.EncodingError:
-            if fmt != "dense" or scheme != "irregular":
+        except encoding.EncodingError as error:
+            # dense storage of a pruned layer needs a code for zero, which its 2^b survivor levels leave none for;
+            # an N:M format refuses a layer that does not keep the pattern
+            if not (fmt in encoding.NM_FORMATS or (fmt == "dense" and (scheme == "irregular" or is_nm(scheme)))):
                 raise
-            continue  # dense storage of a pruned layer needs a code for zero, which its 2^b survivor levels leave none for
+            refused.append(str(error))
+    if not rows:
+        raise encoding.EncodingError(f"no format stores this layer under {scheme}: {'; '.join(refused)}")
     return min(rows, key=lambda r: r["total_bits"])
 
 
