@@ -111,6 +111,31 @@ def test_the_exercises_answer_on_the_model_at_hand(tiny_session: Explorer) -> No
         assert tiny_session.largest_layer in answer or tiny_session.busiest_conv_layer in answer, exercise.title
 
 
+def test_an_nm_pattern_fixes_its_rate_and_keeps_n_of_every_m(tiny_session: Explorer) -> None:
+    assert Choice("fc1", "1:8", rate=3.0).rate == 8.0 and Choice("fc1", "2:4").rate == 2.0
+    weight = tiny_session.layers["fc1"].weight.detach()  # 500 x 800: reduction 800, a multiple of 4
+    pruned, mask = layer.prune(weight, "2:4", 99.0)
+    groups = mask.reshape(-1, 4)
+    assert (groups.sum(dim=1) == 2).all() and torch.equal(pruned, weight * mask)
+    conv1 = tiny_session.layers["conv1"].weight.detach()  # one input channel x 5 x 5 = 25: no groups of 4, left dense
+    assert layer.prune(conv1, "2:4", 2.0)[1].all() and layer.stored(conv1, "2:4", 32)["format"] == "dense"
+
+
+def test_the_explorers_nm_numbers_are_the_packages(tiny_session: Explorer) -> None:
+    from study.costs import energy, storage
+
+    view = tiny_session.view(Choice("fc1", "2:4", 2.0, 8))
+    row = storage.layer_storage(view["quantized"], "2:4", 8)
+    assert view["storage"] == row and row["format"] in ("nm_hw", "nm_min")
+    config = tiny_session.energy_config
+    counts = energy.layer_counts(view["quantized"], tiny_session.positions["fc1"], row, 8, config, "2:4")
+    assert view["energy_pj"] == pytest.approx(energy.energy_of(counts, tiny_session.energy_table, 8, config))
+    rate, irregular, semi = exercises.break_even_rate(view["dense"], "2:4", 2.0, 8)
+    keep = round(view["dense"].numel() / rate)
+    assert semi == row["total_bits"] and irregular <= semi < exercises.irregular_bits(view["dense"], keep + 1, 8)
+    assert "2:4" in app.summary_html(view) and "2x" in app.summary_html(view)
+
+
 def test_models_are_found_and_a_wrong_name_says_what_exists(tiny_session: Explorer) -> None:
     candidate = tiny_session.candidate
     out_root = candidate.checkpoint.parents[2]

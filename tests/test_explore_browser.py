@@ -130,8 +130,8 @@ def test_a_click_changes_the_page_to_the_numbers_the_package_computes(served: tu
 
     url, session = served
     expected = {(scheme, bits): session.view(Choice("fc1", scheme, 20.0, bits))["storage"]["total_bits"]
-                for scheme, bits in (("irregular", 4), ("channel", 4), ("channel", 8))}
-    assert len(set(expected.values())) == 3  # each move must show a different number
+                for scheme, bits in (("irregular", 4), ("channel", 4), ("channel", 8), ("2:4", 8))}
+    assert len(set(expected.values())) == 4  # each move must show a different number
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
@@ -143,6 +143,7 @@ def test_a_click_changes_the_page_to_the_numbers_the_package_computes(served: tu
             _until_shown(page, lambda: page.click(".explore-scheme button:has-text('channel')"), expected["channel", 4])
             _until_shown(page, lambda: page.select_option(".explore-bits select", label="8-bit"), expected["channel", 8])
             assert page.is_disabled(".explore-index-format select")  # structured layers have no index format
+            _until_shown(page, lambda: page.click(".explore-scheme button:has-text('2:4')"), expected["2:4", 8])
         finally:
             browser.close()
 

@@ -16,11 +16,11 @@ import matplotlib.pyplot as plt
 import torch
 
 from study.compression import constraints
-from study.contract import PRUNING_SCHEMES
+from study.contract import PRUNING_SCHEMES, is_nm, nm_pattern
 from study.costs import encoding
 from study.explore import compare, exercises
 from study.explore.figures import layer_figure
-from study.explore.layer import INDEX_FORMATS, STORAGE_PARTS, WEIGHT_BITS, Choice
+from study.explore.layer import INDEX_FORMATS, SCHEME_CHOICES, STORAGE_PARTS, WEIGHT_BITS, Choice
 from study.explore.model_view import whole_model
 from study.explore.session import Candidate, Explorer, choose, find_models
 
@@ -37,6 +37,19 @@ def open_session(model: str = "auto", params_file: str | Path = "params.yaml", o
 
 
 AUTO = "auto"
+PRUNED_UNITS = {"irregular": "any weight", "filter": "whole output filters", "channel": "whole input channels",
+               "column": "one input channel at one kernel position across all filters"}
+
+
+def scheme_tip(scheme: str) -> str:
+    """What a scheme button prunes, shown on hover."""
+    if is_nm(scheme):
+        n, m = nm_pattern(scheme)
+        return f"at most {n} of every {m} consecutive weights, input channels innermost: {m / n:g}x"
+    return f"prunes {PRUNED_UNITS[scheme]}"
+
+
+SCHEME_TIPS = [scheme_tip(s) for s in SCHEME_CHOICES]
 FRESH_START = {"scheme": "irregular", "rate": 20.0, "weight_bits": 4}  # a dense model's first view: much to see
 
 
@@ -47,9 +60,12 @@ def starting_point(session: Explorer, layer: str) -> dict[str, Any]:
     stored = session.stored or {}
     start = dict(FRESH_START)
     bits = int(stored.get("weight_bits", 32))
-    if bits < 32 or stored.get("scheme") in PRUNING_SCHEMES:
+    pruned = stored.get("scheme") in PRUNING_SCHEMES or is_nm(str(stored.get("scheme")))
+    if bits < 32 or pruned:
         start["weight_bits"] = bits
-    if stored.get("scheme") in PRUNING_SCHEMES:
+    if is_nm(str(stored.get("scheme"))):
+        start["scheme"] = stored["scheme"]  # the pattern fixes the rate
+    elif stored.get("scheme") in PRUNING_SCHEMES:
         weight = session.layers[layer].weight.detach()
         units = constraints.group_count(weight, stored["scheme"])
         kept = int(torch.count_nonzero(weight)) if stored["scheme"] == "irregular" else units - _empty_groups(weight, stored["scheme"])
@@ -186,8 +202,8 @@ class App:
         self.model = w.Dropdown(options=list(self.candidates), value=session.candidate.label, description="model",
                                 style=style, layout=w.Layout(width="520px"))
         self.layer = w.Dropdown(options=list(session.layers), value=choice.layer, description="layer", style=style)
-        self.scheme = w.ToggleButtons(options=["irregular", "filter", "channel", "column"], value=choice.scheme,
-                                      description="scheme", style=style)
+        self.scheme = w.ToggleButtons(options=list(SCHEME_CHOICES), value=choice.scheme, description="scheme", style=style,
+                                      tooltips=SCHEME_TIPS)
         self.rate = w.FloatLogSlider(value=choice.rate, base=10, min=0, max=3, step=0.02, description="pruning rate (x)",
                                      style=style, readout_format=".1f", continuous_update=False, layout=w.Layout(width="520px"))
         self.bits = w.Dropdown(options=[(f"{b}-bit" if b != 32 else "fp32", b) for b in WEIGHT_BITS],
@@ -220,8 +236,8 @@ class App:
     def _compare_panel(self, w: Any, style: dict[str, str]) -> Any:
         """A second choice on the same layer, its numbers beside the first's, and the accuracy-matching button."""
         self.comparing = w.ToggleButton(value=False, description="compare with a second choice", layout=w.Layout(width="260px"))
-        self.scheme2 = w.ToggleButtons(options=["irregular", "filter", "channel", "column"], value="channel",
-                                       description="second scheme", style=style)
+        self.scheme2 = w.ToggleButtons(options=list(SCHEME_CHOICES), value="channel", description="second scheme",
+                                       style=style, tooltips=SCHEME_TIPS)
         self.rate2 = w.FloatLogSlider(value=4.0, base=10, min=0, max=3, step=0.02, description="second rate (x)",
                                       style=style, readout_format=".2f", continuous_update=False, layout=w.Layout(width="520px"))
         self.bits2 = w.Dropdown(options=[(f"{b}-bit" if b != 32 else "fp32", b) for b in WEIGHT_BITS], value=4,
@@ -247,6 +263,7 @@ class App:
                       self.index_format2.value if self.scheme2.value == "irregular" else "auto")
 
     def refresh_compare(self, *_: object) -> None:
+        self.rate2.disabled = self.match.disabled = is_nm(self.scheme2.value)  # a pattern fixes its rate: nothing to match
         if not self.comparing.value:
             return
         try:
@@ -297,6 +314,7 @@ class App:
             return
         irregular = self.scheme.value == "irregular"
         self.index_format.disabled = self.index_bits.disabled = not irregular
+        self.rate.disabled = is_nm(self.scheme.value)  # an N:M pattern fixes its rate
         self.status.value = "<i>computing...</i>"
         try:
             view = self.session.view(self.choice())

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
+from study.compression import nm
 from study.explore.figures import ENERGY_LABELS
 from study.explore.layer import Choice, compress
 from study.explore.session import Explorer
@@ -30,12 +31,13 @@ def irregular_bits(weight: torch.Tensor, keep: int, bits: int) -> int:
 
 
 def structured_bits(weight: torch.Tensor, scheme: str, rate: float, bits: int) -> int:
+    """Stored bits of ``weight`` pruned by a structured scheme at ``rate``, or by an N:M pattern (its own rate)."""
     return int(compress(weight, scheme, rate, bits)[-1]["total_bits"])
 
 
 def break_even_rate(weight: torch.Tensor, scheme: str, rate: float, bits: int) -> tuple[float, int, int]:
-    """The lowest irregular rate whose stored bits do not exceed the ``scheme`` layer's at ``rate``:
-    (irregular rate, irregular bits, structured bits).
+    """The lowest irregular rate whose stored bits do not exceed the ``scheme`` layer's at ``rate`` (a structured
+    scheme, or an N:M pattern): (irregular rate, irregular bits, the other layer's bits).
 
     Bisection over the kept count: stored bits fall as fewer weights are kept (up to run-length rounding and
     codebook size), so the search ends where the irregular layer first fits the structured layer's bits.
@@ -96,6 +98,23 @@ def _energy_answer(session: Explorer) -> str:
     return f"Layer {name} at 4x, 8-bit weights: " + "; ".join(parts) + "."
 
 
+def _nm_answer(session: Explorer) -> str:
+    # the largest layer 2:4 applies to (its reduction length a multiple of 4), as the pipeline prunes it
+    name = max((n for n, layer in session.layers.items() if nm.applies(layer.weight, 4)),
+               key=lambda n: session.layers[n].weight.numel())
+    weight = session.layers[name].weight.detach()
+    semi = session.view(Choice(name, "2:4", 2.0, 8))["storage"]
+    irregular = session.view(Choice(name, "irregular", 2.0, 8))["storage"]
+    where = irregular["indices"] + irregular["fillers"] + irregular["pointers"]
+    rate, irregular_bits, semi_bits = break_even_rate(weight, "2:4", 2.0, 8)
+    costlier = "2:4's metadata" if semi["indices"] > where else "irregular pruning's index"
+    return (f"Layer {name}, 8-bit weights, 2x: 2:4 stores {semi['total_bits']:,} bits, {semi['indices']:,} of them metadata "
+            f"({semi['format']}: which 2 of each 4 are kept); irregular pruning stores {irregular['total_bits']:,} bits, "
+            f"{where:,} of them saying where the weights are ({irregular['format']}). {costlier.capitalize()} costs more. "
+            f"Irregular pruning stores as few bits as 2:4 at 2x only from {rate:.2f}x on ({irregular_bits:,} bits): "
+            "below that, the fixed small index of N:M wins.")
+
+
 def _accuracy_answer(session: Explorer) -> str:
     name = session.largest_layer
     parts = [f"{scheme}: {100 * session.view(Choice(name, scheme, 10.0, 4))['val_accuracy']:.2f}%"
@@ -128,6 +147,11 @@ EXERCISES = (
              "of the two stores fewer bits there?",
              "Turn on compare, set the second choice to irregular and press the button that matches the accuracy.",
              lambda session: _compare_answer(session)),
+    Exercise("N:M against irregular", "At 8-bit weights and 2x, on the largest layer 2:4 sparsity applies to: which "
+             "costs more bits, 2:4's metadata or irregular pruning's index? From which irregular rate on does irregular "
+             "pruning store fewer bits than 2:4?",
+             "Set the scheme to 2:4 and read the indices row; switch to irregular at 2x (indices, fillers, pointers), then "
+             "raise its rate until its total falls below 2:4's.", _nm_answer),
 )
 
 

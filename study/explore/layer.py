@@ -13,29 +13,35 @@ from typing import Any
 
 import torch
 
-from study.compression import constraints, scale_fit
-from study.contract import FULL_PRECISION_BITS, PRUNING_SCHEMES, QUANTIZED_BITS
+from study.compression import constraints, nm, scale_fit
+from study.contract import FULL_PRECISION_BITS, NM_PATTERNS, PRUNING_SCHEMES, QUANTIZED_BITS, is_nm, nm_pattern
 from study.costs import encoding, energy, storage
 
 INDEX_FORMATS = ("auto", *encoding.SPARSE_FORMATS)  # auto: the cheapest sparse format (or dense), as the pipeline picks
 WEIGHT_BITS = (FULL_PRECISION_BITS, *QUANTIZED_BITS)
 STORAGE_PARTS = ("values", "indices", "fillers", "pointers", "scale", "codebook", "header")
+SCHEME_CHOICES = (*PRUNING_SCHEMES, *NM_PATTERNS)  # an N:M pattern is a scheme whose rate it fixes (M / N)
 
 
 @dataclass(frozen=True)
 class Choice:
-    """What a learner sets: a layer, a scheme, the layer's pruning rate, weight bits, and the index format."""
+    """What a learner sets: a layer, a scheme, the layer's pruning rate, weight bits, and the index format.
+
+    An N:M pattern as the scheme ("2:4") fixes the rate at M / N: ``rate`` is then ignored."""
 
     layer: str
     scheme: str = "irregular"
-    rate: float = 10.0  # layer weights / kept weights (structured: of the kept groups)
+    rate: float = 10.0  # layer weights / kept weights (structured: of the kept groups; N:M: M / N, whatever is set)
     weight_bits: int = 4
     index_format: str = "auto"  # irregular only; structured layers store one flag per group
     index_bits: int | None = None  # relative formats only: None picks the cheapest width
 
     def __post_init__(self) -> None:
-        if self.scheme not in PRUNING_SCHEMES:
-            raise ValueError(f"scheme={self.scheme!r}; choose one of {list(PRUNING_SCHEMES)}")
+        if self.scheme not in PRUNING_SCHEMES and not is_nm(self.scheme):
+            raise ValueError(f"scheme={self.scheme!r}; choose one of {list(SCHEME_CHOICES)} (or another N:M pattern)")
+        if is_nm(self.scheme):
+            n, m = nm_pattern(self.scheme)
+            object.__setattr__(self, "rate", m / n)  # the pattern's rate, whatever the slider said
         if not self.rate >= 1.0:
             raise ValueError(f"rate={self.rate}: a pruning rate is total / kept weights, at least 1")
         if self.weight_bits not in WEIGHT_BITS:
@@ -47,7 +53,13 @@ class Choice:
 
 
 def prune(weight: torch.Tensor, scheme: str, rate: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """The Euclidean projection keeping ``1/rate`` of the layer's units (at least one): (pruned weight, mask)."""
+    """The Euclidean projection keeping ``1/rate`` of the layer's units (at least one): (pruned weight, mask). An N:M
+    pattern keeps the N largest of each group of M (``study.compression.nm``); a layer whose reduction length is no
+    multiple of M stays dense, as the pipeline leaves it."""
+    if is_nm(scheme):
+        if not nm.applies(weight, nm_pattern(scheme)[1]):
+            return weight.detach().clone(), torch.ones_like(weight)
+        return nm.project(weight.detach(), scheme)
     units = constraints.group_count(weight, scheme)
     return constraints.project_pruned(weight.detach(), scheme, constraints.keep_count(units, 1.0 / rate))
 
@@ -68,9 +80,12 @@ def stored(weight: torch.Tensor, scheme: str, bits: int, index_format: str = "au
            index_bits: int | None = None) -> dict[str, Any]:
     """The layer's stored bits by part (a row of ``storage.stored_layer``), from the real encoders.
 
-    Structured schemes store the kept groups densely plus one flag per group; irregular layers take
+    Structured schemes store the kept groups densely plus one flag per group; N:M layers the cheaper N:M format
+    (the hardware's layout or the minimal code; dense where the pattern does not apply); irregular layers take
     ``index_format`` (``auto``: the cheapest format and run-length width, dense included).
     """
+    if is_nm(scheme):
+        return storage.layer_storage(weight, scheme, bits)
     if scheme != "irregular":
         return storage.stored_layer(weight, "structured", bits, scheme=scheme)
     if index_format == "auto":
