@@ -71,6 +71,9 @@ def test_the_schedule_retrains_with_masks_fixed_and_stops_after_its_misses(synth
     run = magnitude.run_schedule(net, splits, [5, 20, 60], retrain, perfect, -1.0, stop_after_misses=2,
                                  save_step=save_step, progress=False)
     assert [s["step"] for s in run.steps] == [1, 2]  # every step clearly outside: two misses, then stop
+    looser = magnitude.run_schedule(_lenet(3), splits, [5, 20, 60], retrain, perfect, -1.0, stop_after_misses=2,
+                                    save_step=step_saver(tmp_path / "looser")[0], progress=False, stop_tolerance_pp=100.0)
+    assert len(looser.steps) == 3  # the stop rule reads its own, looser tolerance: no step is clearly outside it
     for step, path in zip(run.steps, saved):
         loaded, _ = training.load_model(path, "lenet5")
         assert models.pruning_rate(loaded) == pytest.approx(step["pruning_rate"])

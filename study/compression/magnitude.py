@@ -68,10 +68,11 @@ class MagnitudeRun:
 def run_schedule(model: nn.Module, splits: Mapping[str, Split], rates: list[float], retrain: TrainConfig,
                  reference_hits: np.ndarray, tolerance_pp: float, stop_after_misses: int,
                  save_step: Callable[[int, float, nn.Module], str],
-                 progress: bool = True, prune_to: Callable[[nn.Module, float], object] = prune_globally_to_rate) -> MagnitudeRun:
+                 progress: bool = True, prune_to: Callable[[nn.Module, float], object] = prune_globally_to_rate,
+                 stop_tolerance_pp: float | None = None) -> MagnitudeRun:
     """Prune ``model`` (in place) to each rate in turn, retraining with the masks fixed; stop after
-    ``stop_after_misses`` steps in a row clearly outside ``tolerance_pp`` (paired against the dense model's
-    per-image validation ``reference_hits``), as the ADMM schedule does.
+    ``stop_after_misses`` steps in a row clearly outside ``stop_tolerance_pp`` (default: ``tolerance_pp``; paired
+    against the dense model's per-image validation ``reference_hits``), as the ADMM schedule does.
 
     ``prune_to(model, rate)`` adds the step's masks through ``torch.nn.utils.prune`` (global magnitude pruning
     by default; ``study.compression.l1_filter`` passes whole-filter pruning)."""
@@ -90,7 +91,7 @@ def run_schedule(model: nn.Module, splits: Mapping[str, Split], rates: list[floa
                 "per_layer": kept_fractions(plain),
                 "checkpoint": save_step(index + 1, rate, plain)}
         run.steps.append(step)
-        misses = misses + 1 if step_clearly_outside(step, tolerance_pp) else 0
+        misses = misses + 1 if step_clearly_outside(step, tolerance_pp if stop_tolerance_pp is None else stop_tolerance_pp) else 0
         line(f"step {index + 1} done", rate=round(step["pruning_rate"], 1), val_accuracy=val,
              test_accuracy=step["test_accuracy"], within_tolerance=step_within_tolerance(step, tolerance_pp))
         if misses >= stop_after_misses:

@@ -89,8 +89,8 @@ def run_schedule(
 ) -> ScheduleRun:
     """Prune ``net`` in place through the schedule's rates; return every finished step.
 
-    A step clearly outside ``tolerance_pp`` (the paired lower bound of its validation loss against the dense
-    model's per-image ``reference_hits`` exceeds it) counts as a miss; the schedule stops after
+    A step clearly outside ``tolerance_pp`` times ``settings.stop_tolerance_factor`` (the paired lower bound of its
+    validation loss against the dense model's per-image ``reference_hits`` exceeds it) counts as a miss; the schedule stops after
     ``schedule.stop_after_misses`` misses in a row. With ``schedule.regrow`` each ADMM phase
     constrains all weights (earlier zeros may come back if the loss wants them, as in the original
     ADMM pruning code); without it an earlier step's zeros stay zero. With ``resume_path``, the state
@@ -136,7 +136,7 @@ def run_schedule(
             "checkpoint": save_step(index + 1, rate, net),
         }
         run.steps.append(step)
-        run.misses = run.misses + 1 if step_clearly_outside(step, tolerance_pp) else 0
+        run.misses = run.misses + 1 if step_clearly_outside(step, settings.stop_tolerance_factor * tolerance_pp) else 0
         line(f"step {index + 1} done", rate=round(step["pruning_rate"], 1), val_accuracy=step["val_accuracy"],
              test_accuracy=step["test_accuracy"], within_tolerance=step_within_tolerance(step, tolerance_pp))
         run.states.append({k: v.detach().clone() for k, v in net.state_dict().items()})

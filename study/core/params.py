@@ -216,6 +216,10 @@ class ADMMParams(_Strict):
         0.2, description="selection: val accuracy >= baseline val - this (points); one number, or one per compared "
         "baseline (a smaller or less accurate validation split is noisier)")
 
+    stop_tolerance_factor: float = Field(
+        1.0, ge=1.0, description="a schedule stops after its misses clearly outside this many times the tolerance "
+        "(> 1: the pools reach past the line, so verdicts at a looser tolerance have steps beyond it)")
+
     @field_validator("tolerance_pp")
     @classmethod
     def _non_negative(cls, value: float | dict[str, float]) -> float | dict[str, float]:
@@ -227,6 +231,10 @@ class ADMMParams(_Strict):
     def tolerance_for(self, baseline: str) -> float:
         """The accuracy tolerance of one baseline (validated to exist for every compared baseline)."""
         return self.tolerance_pp[baseline] if isinstance(self.tolerance_pp, dict) else self.tolerance_pp
+
+    def stop_tolerance_for(self, baseline: str) -> float:
+        """The tolerance a schedule's stop rule reads (points): the baseline's, times ``stop_tolerance_factor``."""
+        return self.stop_tolerance_factor * self.tolerance_for(baseline)
 
     @model_validator(mode="after")
     def _rho_cap(self) -> "ADMMParams":

@@ -71,7 +71,8 @@ def run(rival: Rival, params: Params, layout: paths.Layout, baseline: str) -> St
     with phase(f"{rival.stage} {baseline}"):
         run_ = magnitude.run_schedule(net, splits, list(schedule.rates), settings.retrain(epochs, params.seed, base.augment),
                                       dense_hits, tolerance, schedule.stop_after_misses, save_step,
-                                      prune_to=lambda model, rate: rival.prune_to(params, baseline, model, rate))
+                                      prune_to=lambda model, rate: rival.prune_to(params, baseline, model, rate),
+                                      stop_tolerance_pp=params.admm.stop_tolerance_for(baseline))
     for step in run_.steps:
         step.update(rival.step_extra(training.load_model(layout.write(step["checkpoint"]), base.model)[0], base.model))
     selected = select_step(run_.steps, tolerance)
