@@ -16,7 +16,9 @@ import pandas as pd
 # features; column = one input channel at one kernel position across all filters (GEMM columns).
 PRUNING_SCHEMES = ("irregular", "filter", "channel", "column")
 STRUCTURED_SCHEMES = ("filter", "channel", "column")
-SCHEMES = ("dense", *PRUNING_SCHEMES)  # also the order of every table and legend
+# Semi-structured N:M pruning (below): a model's layers each keep one of NM_PATTERNS, stored in the cheapest it keeps
+NM_SCHEME = "nm"
+SCHEMES = ("dense", *PRUNING_SCHEMES, NM_SCHEME)  # also the order of every table and legend
 
 SPARSE_FORMATS = ("rel_csc", "rel_csr", "csr", "bitmap")  # how an irregular layer may be stored (study.costs.encoding)
 

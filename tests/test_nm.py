@@ -193,3 +193,36 @@ def test_nm_energy_multiplies_every_slot_and_selects_each_by_its_metadata() -> N
     assert counts["sram_index_bits"] == stored["indices"] * 3 and counts["fillers"] == 0
     assert counts["stored_bits"] == stored["total_bits"]
     assert counts["macs"] > int(np.count_nonzero(weight.numpy())) * 3  # the empty group's zero slot is multiplied too
+
+
+def test_the_nm_scheme_stores_each_layer_in_the_cheapest_pattern_it_keeps() -> None:
+    from study.costs import energy
+
+    torch.manual_seed(2)
+    weight, _ = nm.project(torch.randn(8, 32), "1:4")  # keeps 1:4, hence 2:8 too (at most 2 in every 8)
+    row = storage.layer_storage(weight, "nm", 32)
+    # 1:4: 2 bits a group of 4 (0.5 a weight); 2:8: ceil(log2 28) = 5 bits a group of 8 (0.625 a weight)
+    assert row["pattern"] == "1:4" and row["indices"] == 2 * weight.numel() // 4  # 1:4: both formats spend 2 bits
+    two_of_eight = storage.layer_storage(weight, "2:8", 32)
+    assert two_of_eight["total_bits"] > row["total_bits"] and two_of_eight["pattern"] == "2:8"
+    counts = energy.layer_counts(weight, 1, row, 32, energy.EnergyConfig(lanes=4), "nm")
+    assert counts["macs"] == weight.numel() // 4  # one slot a group of 4: the layer's own pattern, not the scheme's
+    dense = storage.layer_storage(torch.randn(8, 32), "nm", 32)
+    assert dense["format"] == "dense" and "pattern" not in dense
+
+
+def test_a_model_pruned_to_a_pattern_is_read_as_nm_and_a_very_sparse_irregular_one_is_not() -> None:
+    from study.core import models
+    from study.costs import pricing
+
+    torch.manual_seed(3)
+    net = models.build_model("lenet5")
+    with torch.no_grad():
+        for name, layer in models.prunable_layers(net).items():
+            if nm.applies(layer.weight, 4):
+                layer.weight.copy_(nm.project(layer.weight, "2:4")[0])
+    assert pricing.detect_scheme(net) == "nm"  # conv1 (one input channel, 5 x 5) stays dense
+    with torch.no_grad():
+        for layer in models.prunable_layers(net).values():
+            layer.weight.mul_((torch.rand_like(layer.weight) < 0.01).float())  # 100x irregular: at most 2 of 8 nearly everywhere
+    assert pricing.detect_scheme(net) == "irregular"

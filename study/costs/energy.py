@@ -153,7 +153,7 @@ def layer_counts(weight: object, positions: int, stored: Mapping[str, object], w
     ``scheme`` names the groups of a structured layer."""
     activation_bits = 32 if weight_bits == 32 else config.activation_bits  # fp32 models run in float32
     fmt, index_bits = stored["format"], stored["index_bits"]
-    entries = stream_entries(weight, fmt, index_bits, scheme)
+    entries = stream_entries(weight, fmt, index_bits, stored.get("pattern") or scheme)  # an N:M layer's own pattern
     matrix, _ = encoding.as_matrix(weight)
     out_rows = int((entries > 0).sum()) if fmt == "structured" and scheme == "filter" else matrix.shape[0]
     nonzero = int(stored["nonzero"])

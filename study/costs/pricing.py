@@ -10,9 +10,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import pandas as pd
+import torch
 from torch import nn
 
-from study.contract import FULL_PRECISION_BITS, SPARSE_FORMATS, STRUCTURED_SCHEMES
+from study.compression import nm
+from study.contract import FULL_PRECISION_BITS, NM_PATTERNS, NM_SCHEME, SPARSE_FORMATS, STRUCTURED_SCHEMES, nm_pattern
 from study.core import models
 from study.costs import encoding, energy, storage
 
@@ -64,15 +66,32 @@ def _zeros_are_whole_groups(weight: object, scheme: str) -> bool:
     return bool((zero.any(axis=1) == zero.all(axis=1)).all())
 
 
+def keeps_a_pattern(weight: torch.Tensor) -> bool:
+    """Whether a layer was pruned to one of the N:M patterns: at most N non-zeros in every group of M (input channels
+    innermost), and nearly N in each on average (at least 90% of N/M of its weights left). A very sparse irregular
+    layer also has at most N in every group; it is not N:M-pruned, and its own formats store it cheaper."""
+    for pattern in NM_PATTERNS:
+        n, m = nm_pattern(pattern)
+        if not nm.applies(weight, m):
+            continue
+        kept = nm.reduction_view(weight).reshape(-1, m).ne(0).sum(dim=1)
+        if bool((kept <= n).all()) and float(kept.float().mean()) >= 0.9 * n:
+            return True
+    return False
+
+
 def detect_scheme(net: nn.Module) -> str:
     """The scheme a model's zeros follow: ``dense`` without zeros; else the first of filter, channel, column whose
-    whole groups hold every zero of every layer; else ``irregular``."""
+    whole groups hold every zero of every layer; else ``nm`` where every layer with zeros keeps an N:M pattern (and
+    the others have none); else ``irregular``."""
     weights = [layer.weight.detach() for layer in models.prunable_layers(net).values()]
     if all(bool(w.ne(0).all()) for w in weights):
         return "dense"
     for scheme in STRUCTURED_SCHEMES:
         if all(_zeros_are_whole_groups(w, scheme) for w in weights):
             return scheme
+    if all(bool(w.ne(0).all()) or keeps_a_pattern(w) for w in weights):
+        return NM_SCHEME
     return "irregular"
 
 

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from study.compression import compaction
-from study.contract import SCHEMES, STRUCTURED_SCHEMES, is_nm, nm_pattern
+from study.contract import NM_PATTERNS, NM_SCHEME, SCHEMES, STRUCTURED_SCHEMES, is_nm, nm_pattern
 from study.core import models
 from study.costs import encoding
 
@@ -74,12 +74,13 @@ def layer_storage(weight: object, scheme: str, weight_bits: int, index_bits: int
     ``index_bits=None`` picks the best width per layer for the relative formats; an int fixes it. An N:M pattern as
     ``scheme`` ("2:4") stores each layer whose weights keep the pattern in the cheaper N:M format (the hardware's
     layout or the fewest bits per group), and a layer that does not (its reduction length is no multiple of M, or
-    the pruner left it dense) dense: each layer is stored as what it is.
+    the pruner left it dense) dense: each layer is stored as what it is. ``scheme="nm"`` does so with the cheapest of
+    the patterns ``NM_PATTERNS`` the layer keeps (a 1:4 layer also keeps 2:8; the row's ``pattern`` says which).
     """
-    if scheme not in SCHEMES and not is_nm(scheme):
+    if scheme not in SCHEMES and not is_nm(scheme):  # SCHEMES holds "nm": the cheapest pattern each layer keeps
         raise ValueError(f"scheme={scheme!r}; allowed: {list(SCHEMES)} or an N:M pattern such as 2:4")
     matrix, shape = encoding.as_matrix(weight)
-    candidates: list[tuple[str, int]]
+    candidates: list[tuple[str, int | str]]  # (format, run-length width or N:M pattern)
     if scheme == "dense":
         candidates = [("dense", 0)]
     elif scheme == "irregular":
@@ -93,18 +94,23 @@ def layer_storage(weight: object, scheme: str, weight_bits: int, index_bits: int
                 candidates.append((fmt, width))
             else:
                 candidates.append((fmt, 0))
-    elif is_nm(scheme):
-        candidates = [("dense", 0), *((fmt, 0) for fmt in encoding.NM_FORMATS)]
+    elif is_nm(scheme) or scheme == NM_SCHEME:
+        patterns = NM_PATTERNS if scheme == NM_SCHEME else (scheme,)
+        candidates = [("dense", 0), *((fmt, pattern) for pattern in patterns for fmt in encoding.NM_FORMATS)]
     else:
         candidates = [("structured", 0)]
     rows, refused = [], []
     for fmt, width in candidates:
         try:
-            rows.append(stored_layer(matrix.reshape(shape), fmt, weight_bits, width or None, scheme))
+            if fmt in encoding.NM_FORMATS:  # ``width`` carries the pattern
+                rows.append(stored_layer(matrix.reshape(shape), fmt, weight_bits, None, str(width)) | {"pattern": width})
+            else:
+                rows.append(stored_layer(matrix.reshape(shape), fmt, weight_bits, width or None, scheme))
         except encoding.EncodingError as error:
             # dense storage of a pruned layer needs a code for zero, which its 2^b survivor levels leave none for;
             # an N:M format refuses a layer that does not keep the pattern
-            if not (fmt in encoding.NM_FORMATS or (fmt == "dense" and (scheme == "irregular" or is_nm(scheme)))):
+            semi = is_nm(scheme) or scheme == NM_SCHEME
+            if not (fmt in encoding.NM_FORMATS or (fmt == "dense" and (scheme == "irregular" or semi))):
                 raise
             refused.append(str(error))
     if not rows:
