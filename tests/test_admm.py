@@ -341,3 +341,28 @@ def test_drop_dead_prunes_dead_survivors_and_keeps_them_zero(splits, trained) ->
     assert models.pruning_rate(net) > 430_500 / sum(
         constraints.keep_count(layer.weight.numel(), f)
         for f, layer in zip([0.1, 0.01, 0.001, 0.02], models.prunable_layers(net).values()))
+
+
+def test_an_nm_schedule_walks_its_patterns_each_step_within_the_last(splits, trained, tmp_path: Path) -> None:
+    """ADMM-NN-S for N:M: each step's exact projection onto its pattern, masked retraining; the next, sparser pattern
+    among the earlier survivors; a layer whose inputs do not split into groups of M (conv1: 1 x 5 x 5) stays dense."""
+    from study.compression import nm
+
+    schedule = PruneSchedule(patterns=["2:4", "1:8"], density_weights={"*": 1}, admm_epochs=1, retrain_epochs=1)
+    assert schedule.rates == [2.0, 8.0]
+    final, run = _run(trained, splits, "nm", schedule, tmp_path)
+    assert [s["pattern"] for s in run.steps] == ["2:4", "1:8"]
+    first = {n: (w != 0) for n, w in run.states[0].items() if n.endswith("weight")}
+    for step, (n, m) in zip(run.states, ((2, 4), (1, 8))):
+        for name in ("conv2", "fc1", "fc2"):
+            weight = step[f"{name}.weight"]
+            if not nm.applies(weight, m):  # conv2 and fc2 read 500 inputs: groups of 4, not of 8
+                assert name in ("conv2", "fc2") and m == 8
+                continue
+            kept = nm.reduction_view(weight).reshape(-1, m).ne(0).sum(dim=1)
+            assert int(kept.max()) <= n and float(kept.float().mean()) > 0.9 * n, (name, n, m)
+        assert bool(step["conv1.weight"].ne(0).all())  # left dense
+    for name in ("conv2", "fc1"):
+        assert not (final.state_dict()[f"{name}.weight"].ne(0) & ~first[f"{name}.weight"]).any()  # only removes more
+    with pytest.raises(ValueError, match="each must keep a smaller share"):
+        PruneSchedule(patterns=["1:4", "2:8"], density_weights={"*": 1}, admm_epochs=1, retrain_epochs=1)

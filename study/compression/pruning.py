@@ -15,8 +15,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from study.compression import compaction, constraints, coupling
-from study.contract import ALLOCATIONS
+from study.compression import compaction, constraints, coupling, nm
+from study.contract import ALLOCATIONS, is_nm, nm_pattern
 from study.compression.admm import ADMMConfig, MaskedRetraining, admm_phase
 from study.core.data import Split
 from study.progress import phase
@@ -124,6 +124,18 @@ def step_keep(model: nn.Module, rate: float, allocation: str, density_weights: M
 
 
 ALL_LAYERS = "*"
+
+
+def nm_keep(model: nn.Module, pattern: str, density_weights: Mapping[str, float]) -> dict[str, float]:
+    """The layers an N:M step prunes, each to N / M: those ``density_weights`` names (``"*"``: every one) whose
+    reduction length splits into groups of M; the others stay dense (as sparse hardware leaves them)."""
+    n, m = nm_pattern(pattern)
+    layers = prunable_layers(model)
+    unknown = [name for name in density_weights if name != ALL_LAYERS and name not in layers]
+    if unknown:
+        raise ValueError(f"density weights name layers {unknown} that {type(model).__name__} lacks; its layers: {list(layers)}")
+    named = list(layers) if ALL_LAYERS in density_weights else list(density_weights)
+    return {name: n / m for name in named if nm.applies(layers[name].weight, m)}
 
 
 def expand_density_weights(model: nn.Module, scheme: str, density_weights: Mapping[str, float],
@@ -296,6 +308,8 @@ def constraint_sets(model: nn.Module, scheme: str, keep: Mapping[str, float], in
     channels; ``masks`` of an earlier step are applied first, so its zeros stay zero. Returns (per-layer projections,
     joint projections with their layers, the channel spaces projected)."""
     earlier_mask = (lambda n, w: w * masks[n] if n in masks else w) if masks else (lambda n, w: w)  # noqa: E731
+    if is_nm(scheme):  # an N:M step: each named layer onto "at most N of every M", exactly (study.compression.nm)
+        return {name: (lambda w, name=name: nm.project(earlier_mask(name, w), scheme)) for name in keep}, [], []
     if coupling.uses_spaces(model, scheme):
         found = space_projections(model, scheme, keep, input_shape)
         joint: list[Joint] = [(names, lambda ws, p=p: p({n: earlier_mask(n, w) for n, w in ws.items()}))

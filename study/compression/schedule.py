@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from study.compression import pruning
-from study.contract import SELECTION_RULE, paired_counts, step_clearly_outside, step_within_tolerance
+from study.contract import NM_SCHEME, SELECTION_RULE, paired_counts, step_clearly_outside, step_within_tolerance
 from study.progress import line, phase
 from study.core import artifacts, models, training
 from study.core.data import Split
@@ -115,11 +115,13 @@ def run_schedule(
             continue  # finished before an interruption
         if run.misses >= schedule.stop_after_misses:
             break
-        keep = pruning.step_keep(net, rate, schedule.allocation, schedule.density_weights, schedule.min_keep,
-                                 scheme, input_shape)
-        with phase(f"step {index + 1}/{len(schedule.rates)} at {rate:g}x"):
+        # an N:M schedule prunes each step to its pattern (the step's scheme for the projections), others to a rate
+        pattern = schedule.patterns[index] if scheme == NM_SCHEME else None
+        keep = (pruning.nm_keep(net, pattern, schedule.density_weights) if pattern else
+                pruning.step_keep(net, rate, schedule.allocation, schedule.density_weights, schedule.min_keep, scheme, input_shape))
+        with phase(f"step {index + 1}/{len(schedule.rates)} at {pattern or f'{rate:g}x'}"):
             result = pruning.prune_step(
-                net, splits["train"], splits["val"], scheme, keep, settings.admm_config(),
+                net, splits["train"], splits["val"], pattern or scheme, keep, settings.admm_config(),
                 settings.admm_train(schedule.admm_epochs, seed, augment), settings.retrain(schedule.retrain_epochs, seed, augment),
                 None if schedule.regrow else run.masks, progress, schedule.drop_dead, input_shape,
             )
@@ -134,7 +136,7 @@ def run_schedule(
             "test_accuracy": training.evaluate(net, splits["test"])["accuracy"],  # reported, never selected on
             "per_layer": pruning.kept_fractions(net),
             "checkpoint": save_step(index + 1, rate, net),
-        }
+        } | ({"pattern": pattern} if pattern else {})
         run.steps.append(step)
         run.misses = run.misses + 1 if step_clearly_outside(step, settings.stop_tolerance_factor * tolerance_pp) else 0
         line(f"step {index + 1} done", rate=round(step["pruning_rate"], 1), val_accuracy=step["val_accuracy"],

@@ -20,7 +20,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from study.compression.constraints import group_count
-from study.contract import ALLOCATIONS, PRUNING_SCHEMES, QUANTIZED_BITS, SPARSE_FORMATS, STORABLE_BITS as WEIGHT_BITS
+from study.contract import ALLOCATIONS, NM_SCHEME, PRUNING_SCHEMES, QUANTIZED_BITS, SPARSE_FORMATS, nm_pattern
+from study.contract import STORABLE_BITS as WEIGHT_BITS
 from study.core.data import DATASETS, dataset_spec
 from study.core.errors import ParamsError
 from study.core.models import INPUT_SHAPES, MODELS, NUM_CLASSES, build_model, prunable_layers
@@ -62,9 +63,10 @@ class CompareParams(_Strict):
     @field_validator("schemes")
     @classmethod
     def _schemes(cls, schemes: list[str]) -> list[str]:
-        unknown = [s for s in schemes if s not in PRUNING_SCHEMES]
+        valid = [*PRUNING_SCHEMES, NM_SCHEME]
+        unknown = [s for s in schemes if s not in valid]
         if unknown or len(set(schemes)) != len(schemes):
-            raise ValueError(f"schemes {schemes} must be distinct pruning schemes; valid: {list(PRUNING_SCHEMES)}")
+            raise ValueError(f"schemes {schemes} must be distinct pruning schemes; valid: {valid}")
         if "irregular" not in schemes:
             raise ValueError("the comparison needs 'irregular' (every structured scheme is compared against it)")
         return schemes
@@ -258,7 +260,10 @@ class ADMMParams(_Strict):
 class PruneSchedule(_Strict):
     """Progressive pruning of one model with one scheme: overall rates in order, and the per-layer split."""
 
-    rates: list[float] = Field(min_length=1, description="overall weight pruning rates (total / non-zero), increasing")
+    rates: list[float] = Field(default_factory=list, description="overall weight pruning rates (total / non-zero), "
+                               "increasing; an N:M schedule's are its patterns' M / N")
+    patterns: list[str] = Field(default_factory=list, description="scheme nm: the N:M pattern of each step, in order "
+                                "(e.g. [2:4, 1:4, 1:8]); each keeps a smaller share than the one before")
     density_weights: dict[str, float] = Field(
         min_length=1, description="relative kept fraction per pruned layer; layers not listed stay dense; '*': every "
         "layer the scheme can prune"
@@ -282,6 +287,29 @@ class PruneSchedule(_Strict):
         if any(r < 1 for r in rates) or rates != sorted(set(rates)):
             raise ValueError(f"rates {rates} must be >= 1 and strictly increasing")
         return rates
+
+    @model_validator(mode="before")
+    @classmethod
+    def _patterns_set_the_rates(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or not data.get("patterns"):
+            return data
+        try:
+            derived = [m / n for n, m in (nm_pattern(p) for p in data["patterns"])]
+        except ValueError as error:
+            raise ValueError(f"patterns: {error}") from None
+        if derived != sorted(set(derived)) or min(derived) <= 1:
+            raise ValueError(f"patterns {data['patterns']}: each must keep a smaller share than the one before "
+                             f"(their rates M / N {derived} must increase from above 1)")
+        if data.get("rates") and [float(r) for r in data["rates"]] != derived:
+            raise ValueError(f"rates {data['rates']} and patterns {data['patterns']}: an N:M schedule's rates are its "
+                             f"patterns' M / N ({derived}); leave rates out")
+        return {**data, "rates": derived}
+
+    @model_validator(mode="after")
+    def _some_rate(self) -> "PruneSchedule":
+        if not self.rates:
+            raise ValueError("rates: give at least one pruning rate (or, for scheme nm, patterns)")
+        return self
 
     @field_validator("density_weights")
     @classmethod
@@ -434,6 +462,10 @@ class Params(_Strict):
             missing = [s for s in self.compare.schemes if s not in self.prune.get(baseline, {})]
             if missing:
                 raise ValueError(f"compare: prune.{baseline} has no schedule for {missing}; add one per compared scheme")
+            for scheme, schedule in self.prune.get(baseline, {}).items():
+                if (scheme == NM_SCHEME) != bool(schedule.patterns):
+                    raise ValueError(f"prune.{baseline}.{scheme}: " + ("an N:M schedule needs patterns (e.g. [2:4, 1:4, 1:8])"
+                                     if scheme == NM_SCHEME else "patterns belong to the nm scheme only; give rates"))
             if baseline not in self.quantize:
                 raise ValueError(f"compare: quantize.{baseline} is missing; add the baseline's quantization settings")
             layers = prunable_layers(build_model(self.baselines[baseline].model))

@@ -10,7 +10,7 @@ import torch
 from study import paths
 from study.compression import compaction, pruning
 from study.compression import schedule as progressive
-from study.contract import PRUNING_SCHEMES, accuracy_threshold, check_scheme, select_step, step_within_tolerance
+from study.contract import NM_SCHEME, PRUNING_SCHEMES, accuracy_threshold, check_scheme, select_step, step_within_tolerance
 from study.core import artifacts, data, execution, models, training
 from study.core.params import Params
 from study.progress import line, phase
@@ -19,7 +19,7 @@ from study.stages.common import StageResult, begin, finish, load_splits, require
 
 def run(params: Params, layout: paths.Layout, baseline: str, scheme: str) -> StageResult:
     clock = begin(params)
-    check_scheme(scheme, PRUNING_SCHEMES)
+    check_scheme(scheme, (*PRUNING_SCHEMES, NM_SCHEME))
     base = require(params.baselines, baseline, "baselines", "add the baseline or pick one that is listed")
     schedule = require(require(params.prune, baseline, "prune", "add a schedule per scheme"), scheme,
                        f"prune.{baseline}", "add a schedule for this scheme or remove it from compare.schemes")
