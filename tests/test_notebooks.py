@@ -208,7 +208,7 @@ def test_dvc_repro_on_tiny_data_then_every_notebook_by_hand(tmp_path: Path, monk
         assert verdicts["p_structured_cheaper"].between(0, 1).all() and set(verdicts["verdict"]) <= set(VERDICTS)
         gaps = pd.read_csv(results / "verdicts" / network / "verdicts.csv")
         assert len(gaps) == (1 + 2 + 2) * 2 * 3  # storage at 1 bit, both energies at 32 and 1; splits; tolerances
-        assert gaps["p_structured_cheaper"].between(0, 1).all() and set(gaps["verdict"]) <= set(VERDICTS)
+        assert gaps["p_cheaper"].between(0, 1).all() and set(gaps["verdict"]) <= set(VERDICTS)
         assert set(gaps["verdict_check_seed"]) <= set(VERDICTS)
         assert json.loads((results / "verdicts" / f"{network}.json").read_text())["split"] == "test"
         picks = pd.read_csv(results / "frontier" / network / "picks.csv")

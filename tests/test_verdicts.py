@@ -184,10 +184,11 @@ def test_claims_table_has_one_verdict_column_per_network_and_a_summary_by_verdic
 def _verdicts(rows: list[tuple[str, int, str, str, float]]) -> pd.DataFrame:
     """(claim, bits, split, verdict, P(structured cheaper)) -> the verdicts stage's verdicts.csv columns, at the
     study's tolerance (structured half the irregular cost at the line)."""
-    return pd.DataFrame([{"claim": c, "weight_bits": b, "split": split, "tolerance_factor": 1.0, "tolerance_pp": 0.2,
-                          "verdict": v, "p_structured_cheaper": p, "p_two_sided": 0.02, "near_cut": False, "mc_error": 0.001,
+    return pd.DataFrame([{"base": "irregular", "challenger": "structured", "claim": c, "weight_bits": b, "split": split,
+                          "tolerance_factor": 1.0, "tolerance_pp": 0.2,
+                          "verdict": v, "p_cheaper": p, "p_two_sided": 0.02, "near_cut": False, "mc_error": 0.001,
                           "ratio": 0.5, "ratio_low": 0.4, "ratio_high": 0.6, "band_ratio": 0.5, "band_low": 0.4, "band_high": 0.6,
-                          "irregular_cost": 20.0, "structured_cost": 10.0, "seed_share": 0.1, "resamples": 20000,
+                          "base_cost": 20.0, "challenger_cost": 10.0, "seed_share": 0.1, "resamples": 20000,
                           "verdict_check_seed": v, "p_check_seed": p}
                          for c, b, split, v, p in rows])
 
@@ -229,12 +230,23 @@ def test_a_verdict_near_its_cut_or_turned_by_another_seed_says_so_and_a_side_nev
     assert "[0.40x, no irregular model]" in ours and "inf" not in ours
 
 
+def test_nm_rows_follow_the_papers_claims_where_nm_models_were_priced() -> None:
+    rows = _verdicts([(c, 8, "test", "holds", 0.99) for c in claims.FRONTIER_CLAIMS])
+    assert len(claims.frontier_claims(rows, 256)) == 3  # no N:M model priced: the paper's three claims only
+    nm = rows.assign(base="structured", challenger="nm", ratio=2.0, ratio_high=float("inf"))
+    found = claims.frontier_claims(pd.concat([rows, nm]), 256)
+    assert len(found) == 6 and found[3]["claim"].startswith("With quantized weights, N:M semi-structured pruning stores "
+                                                            "less than structured pruning")
+    assert "N:M / structured 2.00x [0.40x, no structured model] at the line (10 vs 20 KB)" in found[3]["ours"]
+    assert found[3]["published"] == "(not in the paper)" and found[3][claims.PROBABILITY] == "8-bit 0.990"
+
+
 def test_a_width_where_no_pruned_model_is_within_tolerance_is_not_reproduced_at_this_budget() -> None:
     """No side has a pruned model within the line: that width compares no pruning, so it neither holds nor is
     undecided, whatever the replicates tip; a decided width beside it still decides."""
     rows = [(c, b, split, "not reproduced at this budget", 0.5) for c in claims.FRONTIER_CLAIMS for b in (4, 1)
             for split in ("val", "test")]
-    table = _verdicts(rows).assign(ratio=float("nan"), irregular_cost=float("inf"), structured_cost=float("inf"))
+    table = _verdicts(rows).assign(ratio=float("nan"), base_cost=float("inf"), challenger_cost=float("inf"))
     storage = claims.frontier_claims(table, 256)[0]
     assert storage["at our scale"] == "not reproduced at this budget"
     assert "1-bit: not reproduced at this budget: no pruned model on either side" in storage["ours"]
@@ -247,16 +259,21 @@ def test_a_width_where_no_pruned_model_is_within_tolerance_is_not_reproduced_at_
 
 
 def test_the_tolerance_table_shows_each_claim_at_every_tolerance_and_the_opening_counts_the_steady_ones() -> None:
-    stage_claims = pd.DataFrame([{"claim": "storage_kb", "split": s, "tolerance_factor": f, "verdict": v}
+    pair = {"base": "irregular", "challenger": "structured"}
+    stage_claims = pd.DataFrame([pair | {"claim": "storage_kb", "split": s, "tolerance_factor": f, "verdict": v}
                                  for s in ("val", "test") for f, v in ((0.5, "undecided at this budget"),
                                                                        (1.0, "undecided at this budget"), (1.5, "does not hold"))]
-                                + [{"claim": "energy_nj", "split": "test", "tolerance_factor": f, "verdict": "holds"} for f in (0.5, 1.0, 1.5)])
+                                + [pair | {"claim": "energy_nj", "split": "test", "tolerance_factor": f, "verdict": "holds"}
+                                   for f in (0.5, 1.0, 1.5)]
+                                + [{"base": "structured", "challenger": "nm", "claim": "storage_kb", "split": "test",
+                                    "tolerance_factor": f, "verdict": "holds"} for f in (0.5, 1.0, 1.5)])
     table = claims.tolerance_table({"lenet5-mnist": stage_claims}, {"lenet5-mnist": 0.2}, "test", 256)
     assert table.columns.tolist() == ["network", "claim", "0.5x tolerance", "1x tolerance", "1.5x tolerance"]
     assert table.iloc[0].tolist() == ["lenet5-mnist", "storage", "undecided at this budget (0.1 pp)",
                                       "undecided at this budget (0.2 pp)", "does not hold (0.3 pp)"]
+    assert table.iloc[2]["claim"] == "storage: N:M against structured"
     text = claims.tolerance_text(table, "test")
-    assert "1 of 2 claim verdicts" in text and "0.5x, 1x, 1.5x the tolerance" in text
+    assert "2 of 3 claim verdicts" in text and "0.5x, 1x, 1.5x the tolerance" in text
 
 
 def test_a_band_of_one_level_reads_as_that_level() -> None:

@@ -155,11 +155,59 @@ def combined_verdict(per_width: list[str]) -> str:
     return HOLDS if all(v == HOLDS for v in measured) else UNDECIDED
 
 
-def _ratio(value: float) -> str:
+SIDE_NAMES = {"irregular": "irregular", "structured": "structured", "nm": "N:M"}
+# N:M (semi-structured) against each side: the same three costs, one row per comparison, where N:M models are priced
+NM_CLAIMS = {"storage_kb": ("With quantized weights, N:M semi-structured pruning stores less than {base} pruning (index "
+                            "and metadata bits included)", "KB", True),
+             "energy_nj": ("At the same accuracy and bits, N:M pruning needs less energy per inference than {base} "
+                           "(weights read from DRAM at every inference)", "nJ", False),
+             "energy_on_chip_nj": ("At the same accuracy and bits, N:M pruning needs less energy per inference than {base} "
+                                   "(weights on chip when they fit {on_chip_kb:g} KB)", "nJ", False)}
+
+
+def _ratio(value: float, base: str = "irregular", challenger: str = "structured") -> str:
     """A cost ratio as text: '1.35x'; a side that never reaches the line reads as such, not as inf or nan."""
     if np.isnan(value):
         return "-"
-    return "no irregular model" if np.isinf(value) else "no structured model" if value == 0 else f"{value:.2f}x"
+    return (f"no {SIDE_NAMES[base]} model" if np.isinf(value) else f"no {SIDE_NAMES[challenger]} model" if value == 0
+            else f"{value:.2f}x")
+
+
+def _comparison(verdicts: pd.DataFrame, pair: tuple[str, str], claim: str, quantized_only: bool, split: str,
+                unit: str) -> tuple[str, str, str] | None:
+    """One claim of one comparison at the study's tolerance: (our text, the combined verdict, the probabilities), or
+    None where the verdicts stage has no row for it."""
+    if verdicts.empty:
+        return None
+    base, challenger = pair
+    mine = verdicts[(verdicts["base"] == base) & (verdicts["challenger"] == challenger) & (verdicts["claim"] == claim)
+                    & (verdicts["tolerance_factor"] == 1.0)]
+    if quantized_only:
+        mine = mine[mine["weight_bits"] < 32]
+    decided = mine[mine["split"] == split]
+    if decided.empty:
+        return None
+    other_split = next(s for s in ("val", "test") if s != split)
+    other = mine[mine["split"] == other_split].set_index("weight_bits")
+    parts, probabilities = [], []
+    for r in decided.sort_values("weight_bits", ascending=False).itertuples():
+        beside = f"; {other_split} {other.loc[r.weight_bits, 'p_cheaper']:.2f}" if r.weight_bits in other.index else ""
+        if r.verdict == NOT_AT_BUDGET:
+            parts.append(f"{r.weight_bits}-bit: {NOT_AT_BUDGET}: no pruned model on either side is within tolerance")
+            probabilities.append(f"{r.weight_bits}-bit none within")
+            continue
+        notes = [f"seed noise {r.seed_share:.0%} of the interval"] if not np.isnan(r.seed_share) else []
+        if bool(r.near_cut):
+            notes.append("within 3 Monte Carlo errors of its cut")
+        if r.verdict_check_seed != r.verdict:
+            notes.append(f"another bootstrap seed: {r.verdict_check_seed}")
+        ratio = lambda v: _ratio(v, base, challenger)  # noqa: E731
+        parts.append(f"{r.weight_bits}-bit: {r.verdict} (P = {r.p_cheaper:.3f} ± {r.mc_error:.3f}{beside}); "
+                     f"{SIDE_NAMES[challenger]} / {SIDE_NAMES[base]} {ratio(r.ratio)} [{ratio(r.ratio_low)}, "
+                     f"{ratio(r.ratio_high)}] at the line ({r.challenger_cost:.4g} vs {r.base_cost:.4g} {unit}), "
+                     f"{ratio(r.band_ratio)} over the band" + "".join(f"; {n}" for n in notes))
+        probabilities.append(f"{r.weight_bits}-bit {r.p_cheaper:.3f}")
+    return " | ".join(parts), combined_verdict(list(decided["verdict"])), ", ".join(probabilities)
 
 
 def frontier_claims(verdicts: pd.DataFrame, on_chip_kb: float, split: str = "test") -> list[dict[str, Any]]:
@@ -167,39 +215,24 @@ def frontier_claims(verdicts: pd.DataFrame, on_chip_kb: float, split: str = "tes
     per width, at the study's tolerance, the Holm verdict on ``split`` with its probability and Monte Carlo error, the
     other split's probability beside it, the cost ratio structured / irregular at the line with its interval and over
     the band below dense, and the share of the interval the training-seed noise adds; a verdict near its cut, or one
-    a second bootstrap seed turns, says so. The claim combines its widths (``combined_verdict``)."""
+    a second bootstrap seed turns, says so. The claim combines its widths (``combined_verdict``). Where N:M models
+    were priced too, one row per claim for N:M against each side follows (``PROBABILITY``: that N:M is cheaper)."""
     rows = []
     for claim, (text, published, unit, quantized_only) in FRONTIER_CLAIMS.items():
+        found = _comparison(verdicts, ("irregular", "structured"), claim, quantized_only, split, unit)
         text = text.format(on_chip_kb=on_chip_kb)
-        mine = (verdicts[(verdicts["claim"] == claim) & (verdicts["tolerance_factor"] == 1.0)]
-                if not verdicts.empty else verdicts)
-        if quantized_only and not mine.empty:
-            mine = mine[mine["weight_bits"] < 32]
-        decided = mine[mine["split"] == split] if not mine.empty else mine
-        if decided.empty:
+        if found is None:
             rows.append(_row(text, published, "-", None) | {PROBABILITY: ""})
             continue
-        other_split = next(s for s in ("val", "test") if s != split)
-        other = mine[mine["split"] == other_split].set_index("weight_bits")
-        parts, probabilities = [], []
-        for r in decided.sort_values("weight_bits", ascending=False).itertuples():
-            beside = f"; {other_split} {other.loc[r.weight_bits, 'p_structured_cheaper']:.2f}" if r.weight_bits in other.index else ""
-            if r.verdict == NOT_AT_BUDGET:
-                parts.append(f"{r.weight_bits}-bit: {NOT_AT_BUDGET}: no pruned model on either side is within tolerance")
-                probabilities.append(f"{r.weight_bits}-bit none within")
-                continue
-            notes = [f"seed noise {r.seed_share:.0%} of the interval"] if not np.isnan(r.seed_share) else []
-            if bool(r.near_cut):
-                notes.append("within 3 Monte Carlo errors of its cut")
-            if r.verdict_check_seed != r.verdict:
-                notes.append(f"another bootstrap seed: {r.verdict_check_seed}")
-            parts.append(f"{r.weight_bits}-bit: {r.verdict} (P = {r.p_structured_cheaper:.3f} ± {r.mc_error:.3f}{beside}); "
-                         f"structured / irregular {_ratio(r.ratio)} [{_ratio(r.ratio_low)}, {_ratio(r.ratio_high)}] at the line "
-                         f"({r.structured_cost:.4g} vs {r.irregular_cost:.4g} {unit}), {_ratio(r.band_ratio)} over the band"
-                         + "".join(f"; {n}" for n in notes))
-            probabilities.append(f"{r.weight_bits}-bit {r.p_structured_cheaper:.3f}")
-        row = _row(text, published, " | ".join(parts), combined_verdict(list(decided["verdict"])))
-        rows.append(row | {PROBABILITY: ", ".join(probabilities)})
+        ours, verdict, probabilities = found
+        rows.append(_row(text, published, ours, verdict) | {PROBABILITY: probabilities})
+    for base in ("irregular", "structured"):
+        for claim, (text, unit, quantized_only) in NM_CLAIMS.items():
+            found = _comparison(verdicts, (base, "nm"), claim, quantized_only, split, unit)
+            if found is not None:
+                ours, verdict, probabilities = found
+                rows.append(_row(text.format(base=base, on_chip_kb=on_chip_kb), "(not in the paper)", ours, verdict)
+                            | {PROBABILITY: probabilities})
     return rows
 
 
@@ -208,15 +241,17 @@ SHORT_CLAIMS = {"storage_kb": "storage", "energy_nj": "energy, weights from DRAM
 
 def tolerance_table(claims_by_network: dict[str, pd.DataFrame], tolerance_pp: dict[str, float], split: str,
                     on_chip_kb: float) -> pd.DataFrame:
-    """Each claim's combined verdict per network at every tolerance factor the verdicts stage drew (the stage's
-    ``claims.csv``, read on ``split``): whether the conclusion outlasts a stricter or a looser tolerance."""
+    """Each claim's combined verdict per network and comparison at every tolerance factor the verdicts stage drew (the
+    stage's ``claims.csv``, read on ``split``): whether the conclusion outlasts a stricter or a looser tolerance."""
     rows = []
     for network, table in claims_by_network.items():
         if table.empty:
             continue
         mine = table[table["split"] == split]
-        for claim, group in mine.groupby("claim", sort=False):
-            row = {"network": network, "claim": SHORT_CLAIMS.get(claim, claim).replace("on chip", f"on chip ({on_chip_kb:g} KB)")}
+        for (base, challenger, claim), group in mine.groupby(["base", "challenger", "claim"], sort=False):
+            short = SHORT_CLAIMS.get(claim, claim).replace("on chip", f"on chip ({on_chip_kb:g} KB)")
+            row = {"network": network, "claim": short if (base, challenger) == ("irregular", "structured")
+                   else f"{short}: {SIDE_NAMES[challenger]} against {SIDE_NAMES[base]}"}
             for r in group.sort_values("tolerance_factor").itertuples():
                 row[f"{r.tolerance_factor:g}x tolerance"] = f"{r.verdict} ({r.tolerance_factor * tolerance_pp[network]:g} pp)"
             rows.append(row)

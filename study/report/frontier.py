@@ -35,6 +35,7 @@ from study import contract
 
 HOLDS, DOES_NOT_HOLD, UNDECIDED, NOT_MEASURED = "holds", "does not hold", "undecided at this budget", "not measured"
 SIDES = ("irregular", "structured")
+NM_SIDE = "nm"  # semi-structured N:M pruning: a third side, judged against each of the two
 BOTH = "both"  # the unpruned model: each side's rate-1 point
 SPLITS = ("val", "test")  # every model is judged on both: validation builds the pools, test confirms
 CONFIDENCE = 0.95  # a verdict needs this share of the replicates; 1 - CONFIDENCE is the chance it is the images' doing
@@ -146,9 +147,9 @@ class FrontierBootstrap:
             raise ValueError(f"{len(self.costs)} costs, {len(self.sides)} sides and {correct.shape[0]} correctness rows")
         if correct.shape[1:] != reference.shape:
             raise ValueError(f"models judged on {correct.shape[1:]} images, the reference on {reference.shape}")
-        unknown = sorted(set(self.sides) - {*SIDES, BOTH})
+        unknown = sorted(set(self.sides) - {*SIDES, NM_SIDE, BOTH})
         if unknown:
-            raise ValueError(f"unknown sides {unknown}; each model is one of {[*SIDES, BOTH]}")
+            raise ValueError(f"unknown sides {unknown}; each model is one of {[*SIDES, NM_SIDE, BOTH]}")
         if np.isnan(self.costs).any():
             raise ValueError("a model without a cost: every model of a comparison needs one")
         stacked = np.vstack([correct, reference[None, :]])

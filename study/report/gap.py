@@ -36,6 +36,8 @@ import numpy as np
 
 from study.report.frontier import DOES_NOT_HOLD, HOLDS, ROUNDING, SIDES, UNDECIDED, resample_counts
 
+MAIN_PAIR = SIDES  # (base, challenger): the paper's claim, structured against irregular
+
 NOT_REACHED = "not reproduced at this budget"  # no side has a pruned model within the line at this width
 
 
@@ -194,15 +196,15 @@ class FittedSplit:
                    fit_schedules(losses.images_only, schedules))
 
 
-def _structured_cheaper(irregular: np.ndarray, structured: np.ndarray) -> np.ndarray:
-    """1 where structured is cheaper, 0 where irregular is, 1/2 on a tie (both unreached included)."""
-    return np.where(structured < irregular, 1.0, np.where(structured > irregular, 0.0, 0.5))
+def _challenger_cheaper(base: np.ndarray, challenger: np.ndarray) -> np.ndarray:
+    """1 where the challenger is cheaper, 0 where the base is, 1/2 on a tie (both unreached included)."""
+    return np.where(challenger < base, 1.0, np.where(challenger > base, 0.0, 0.5))
 
 
-def _log_ratio(irregular: np.ndarray, structured: np.ndarray) -> np.ndarray:
-    """log(structured / irregular); NaN where neither side reaches the level, +-inf where one does not."""
+def _log_ratio(base: np.ndarray, challenger: np.ndarray) -> np.ndarray:
+    """log(challenger / base) from log costs; NaN where neither side reaches the level, +-inf where one does not."""
     with np.errstate(invalid="ignore"):
-        return np.where(np.isinf(irregular) & np.isinf(structured), np.nan, structured - irregular)
+        return np.where(np.isinf(base) & np.isinf(challenger), np.nan, challenger - base)
 
 
 def _band_mean(ratios: np.ndarray) -> np.ndarray:
@@ -227,32 +229,34 @@ def _interval(values: np.ndarray, confidence: float) -> tuple[float, float]:
 class Gap:
     """One claim at one width and one loss level (the tolerance line), and over the band below it."""
 
-    probability: float  # share of replicates where the structured side is cheaper at the line (ties half)
+    probability: float  # share of replicates where the challenger (structured) is cheaper at the line (ties half)
     mc_error: float  # Monte Carlo standard error of ``probability``
-    ratio: float  # structured / irregular cost at the line on all images (nan: neither side reaches)
+    ratio: float  # challenger / base (structured / irregular) cost at the line on all images (nan: neither reaches)
     ratio_low: float
     ratio_high: float
     band_ratio: float  # geometric mean of the ratio over [0, line]
     band_low: float
     band_high: float
-    irregular_cost: float
-    structured_cost: float
+    base_cost: float
+    challenger_cost: float
     seed_share: float  # share of the log ratio's interval width (squared) that the seed noise adds
     resamples: int
     reached: bool = True  # False where no side has a pruned model within the line on all images
 
 
 def gap_at(fitted: FittedSplit, costs: np.ndarray, schedules: Sequence[Schedule], tolerance: float,
-           levels: int, confidence: float) -> Gap:
+           levels: int, confidence: float, pair: tuple[str, str] = MAIN_PAIR) -> Gap:
     """The statistic at the line ``tolerance`` (a loss fraction), its band mean over ``levels`` levels in
-    [0, tolerance], their intervals and the probability that the structured side is cheaper at the line."""
+    [0, tolerance], their intervals and the probability that the challenger side (``pair[1]``) is cheaper at the
+    line than the base side (``pair[0]``)."""
     grid = np.linspace(0.0, tolerance, levels)
-    by_side = {name: {side: side_log_cost(fits, costs, schedules, side, grid) for side in SIDES}
+    base, challenger = pair
+    by_side = {name: {side: side_log_cost(fits, costs, schedules, side, grid) for side in pair}
                for name, fits in (("point", fitted.point), ("both", fitted.both), ("images", fitted.images))}
-    point = _log_ratio(by_side["point"]["irregular"], by_side["point"]["structured"])[0]
-    both = _log_ratio(by_side["both"]["irregular"], by_side["both"]["structured"])
-    images = _log_ratio(by_side["images"]["irregular"], by_side["images"]["structured"])
-    p = float(_structured_cheaper(by_side["both"]["irregular"][:, -1], by_side["both"]["structured"][:, -1]).mean())
+    point = _log_ratio(by_side["point"][base], by_side["point"][challenger])[0]
+    both = _log_ratio(by_side["both"][base], by_side["both"][challenger])
+    images = _log_ratio(by_side["images"][base], by_side["images"][challenger])
+    p = float(_challenger_cheaper(by_side["both"][base][:, -1], by_side["both"][challenger][:, -1]).mean())
     resamples = both.shape[0]
     low, high = _interval(both[:, -1], confidence)
     band_low, band_high = _interval(_band_mean(both), confidence)
@@ -261,13 +265,13 @@ def gap_at(fitted: FittedSplit, costs: np.ndarray, schedules: Sequence[Schedule]
     seed_share = 1 - (widths[0] / widths[1]) ** 2 if np.isfinite(widths).all() and widths[1] > 0 else float("nan")
     # Measured only where some side has a pruned step within the line on all images: where both sides only lean
     # from the unpruned model towards steps far beyond it, the interpolation says nothing about pruning.
-    pruned_within = any((fitted.point[s.name][0, 1:] <= tolerance + ROUNDING).any() for s in schedules)
-    costs_at = {side: float(np.exp(by_side["point"][side][0, -1])) for side in SIDES}
+    pruned_within = any((fitted.point[s.name][0, 1:] <= tolerance + ROUNDING).any() for s in schedules if s.side in pair)
+    costs_at = {side: float(np.exp(by_side["point"][side][0, -1])) for side in pair}
     return Gap(probability=p, mc_error=float(np.sqrt(max(p * (1 - p), 1e-12) / resamples)),
                ratio=float(np.exp(point[-1])), ratio_low=float(np.exp(low)), ratio_high=float(np.exp(high)),
                band_ratio=float(np.exp(_band_mean(point[None, :])[0])), band_low=float(np.exp(band_low)),
-               band_high=float(np.exp(band_high)), irregular_cost=costs_at["irregular"],
-               structured_cost=costs_at["structured"], seed_share=float(max(0.0, seed_share)) if np.isfinite(seed_share) else float("nan"),
+               band_high=float(np.exp(band_high)), base_cost=costs_at[base], challenger_cost=costs_at[challenger],
+               seed_share=float(max(0.0, seed_share)) if np.isfinite(seed_share) else float("nan"),
                resamples=resamples, reached=pruned_within and not np.isnan(point[-1]))
 
 

@@ -28,7 +28,7 @@ import torch
 from study import paths
 from study.compression import quantize
 from study import contract
-from study.contract import FULL_PRECISION_BITS, STRUCTURED_SCHEMES
+from study.contract import FULL_PRECISION_BITS, NM_SCHEME, STRUCTURED_SCHEMES
 from study.core import artifacts, catalog, models, training
 from study.core.params import Params
 from study.costs import energy, storage
@@ -43,7 +43,7 @@ SPLITS = fr.SPLITS
 
 
 def side_of(scheme: str) -> str:
-    return fr.BOTH if scheme == "dense" else "irregular" if scheme == "irregular" else "structured"
+    return fr.BOTH if scheme == "dense" else fr.NM_SIDE if scheme == NM_SCHEME else "irregular" if scheme == "irregular" else "structured"
 
 
 def model_costs(net: torch.nn.Module, scheme: str, bits: int, model_name: str, params: Params) -> dict[str, float]:

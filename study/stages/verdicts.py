@@ -24,7 +24,7 @@ from study.core import catalog
 from study.core.params import Params
 from study.progress import line, phase
 from study.report import gap
-from study.report.frontier import SPLITS, load_correct
+from study.report.frontier import NM_SIDE, SIDES, SPLITS, load_correct
 from study.report.claims import FRONTIER_CLAIMS, combined_verdict
 from study.stages.common import StageResult, begin, finish, write_tables
 
@@ -61,9 +61,20 @@ def claim_widths(claim: str, widths: list[int]) -> list[int]:
     return [b for b in widths if not (quantized_only and b == FULL_PRECISION_BITS)]
 
 
+def pairs_of(models: pd.DataFrame) -> list[tuple[str, str]]:
+    """The comparisons the models allow, (base, challenger): structured against irregular, the paper's claim, and
+    where N:M models are priced too, N:M against each of the two."""
+    sides = set(models["side"])
+    pairs = [gap.MAIN_PAIR]
+    if NM_SIDE in sides:
+        pairs += [(side, NM_SIDE) for side in SIDES if side in sides]
+    return pairs
+
+
 def gap_table(models: pd.DataFrame, correct: dict[str, np.ndarray], noise: gap.SeedNoise, tolerance_pp: float,
               params: Params, seed: int) -> pd.DataFrame:
-    """Every claim at every width, split and tolerance factor, decided per family (a claim's widths) by Holm."""
+    """Every comparison and claim at every width, split and tolerance factor, each comparison's claim decided per
+    family (its widths) by Holm. ``p_cheaper``: the probability that the challenger is the cheaper side at the line."""
     settings, confidence = params.gap, params.verdicts.confidence
     widths = sorted((int(b) for b in models["weight_bits"].unique()), reverse=True)
     reference = models.index[(models["scheme"] == "dense") & (models["weight_bits"] == FULL_PRECISION_BITS)][0]
@@ -75,25 +86,30 @@ def gap_table(models: pd.DataFrame, correct: dict[str, np.ndarray], noise: gap.S
         every = [s for b in widths for s in schedules[b]]
         losses = gap.paired_losses(stacked, stacked[reference], every, noise, settings.resamples, seed)
         fitted = {b: gap.FittedSplit.of(losses, schedules[b]) for b in widths}
-        for factor in settings.tolerance_factors:
-            tolerance = factor * tolerance_pp / 100
-            for claim in claims:
-                costs = models[claim].to_numpy(dtype=float)
-                family = claim_widths(claim, widths)
-                gaps = [gap.gap_at(fitted[b], costs, schedules[b], tolerance, params.verdicts.levels, confidence) for b in family]
-                for b, g, verdict, near in zip(family, gaps, gap.family_verdicts(gaps, confidence), gap.near_cut(gaps, confidence)):
-                    rows.append({"claim": claim, "weight_bits": b, "split": split, "tolerance_factor": factor,
-                                 "tolerance_pp": factor * tolerance_pp, "verdict": verdict,
-                                 "p_structured_cheaper": g.probability, "p_two_sided": gap.two_sided(g.probability),
-                                 "near_cut": near} | {k: v for k, v in asdict(g).items() if k not in ("probability", "reached")})
+        for pair in pairs_of(models):
+            for factor in settings.tolerance_factors:
+                tolerance = factor * tolerance_pp / 100
+                for claim in claims:
+                    costs = models[claim].to_numpy(dtype=float)
+                    family = claim_widths(claim, widths)
+                    gaps = [gap.gap_at(fitted[b], costs, schedules[b], tolerance, params.verdicts.levels, confidence, pair)
+                            for b in family]
+                    for b, g, verdict, near in zip(family, gaps, gap.family_verdicts(gaps, confidence), gap.near_cut(gaps, confidence)):
+                        rows.append({"base": pair[0], "challenger": pair[1], "claim": claim, "weight_bits": b, "split": split,
+                                     "tolerance_factor": factor, "tolerance_pp": factor * tolerance_pp, "verdict": verdict,
+                                     "p_cheaper": g.probability, "p_two_sided": gap.two_sided(g.probability), "near_cut": near}
+                                    | {k: v for k, v in asdict(g).items() if k not in ("probability", "reached")})
     return pd.DataFrame(rows)
 
 
 def combined(table: pd.DataFrame) -> pd.DataFrame:
-    """Per claim, split and tolerance factor: the claim over its widths (``study.report.claims.combined_verdict``)."""
+    """Per comparison, claim, split and tolerance factor: the claim over its widths
+    (``study.report.claims.combined_verdict``)."""
     out = []
-    for (claim, split, factor), group in table.groupby(["claim", "split", "tolerance_factor"], sort=False):
-        out.append({"claim": claim, "split": split, "tolerance_factor": factor, "verdict": combined_verdict(list(group["verdict"])),
+    for (base, challenger, claim, split, factor), group in table.groupby(
+            ["base", "challenger", "claim", "split", "tolerance_factor"], sort=False):
+        out.append({"base": base, "challenger": challenger, "claim": claim, "split": split, "tolerance_factor": factor,
+                    "verdict": combined_verdict(list(group["verdict"])),
                     "widths": ", ".join(f"{b}-bit {v}" for b, v in zip(group["weight_bits"], group["verdict"]))})
     return pd.DataFrame(out)
 
@@ -123,11 +139,12 @@ def run(params: Params, layout: paths.Layout, baseline: str) -> StageResult:
     with phase(f"the same with bootstrap seed {params.gap.check_seed}"):
         check = gap_table(models, correct, noise, tolerance, params, params.gap.check_seed)
     table["verdict_check_seed"] = check["verdict"].to_numpy()
-    table["p_check_seed"] = check["p_structured_cheaper"].to_numpy()
+    table["p_check_seed"] = check["p_cheaper"].to_numpy()
     claims = combined(table)
     out = layout.write(paths.tables("verdicts", baseline))
     write_tables(out, {"verdicts": table, "claims": claims})
-    primary = table[(table["split"] == params.gap.split) & (table["tolerance_factor"] == 1.0)]
+    at_tolerance = (table["split"] == params.gap.split) & (table["tolerance_factor"] == 1.0)
+    primary = table[at_tolerance & (table["base"] == gap.MAIN_PAIR[0]) & (table["challenger"] == gap.MAIN_PAIR[1])]
     dense = models[(models["scheme"] == "dense") & (models["weight_bits"] == FULL_PRECISION_BITS)].iloc[0]
     record = {
         "model": base.model, "dataset": base.dataset, "scheme": "dense", "weight_bits": FULL_PRECISION_BITS,
@@ -135,9 +152,9 @@ def run(params: Params, layout: paths.Layout, baseline: str) -> StageResult:
         "split": params.gap.split, "tolerance_pp": tolerance, "resamples": params.gap.resamples,
         "seed_sd_pp": 100 * float(np.sqrt(noise.variance)), "seed_dof": noise.dof,
         "turned_by_check_seed": int((table["verdict"] != table["verdict_check_seed"]).sum()),
-        "verdicts": _json_rows(primary[["claim", "weight_bits", "verdict", "p_structured_cheaper", "ratio", "ratio_low", "ratio_high"]]),
-        "claims": claims[(claims["split"] == params.gap.split) & (claims["tolerance_factor"] == 1.0)][["claim", "verdict"]]
-        .to_dict(orient="records"),
+        "verdicts": _json_rows(primary[["claim", "weight_bits", "verdict", "p_cheaper", "ratio", "ratio_low", "ratio_high"]]),
+        "claims": claims[(claims["split"] == params.gap.split) & (claims["tolerance_factor"] == 1.0)][
+            ["base", "challenger", "claim", "verdict"]].to_dict(orient="records"),
     }
     metrics = finish(layout, "verdicts", baseline, record, clock, ("turned_by_check_seed",), params.seed,
                      {"gap": params.gap.model_dump(), "tolerance_pp": tolerance})
