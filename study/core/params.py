@@ -510,8 +510,13 @@ class Params(_Strict):
             layers = prunable_layers(model)
             for scheme, schedule in schedules.items():
                 where = f"prune.{baseline}.{scheme}"
-                if scheme not in PRUNING_SCHEMES:
-                    raise ValueError(f"{where}: unknown pruning scheme {scheme!r}; valid schemes: {list(PRUNING_SCHEMES)}")
+                if scheme not in (*PRUNING_SCHEMES, NM_SCHEME):
+                    raise ValueError(f"{where}: unknown pruning scheme {scheme!r}; valid schemes: {[*PRUNING_SCHEMES, NM_SCHEME]}")
+                if scheme == NM_SCHEME:  # every named layer prunes to the pattern where its inputs split into groups of M
+                    unknown = [layer for layer in schedule.density_weights if layer != ALL_LAYERS and layer not in layers]
+                    if unknown:
+                        raise ValueError(f"{where}.density_weights: the model has no layer(s) {unknown}; its layers: {list(layers)}")
+                    continue
                 if schedule.allocation == "magnitude" and scheme != "irregular":
                     raise ValueError(f"{where}.allocation: 'magnitude' ranks single weights and applies to irregular "
                                      "pruning only; use 'density' for structured schemes")

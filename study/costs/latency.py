@@ -141,3 +141,36 @@ def crossover(sweep: pd.DataFrame) -> pd.DataFrame:
         out.append({"layer": layer, "crossover_sparsity": from_here[0] if from_here else float("nan"),
                     "csr_speedup_at_max_sparsity": float(wide["dense"].iloc[-1] / wide["csr"].iloc[-1])})
     return pd.DataFrame(out)
+
+
+# Sparse tensor cores run 2:4 (at twice the dense math rate) through torch's semi-structured sparse tensors, on CUDA
+# only (torch.sparse.to_sparse_semi_structured: NVIDIA GPUs of compute capability 8.0 or newer, fp16/bf16/int8).
+NM_CPU_NOTE = ("not measured: the CPU has no N:M kernel (torch.sparse.to_sparse_semi_structured runs 2:4 on CUDA only; "
+               "the paper-scale profile measures it on a GPU)")
+
+
+def semi_structured_gemm(rows: int, cols: int, inputs: int, min_run_time: float = 0.5, seed: int = 0) -> dict[str, float]:
+    """A 2:4-pruned ``rows`` x ``cols`` half-precision GEMM against the same matrix dense, on the GPU: median seconds
+    of each and their ratio. Raises where there is no CUDA device (the CPU has no N:M kernel: ``NM_CPU_NOTE``)."""
+    if not torch.cuda.is_available():
+        raise RuntimeError(NM_CPU_NOTE)
+    from torch.sparse import to_sparse_semi_structured
+
+    from study.compression import nm  # the study's own 2:4 projection: groups along the reduction, as the kernel reads
+
+    generator = torch.Generator().manual_seed(seed)
+    weight = nm.project(torch.randn(rows, cols, generator=generator), "2:4")[0].half().cuda()
+    x = torch.randn(cols, inputs, generator=generator).half().cuda()
+    sparse = to_sparse_semi_structured(weight)
+    if not torch.allclose(sparse @ x, weight @ x, rtol=1e-2, atol=1e-2):
+        raise AssertionError("the 2:4 kernel's product differs from the dense one")
+
+    def timed(function: Callable[[], object]) -> float:
+        def synchronized() -> None:
+            function()
+            torch.cuda.synchronize()
+        return time_call(synchronized, min_run_time)["median_s"]
+
+    dense_s, sparse_s = timed(lambda: weight @ x), timed(lambda: sparse @ x)
+    return {"rows": rows, "cols": cols, "inputs": inputs, "dense_s": dense_s, "semi_structured_s": sparse_s,
+            "speedup": dense_s / sparse_s}

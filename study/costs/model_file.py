@@ -123,7 +123,9 @@ def encode_model(net: nn.Module, *, model: str, dataset: str, scheme: str, weigh
     encoded, described = [], []
     for name, layer in layers.items():
         choice = storage.layer_storage(layer.weight, scheme, weight_bits, index_bits, formats)
-        stream = encoding.encode(layer.weight.detach(), choice["format"], weight_bits, choice["index_bits"] or 4, scheme)
+        # an N:M layer's own pattern (the stream records it; the model's scheme "nm" names none)
+        stream = encoding.encode(layer.weight.detach(), choice["format"], weight_bits, choice["index_bits"] or 4,
+                                 choice.get("pattern") or scheme)
         if stream.n_bits != choice["total_bits"]:  # the counted and the written stream are the same by construction
             raise AssertionError(f"layer {name}: stream of {stream.n_bits} bits, counted {choice['total_bits']}")
         encoded.append(stream)

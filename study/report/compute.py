@@ -82,6 +82,7 @@ def latency_table(models_csv: pd.DataFrame) -> pd.DataFrame:
         "latency / dense": t["ratio_to_dense"].round(2),
         "pruning rate (x)": t["pruning_rate"].round(1),
         "test accuracy (%)": (100 * t["test_accuracy"]).round(2),
+        **({"note": t["note"].fillna("")} if "note" in t else {}),  # why a model has no number (N:M on the CPU)
     }).sort_values(["batch", "latency / dense"]).reset_index(drop=True)
 
 

@@ -202,7 +202,7 @@ class FrontierBootstrap:
         tail = (1 - band) / 2
         out: dict[str, np.ndarray] = {"loss": losses, "accuracy": self.point[-1] - losses}
         resampled = {}
-        for side in SIDES:
+        for side in (*SIDES, NM_SIDE) if (self.sides == NM_SIDE).any() else SIDES:  # N:M's frontier where it is priced
             keep = self._side(side)
             accuracies = self.replicates[:, :-1][:, keep]
             # one level at a time: (replicates, levels, models) at once would hold ~10^8 values

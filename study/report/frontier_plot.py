@@ -8,8 +8,9 @@ import pandas as pd
 
 from study.report import frontier as fr
 
-SIDE_COLOURS = {"irregular": "#c44e52", "structured": "#4c72b0"}
-MARKERS = {"dense": "*", "irregular": "o", "filter": "s", "channel": "^", "column": "D"}
+SIDE_COLOURS = {"irregular": "#c44e52", "structured": "#4c72b0", fr.NM_SIDE: "#55a868"}
+MARKERS = {"dense": "*", "irregular": "o", "filter": "s", "channel": "^", "column": "D", "nm": "P"}
+SIDE_OF = {"irregular": "irregular", "nm": fr.NM_SIDE}  # every other pruning scheme is structured
 PANELS = {"storage_kb": ("stored size (KB)", 1.0), "energy_nj": ("energy per inference, weights from DRAM (uJ)", 1e-3)}
 
 
@@ -30,7 +31,7 @@ def plot_frontiers(models: pd.DataFrame, curves: pd.DataFrame, network: str, tol
         label, scale = PANELS[cost]
         for ax, bits in zip(row_axes, widths):
             curve = curves[(curves["claim"] == cost) & (curves["weight_bits"] == bits) & (curves["split"] == "val")]
-            for side in fr.SIDES:
+            for side in [s for s in SIDE_COLOURS if s in curve]:  # N:M's third frontier where it was priced
                 colour = SIDE_COLOURS[side]
                 x = 100 * curve["accuracy"]
                 ax.step(x, curve[side] * scale, where="post", color=colour, lw=2, label=f"{side} frontier")
@@ -38,7 +39,7 @@ def plot_frontiers(models: pd.DataFrame, curves: pd.DataFrame, network: str, tol
                                 color=colour, alpha=0.18, lw=0)
             points = models[(models["weight_bits"] == bits) & (models["val_accuracy"] * 100 >= line - 3 * tolerance_pp)]
             for (scheme, method), group in points.groupby(["scheme", "method"], sort=False):
-                side = "irregular" if scheme == "irregular" else "structured"
+                side = SIDE_OF.get(scheme, "structured")
                 colour = "black" if scheme == "dense" else SIDE_COLOURS[side]
                 filled = method in ("ADMM", "dense")
                 ax.scatter(100 * group["val_accuracy"], group[cost] * scale, marker=MARKERS.get(scheme, "o"), s=36,

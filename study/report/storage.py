@@ -95,14 +95,15 @@ def plot_storage_vs_rate(models_csv: pd.DataFrame, dense_weights: int, index_bit
         ax.plot(rates, values_kb, color=palette[bits], linestyle="-", label=f"{bits}-bit values only (structured)")
         ax.plot(rates, values_kb * (bits + index_bits) / bits, color=palette[bits], linestyle="--",
                 label=f"{bits}-bit + {index_bits}-bit index (irregular, closed form)")
-    markers = {"dense": "s", "irregular": "o", "filter": "^", "channel": "v", "column": "D"}
+    markers = {"dense": "s", "irregular": "o", "filter": "^", "channel": "v", "column": "D", "nm": "P"}
     for (scheme, bits), row in models_csv.set_index(["scheme", "weight_bits"]).iterrows():
         if bits not in palette:
             continue
         ax.scatter(row["pruning_rate"], row["total_bits"] / KB, marker=markers.get(scheme, "x"), s=70,
                    color=palette[bits], edgecolors="black", zorder=3)
     for scheme, marker in markers.items():
-        ax.scatter([], [], marker=marker, color="white", edgecolors="black", label=f"measured: {scheme}")
+        if (models_csv["scheme"] == scheme).any():
+            ax.scatter([], [], marker=marker, color="white", edgecolors="black", label=f"measured: {scheme}")
     ax.set(xscale="log", yscale="log", xlabel="weight pruning rate (total / stored non-zero weights, log scale)",
            ylabel="stored size (KB, log scale)", title="F4 storage vs pruning rate, with and without index bits")
     ax.legend(fontsize="x-small", loc="upper left", bbox_to_anchor=(1.01, 1.0))

@@ -9,8 +9,8 @@ from __future__ import annotations
 import pandas as pd
 
 from study import paths
-from study.contract import PRUNING_SCHEMES
-from study.core import catalog, models, training
+from study.contract import NM_SCHEME, PRUNING_SCHEMES
+from study.core import catalog, execution, models, training
 from study.core.params import Params
 from study.costs import latency, storage
 from study.progress import line
@@ -56,6 +56,9 @@ def run(params: Params, layout: paths.Layout, baseline: str) -> StageResult:
             rows.append({"kind": kind, "scheme": record["scheme"], "batch": batch, **timing,
                          "test_accuracy": record["test_accuracy"], "pruning_rate": record["pruning_rate"]})
             line(f"batch {batch}: {kind}", median_us=round(1e6 * timing["median_s"], 1))
+    if NM_SCHEME in params.compare.schemes:  # no number where there is no kernel: the row says why
+        rows += [{"kind": "N:M", "scheme": NM_SCHEME, "batch": batch, "median_s": float("nan"), "note": latency.NM_CPU_NOTE}
+                 for batch in settings.batches]
     models_table = pd.DataFrame(rows)
     dense_median = models_table[models_table["kind"] == "dense"].set_index("batch")["median_s"]
     models_table["ratio_to_dense"] = models_table["median_s"] / models_table["batch"].map(dense_median)
@@ -63,8 +66,11 @@ def run(params: Params, layout: paths.Layout, baseline: str) -> StageResult:
     sweep = latency.sparsity_sweep(shapes, settings.sweep_sparsities, settings.min_run_time_s / 2, settings.threads, params.seed)
     crossovers = latency.crossover(sweep)
     tables = {"models": models_table, "sweep": sweep, "crossover": crossovers}
+    if NM_SCHEME in params.compare.schemes and execution.current().device.type == "cuda":  # 2:4 on sparse tensor cores
+        tables["semi_structured"] = pd.DataFrame([latency.semi_structured_gemm(rows_, cols, inputs, settings.min_run_time_s)
+                                                  for rows_, cols, inputs in settings.sweep_layers.values()])
     write_tables(layout.write(paths.tables("latency", baseline)), tables)
-    ratios = models_table.pivot_table(index="kind", columns="batch", values="ratio_to_dense")
+    ratios = models_table.dropna(subset=["median_s"]).pivot_table(index="kind", columns="batch", values="ratio_to_dense")
     irregular = runnable["irregular (CSR)"][1]
     record = {
         "model": base.model,
