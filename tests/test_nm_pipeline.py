@@ -17,7 +17,7 @@ from study.core.params import load_params
 from study.stages import launch
 from tests.conftest import write_tiny_params
 
-ORDER = ("train", "prune", "magnitude", "l1filter", "quantize", "quantize_dense", "evaluate", "weights", "storage", "energy",
+ORDER = ("train", "prune", "magnitude", "l1filter", "asp", "quantize", "quantize_dense", "evaluate", "weights", "storage", "energy",
          "latency", "seeds", "frontier", "verdicts", "export", "report")
 
 
@@ -27,7 +27,7 @@ def nm_run(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
     params_file = write_tiny_params(out / "params.yaml", synthetic_root, weight_bits=[8])
     settings = yaml.safe_load(params_file.read_text())
     settings["baselines"] = {b: v for b, v in settings["baselines"].items() if b == "lenet5-mnist"}
-    settings["compare"].update(baselines=["lenet5-mnist"], schemes=["irregular", "filter", "nm"])
+    settings["compare"].update(baselines=["lenet5-mnist"], schemes=["irregular", "filter", "nm"], nm_baselines=["lenet5-mnist"])
     schedules = settings["prune"]["lenet5-mnist"]
     settings["prune"] = {"lenet5-mnist": {s: schedules[s] for s in ("irregular", "filter")} | {
         "nm": {"patterns": ["2:4", "1:4"], "density_weights": {"*": 1}, "admm_epochs": 1, "retrain_epochs": 1}}}
@@ -57,6 +57,9 @@ def test_nm_models_are_pruned_to_their_patterns_stored_in_nm_formats_and_judged_
         assert set(layers[layers["scheme"] == "nm"]["format"]) <= {"nm_hw", "nm_min", "dense"}
     judged = pd.read_csv(results / "frontier" / "lenet5-mnist" / "models.csv")
     assert set(judged[judged["scheme"] == "nm"]["side"]) == {"nm"}
+    assert set(judged[judged["scheme"] == "nm"]["method"]) == {"ADMM", "ASP"}  # the N:M side pools both pruners
+    baseline = json.loads((results / "prune" / "lenet5-mnist" / "asp.json").read_text())
+    assert [s["target_rate"] for s in baseline["steps"]] == [2, 4] and baseline["method_label"] == "ASP"
     gaps = pd.read_csv(results / "verdicts" / "lenet5-mnist" / "verdicts.csv")
     assert set(map(tuple, gaps[["base", "challenger"]].drop_duplicates().values)) == {
         ("irregular", "structured"), ("irregular", "nm"), ("structured", "nm")}

@@ -11,6 +11,8 @@ fixed; a later, sparser pattern (2:4, then 1:4, then 1:8) prunes among the survi
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 import torch
 from torch import nn
 from torch.nn.utils import prune
@@ -20,13 +22,17 @@ from study.contract import nm_pattern
 from study.core import models
 
 
-def prune_to_pattern(model: nn.Module, pattern: str) -> dict[str, bool]:
-    """Add the ``pattern`` magnitude mask to every conv and FC layer it applies to, composing with earlier masks;
-    the others (a reduction length that is not a multiple of M) stay as they are. Returns which layers it pruned."""
+METHOD = "magnitude N:M then retraining (NVIDIA ASP; Mishra et al. 2021, arXiv 2104.08378)"
+
+
+def prune_to_pattern(model: nn.Module, pattern: str, layers: Collection[str] | None = None) -> dict[str, bool]:
+    """Add the ``pattern`` magnitude mask to every conv and FC layer it applies to (of ``layers``, where given),
+    composing with earlier masks; the others (a reduction length that is not a multiple of M) stay as they are.
+    Returns which layers it pruned."""
     _, m = nm_pattern(pattern)
     pruned = {}
     for name, layer in models.prunable_layers(model).items():
-        pruned[name] = nm.applies(layer.weight, m)
+        pruned[name] = nm.applies(layer.weight, m) and (layers is None or name in layers)
         if pruned[name]:
             with torch.no_grad():
                 _, mask = nm.project(layer.weight.detach(), pattern)  # the masked weight: earlier zeros stay zero

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from study import paths
-from study.contract import RESULT_KEYS
+from study.contract import NM_SCHEME, RESULT_KEYS
 
 
 @dataclass(frozen=True)
@@ -95,7 +95,7 @@ def baseline_models(layout: paths.Layout, baseline: str, schemes: Iterable[str],
 class StepEntry:
     """One progressive step of a pruning schedule (ADMM's, or the magnitude baseline's) and its model."""
 
-    method: str  # "ADMM", "magnitude" or "L1 filter", as table T3 names them
+    method: str  # "ADMM", "magnitude", "L1 filter" or "ASP", as table T3 names them
     scheme: str
     step: int
     target_rate: float
@@ -106,13 +106,16 @@ class StepEntry:
 
 def step_models(layout: paths.Layout, baseline: str, schemes: Iterable[str]) -> list[StepEntry]:
     """Every step model of the baseline's pruning schedules: each scheme's ADMM steps, then the magnitude
-    baseline's, then the L1 filter baseline's (where filter pruning is compared), in the records' order.
+    baseline's, then the L1 filter baseline's (where filter pruning is compared) and ASP's (where N:M is), in the
+    records' order.
     Missing records or checkpoints are errors naming the stage to rerun."""
     names = record_names(baseline, schemes, [])["prune"]
     sources = [("ADMM", r) for r in records(layout, "prune", names)]
     sources.append(("magnitude", read_record(layout.read(paths.results("magnitude", baseline)))))
     if "filter" in schemes:
         sources.append(("L1 filter", read_record(layout.read(paths.results("l1filter", baseline)))))
+    if NM_SCHEME in schemes:
+        sources.append(("ASP", read_record(layout.read(paths.results("prune", paths.item(baseline, "asp"))))))
     entries = []
     for method, record in sources:
         for step in record["steps"]:

@@ -59,6 +59,9 @@ class CompareParams(_Strict):
     baselines: list[str] = Field(min_length=1, description="baselines pruned, quantized and compared")
     schemes: list[str] = Field(min_length=1, description="pruning schemes compared")
     weight_bits: list[int] = Field(min_length=1, description="bit widths every model is quantized to (1 = binary)")
+    nm_baselines: list[str] = Field(default_factory=list, description="the compared baselines where nm is among the "
+                                    "schemes, else empty: the ASP baseline's stages iterate over it (dvc.yaml lists no "
+                                    "condition, so the list says which)")
 
     @field_validator("schemes")
     @classmethod
@@ -473,6 +476,10 @@ class Params(_Strict):
                 if getattr(self.report, key) is not None and getattr(self.report, key) not in layers:
                     raise ValueError(f"report.{key}: {baseline}'s model has no layer {getattr(self.report, key)!r}; "
                                      f"its layers: {list(layers)}")
+        expected = list(self.compare.baselines) if NM_SCHEME in self.compare.schemes else []
+        if self.compare.nm_baselines != expected:
+            raise ValueError(f"compare.nm_baselines: {self.compare.nm_baselines}; with {'nm' if expected else 'no nm'} among "
+                             f"compare.schemes it must be {expected} (the ASP baseline's stages iterate over it)")
         if isinstance(self.admm.tolerance_pp, dict):
             missing = [b for b in self.compare.baselines if b not in self.admm.tolerance_pp]
             unknown = [b for b in self.admm.tolerance_pp if b not in self.baselines]

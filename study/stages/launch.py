@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from study import paths
+from study.contract import NM_SCHEME
 from study.core.errors import ParamsError
 
 if TYPE_CHECKING:
@@ -40,7 +41,7 @@ if TYPE_CHECKING:
 DISTRIBUTED_KINDS = frozenset({"train", "prune", "magnitude", "l1filter", "quantize", "quantize_dense", "seeds"})
 NOTEBOOKS = {"train": "train", "prune": "prune", "magnitude": "magnitude", "l1filter": "l1filter", "quantize": "quantize",
              "quantize_dense": "quantize", "evaluate": "evaluate", "weights": "weights", "storage": "storage",
-             "energy": "energy", "latency": "latency", "seeds": "seeds", "frontier": "frontier", "verdicts": "verdicts",
+             "energy": "energy", "latency": "latency", "seeds": "seeds", "frontier": "frontier", "verdicts": "verdicts", "asp": "asp",
              "export": "export", "report": "report"}
 
 
@@ -77,6 +78,8 @@ def _items(trained: list[str], compared: list[str], schemes: list[str], weight_b
         for kind in ("magnitude", "l1filter", "evaluate", "weights", "storage", "energy", "latency", "seeds", "frontier",
                      "verdicts", "export"):
             items[f"{kind}@{b}"] = (kind, b, {"baseline": b})
+        if NM_SCHEME in schemes:  # the N:M side's baseline nobody here wrote (dvc.yaml: compare.nm_baselines)
+            items[f"asp@{b}"] = ("asp", b, {"baseline": b})
     items["report"] = ("report", "report", {})
     return items
 

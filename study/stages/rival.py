@@ -32,6 +32,12 @@ class Rival:
     not_applicable: Callable[[torch.nn.Module], str | None] = lambda model: None  # the reason it cannot run, or None
     step_extra: Callable[[torch.nn.Module, str], dict[str, Any]] = lambda model, model_name: {}  # more per step
     record_keys: tuple[str, ...] = ()  # which of those the record repeats for the selected step
+    # where its record goes, (stage folder, name): its own folder, or beside the ADMM schedules' records (ASP), whose
+    # folder every later stage depends on already
+    record_at: Callable[[str], tuple[str, str]] | None = None
+
+    def record_path(self, baseline: str) -> tuple[str, str]:
+        return self.record_at(baseline) if self.record_at else (self.stage, baseline)
 
 
 def run(rival: Rival, params: Params, layout: paths.Layout, baseline: str) -> StageResult:
@@ -57,7 +63,7 @@ def run(rival: Rival, params: Params, layout: paths.Layout, baseline: str) -> St
         line(f"{baseline}: {reason}; no steps")
         record = {**common, "test_accuracy": dense_test, "val_accuracy": dense_val, "pruning_rate": 1.0,
                   "not_applicable": reason, "selected_step": 0, "steps": []}
-        return StageResult(finish(layout, rival.stage, baseline, record, clock, ("selected_step",), params.seed, provenance),
+        return StageResult(finish(layout, *rival.record_path(baseline), record, clock, ("selected_step",), params.seed, provenance),
                            {"steps": pd.DataFrame()})
     line(f"{baseline}: dense val {100 * dense_val:.2f}%; {epochs} retraining epochs per step; a step qualifies when "
          f"the paired 95% upper bound of its loss is within {tolerance:g} points")
@@ -81,7 +87,7 @@ def run(rival: Rival, params: Params, layout: paths.Layout, baseline: str) -> St
               "selected_step": selected["step"], "selected_checkpoint": selected["checkpoint"],
               **{k: selected[k] for k in rival.record_keys},
               "per_layer": selected["per_layer"], "steps": run_.steps}
-    metrics = finish(layout, rival.stage, baseline, record, clock, ("meets_tolerance", "selected_step", *rival.record_keys),
+    metrics = finish(layout, *rival.record_path(baseline), record, clock, ("meets_tolerance", "selected_step", *rival.record_keys),
                      params.seed, provenance)
     steps = pd.DataFrame([{k: v for k, v in s.items() if k not in ("per_layer", "checkpoint")} for s in run_.steps])
     steps["selected"] = steps["step"] == selected["step"]
