@@ -94,3 +94,12 @@ def test_semi_structured_timing_needs_cuda() -> None:
     else:
         with pytest.raises(RuntimeError, match="no N:M kernel"):
             latency.semi_structured_gemm(128, 128, 64)
+
+
+def test_the_reports_opening_says_where_nm_is_cheapest(nm_run: Path) -> None:
+    from study.report import claims
+
+    table = pd.read_csv(nm_run / "results" / "verdicts" / "lenet5-mnist" / "verdicts.csv")
+    text = claims.nm_cheapest_text({"lenet5-mnist": table}, "test")
+    assert text.startswith("Where the N:M frontier is the cheapest of the three") and "lenet5-mnist: " in text
+    assert claims.nm_cheapest_text({"lenet5-mnist": table[table["challenger"] != "nm"]}, "test") == ""

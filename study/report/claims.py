@@ -270,6 +270,28 @@ def tolerance_text(table: pd.DataFrame, split: str) -> str:
             "says which move and where.")
 
 
+def nm_cheapest_text(verdicts_by_network: dict[str, pd.DataFrame], split: str) -> str:
+    """Where N:M was priced: at which claims and widths its fitted cost at the line is the lowest of the three sides
+    (below both irregular and structured on all images), with the probability of each of the two comparisons; ""
+    where no network priced N:M."""
+    parts = []
+    for network, table in verdicts_by_network.items():
+        if table.empty or "challenger" not in table or not (table["challenger"] == "nm").any():
+            continue
+        mine = table[(table["split"] == split) & (table["tolerance_factor"] == 1.0) & (table["challenger"] == "nm")]
+        against = {base: group.set_index(["claim", "weight_bits"]) for base, group in mine.groupby("base")}
+        if set(against) != {"irregular", "structured"}:
+            continue
+        both = against["irregular"].join(against["structured"], suffixes=("_irregular", "_structured"), how="inner")
+        cheapest = both[(both["ratio_irregular"] < 1) & (both["ratio_structured"] < 1)]
+        found = [f"{SHORT_CLAIMS.get(claim, claim)} at {bits} bits (P = {r.p_cheaper_irregular:.2f} against irregular, "
+                 f"{r.p_cheaper_structured:.2f} against structured)" for (claim, bits), r in cheapest.iterrows()]
+        parts.append(f"{network}: " + ("; ".join(found) if found else "nowhere"))
+    if not parts:
+        return ""
+    return "Where the N:M frontier is the cheapest of the three at the tolerance line: " + " | ".join(parts) + "."
+
+
 def claims_table(rows_by_network: dict[str, list[dict[str, Any]]]) -> pd.DataFrame:
     """One row per claim, and per network two columns: our numbers (``<network>: ours``) and the verdict
     (``<network>``). A claim about one network only (the LeNet-5 rate) leaves the others' cells empty."""

@@ -148,6 +148,8 @@ def run(params: Params, layout: paths.Layout, label: str = "") -> Report:
                                                 params.energy.on_chip_kb)
     table("verdicts_by_tolerance", sensitivity)
     out.texts["verdicts_by_tolerance"] = report_claims.tolerance_text(sensitivity, params.gap.split)
+    out.texts["nm_cheapest"] = report_claims.nm_cheapest_text({b: stage_tables["verdicts"][b]["verdicts"]
+                                                                for b in compare.baselines}, params.gap.split)
 
     for b in compare.baselines:  # the figure the report opens with
         frontier_tables = stage_tables["frontier"][b]
