@@ -63,6 +63,8 @@ def test_nm_models_are_pruned_to_their_patterns_stored_in_nm_formats_and_judged_
     gaps = pd.read_csv(results / "verdicts" / "lenet5-mnist" / "verdicts.csv")
     assert set(map(tuple, gaps[["base", "challenger"]].drop_duplicates().values)) == {
         ("irregular", "structured"), ("irregular", "nm"), ("structured", "nm")}
+    t3 = pd.read_csv(nm_run / "report" / "tables" / "T3_schemes.csv")
+    assert set(t3[t3["scheme"] == "nm"]["method"]) == {"ADMM", "ASP"}
     claims = pd.read_csv(nm_run / "report" / "tables" / "claims.csv", keep_default_na=False)
     assert claims["claim"].str.contains("N:M semi-structured pruning stores less than irregular").any()
     published = pd.read_csv(nm_run / "models" / "published" / "lenet5-mnist" / "index.csv")

@@ -111,6 +111,7 @@ def run(params: Params, layout: paths.Layout, label: str = "") -> Report:
     magnitude_records = [catalog.read_record(layout.read(paths.results("magnitude", b))) for b in compare.baselines]
     l1filter_records = [catalog.read_record(layout.read(paths.results("l1filter", b)))
                         for b in compare.baselines if "filter" in compare.schemes]
+    asp_records = [catalog.read_record(layout.read(paths.results("prune", paths.item(b, "asp")))) for b in compare.nm_baselines]
     stage_tables = {stage: {b: _stage_tables(layout, stage, b) for b in compare.baselines} for stage in STAGE_TABLES}
     stage_records = {stage: {b: catalog.read_record(layout.read(paths.results(stage, b))) for b in compare.baselines}
                      for stage in ("storage", "energy")}
@@ -163,7 +164,7 @@ def run(params: Params, layout: paths.Layout, label: str = "") -> Report:
     picks = {b: stage_tables["frontier"][b]["picks"] for b in compare.baselines}
     table("T2_irregular", report.irregular_table(prune_records + magnitude_records, published, evidence, picks))
     out.texts["admm_vs_magnitude"] = report.admm_against_magnitude(prune_records, magnitude_records)
-    t3 = report.structured_table(prune_records + magnitude_records + l1filter_records, evidence)
+    t3 = report.structured_table(prune_records + magnitude_records + l1filter_records + asp_records, evidence)
     table("T3_schemes", t3)
     table("T4_quantization", report.quantization_table(quantize_records, evidence))
     if not t3.empty:
