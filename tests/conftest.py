@@ -114,3 +114,23 @@ def step_saver(folder: Path) -> tuple[Callable[[int, float, torch.nn.Module], st
         return str(path)
 
     return save_step, saved
+
+
+# Every stage kind in the order dvc.yaml chains them (``run_every_stage``).
+STAGE_KINDS = ("train", "prune", "magnitude", "l1filter", "asp", "quantize", "quantize_dense", "evaluate", "weights",
+               "storage", "energy", "latency", "seeds", "frontier", "verdicts", "export", "report")
+
+
+def run_every_stage(params, layout, kinds: tuple[str, ...] = STAGE_KINDS) -> None:
+    """Every stage of ``kinds`` that the params define, in process and in pipeline order: what ``dvc repro`` runs,
+    without DVC and papermill (the tests of whole profiles)."""
+    import importlib
+
+    from study.stages import launch
+
+    items = launch.stage_items(params)
+    for kind in kinds:
+        for _, (item_kind, _, identity) in items.items():
+            if item_kind == kind:
+                module = importlib.import_module(f"study.stages.{'quantize' if kind == 'quantize_dense' else kind}")
+                module.run(params, layout, **identity)

@@ -4,7 +4,6 @@ sides, published and reported. The committed study does not compare N:M yet; thi
 
 from __future__ import annotations
 
-import importlib
 import json
 from pathlib import Path
 
@@ -14,12 +13,7 @@ import yaml
 
 from study import paths
 from study.core.params import load_params
-from study.stages import launch
-from tests.conftest import write_tiny_params
-
-ORDER = ("train", "prune", "magnitude", "l1filter", "asp", "quantize", "quantize_dense", "evaluate", "weights", "storage", "energy",
-         "latency", "seeds", "frontier", "verdicts", "export", "report")
-
+from tests.conftest import run_every_stage, write_tiny_params
 
 @pytest.fixture(scope="module")
 def nm_run(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -36,12 +30,7 @@ def nm_run(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
     params_file.write_text(yaml.safe_dump(settings, sort_keys=False))
     params = load_params(params_file)
     layout = paths.Layout.at(out)
-    items = launch.stage_items(params)
-    for kind in ORDER:
-        for _, (item_kind, _, identity) in items.items():
-            if item_kind == kind:
-                module = importlib.import_module(f"study.stages.{'quantize' if kind == 'quantize_dense' else kind}")
-                module.run(params, layout, **identity)
+    run_every_stage(params, layout)
     return out
 
 

@@ -4,7 +4,6 @@ evaluated on an ImageNet folder tree streamed from disk. Networks of paper size 
 
 from __future__ import annotations
 
-import importlib
 import json
 from pathlib import Path
 
@@ -17,8 +16,7 @@ import yaml
 from study import paths
 from study.core import models, paper_models, vision_data
 from study.core.params import load_params
-from study.stages import launch
-from tests.conftest import ONE_THREAD, REPO
+from tests.conftest import ONE_THREAD, REPO, run_every_stage
 
 ORDER = ("train", "prune", "magnitude", "l1filter", "quantize", "quantize_dense", "evaluate", "weights", "storage", "energy",
          "latency", "seeds", "frontier", "verdicts", "report")
@@ -73,12 +71,7 @@ def study_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     with pytest.MonkeyPatch.context() as patch:
         for name, factory in narrow.items():
             patch.setitem(models.MODELS, name, factory)
-        items = launch.stage_items(params)
-        for kind in ORDER:
-            for _, (item_kind, _, identity) in items.items():
-                if item_kind == kind:
-                    module = importlib.import_module(f"study.stages.{'quantize' if kind == 'quantize_dense' else kind}")
-                    module.run(params, layout, **identity)
+        run_every_stage(params, layout, ORDER)
     return out
 
 
