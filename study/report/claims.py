@@ -35,7 +35,7 @@ PAPER = "Wang, Ye, He, Ma et al., arXiv 1907.02124"
 HOLDS, DOES_NOT_HOLD, NOT_AT_BUDGET, NOT_MEASURED = "holds", "does not hold", "not reproduced at this budget", "not measured"
 UNDECIDED = frontier.UNDECIDED  # a frontier verdict the cost gap does not settle (see frontier_claims)
 VERDICTS = (HOLDS, DOES_NOT_HOLD, UNDECIDED, NOT_AT_BUDGET, NOT_MEASURED)
-PROBABILITY = "P(structured cheaper)"  # the claims table's probability column, per network
+PROBABILITY = "P(claimed side ahead)"  # per network: structured cheaper, N:M cheaper (its rows), ADMM higher (prior art)
 
 
 def _row(claim: str, published: str, ours: str, holds: bool | str | None) -> dict[str, Any]:

@@ -13,7 +13,7 @@ images move a model across it and the verdict with it. The statistic here measur
    step within the level; where even its first point is beyond the level it reaches nothing (``inf``).
 3. A side's cost at a level is its cheapest schedule there (ADMM and the baselines nobody here wrote pooled).
    The statistic is the ratio structured / irregular at the tolerance line, and its geometric mean over the band
-   [0, tolerance] below the dense model.
+   [0, tolerance] below the dense model (where N:M models are priced, N:M against each side the same way).
 
 Uncertainty is a two-level bootstrap: each replicate draws a training-seed variance from its estimate (scaled
 inverse chi-square with the estimate's degrees of freedom: the variance is itself uncertain, Gelman et al.,
@@ -44,7 +44,8 @@ NOT_REACHED = "not reproduced at this budget"  # no side has a pruned model with
 def isotonic_rows(values: np.ndarray) -> np.ndarray:
     """The least-squares non-decreasing fit of each row (equal weights), for short rows (a schedule's steps).
 
-    Uses the max-min formula f_k = max_{i<=k} min_{j>=k} mean(values[i..j]) (Barlow et al. 1972, thm. 1.4):
+    Uses the max-min formula f_k = max_{i<=k} min_{j>=k} mean(values[i..j]) (Barlow et al. 1972), the same fit
+    pool-adjacent-violators finds:
     O(K^3) per row, all rows at once, which for K <= ~12 steps beats a per-row pool-adjacent-violators loop."""
     values = np.asarray(values, dtype=float)
     if values.ndim != 2:
@@ -126,7 +127,7 @@ def seed_variance(losses_by_model: dict[str, Sequence[float]]) -> SeedNoise:
 
 @dataclass
 class GapReplicates:
-    """Every model's paired loss on every replicate of one split (replicate 0-free: the point is kept apart)."""
+    """Every model's paired loss on all images of one split (``point``) and on each bootstrap replicate."""
 
     point: np.ndarray  # (models,) loss against the reference on all images
     replicates: np.ndarray  # (replicates, models), seed noise included where asked
@@ -317,7 +318,7 @@ def near_cut(gaps: Sequence[Gap], confidence: float, margin: float = 3.0) -> lis
 
 @dataclass
 class SyntheticStudy:
-    """Sizes of a simulated comparison (``simulate``): as the study's, with known true costs."""
+    """Sizes of a simulated comparison (``simulate_decisions``): as the study's, with known true costs."""
 
     images: int = 10_000
     accuracy: float = 0.99  # the reference's

@@ -8,7 +8,8 @@ snapped or trained, which step is picked) used the validation images; the verdic
 (``gap.tolerance_factors`` times the study's): the ratio structured / irregular at the line and over the band below
 dense, their intervals, the probability that the structured side is cheaper with its Monte Carlo error, the Holm
 verdict of the claim's widths, and the same verdict from a second bootstrap seed (``gap.check_seed``): a verdict
-that a seed turns is marked, not hidden.
+that a seed turns is marked, not hidden. Where N:M models were priced, N:M against each side the same way (columns
+``base`` and ``challenger`` name the comparison; ``p_cheaper`` is the challenger's).
 """
 
 from __future__ import annotations
