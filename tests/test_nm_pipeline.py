@@ -18,7 +18,7 @@ from tests.conftest import run_every_stage, write_tiny_params
 @pytest.fixture(scope="module")
 def nm_run(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("nm")
-    params_file = write_tiny_params(out / "params.yaml", synthetic_root, weight_bits=[8])
+    params_file = write_tiny_params(out / "params.yaml", synthetic_root, weight_bits=[8, 1])  # binary: its own paths
     settings = yaml.safe_load(params_file.read_text())
     settings["baselines"] = {b: v for b, v in settings["baselines"].items() if b == "lenet5-mnist"}
     settings["compare"].update(baselines=["lenet5-mnist"], schemes=["irregular", "filter", "nm"], nm_baselines=["lenet5-mnist"])
