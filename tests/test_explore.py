@@ -306,3 +306,17 @@ def test_compare_headings_stand_apart_and_energies_have_thousands_separators(tin
     assert "data-compare-heading='first'>first<br>" in html and "data-compare-heading='second'>second<br>" in html
     energy = numbers["first"]["energy_nj"]
     assert energy >= 1000 and f"data-compare='first-energy_nj'>{energy:,.3f}<" in html and "," in f"{energy:,.3f}"
+
+
+def test_a_stored_nm_model_opens_each_layer_at_the_pattern_it_keeps() -> None:
+    from types import SimpleNamespace
+
+    from study.compression import nm
+
+    torch.manual_seed(0)
+    sparse, dense = torch.nn.Linear(32, 8), torch.nn.Linear(30, 8)  # 30 inputs: no groups of 4, left dense
+    with torch.no_grad():
+        sparse.weight.copy_(nm.project(sparse.weight, "1:4")[0])
+    session = SimpleNamespace(stored={"scheme": "nm", "weight_bits": 8}, layers={"fc1": sparse, "fc2": dense})
+    assert app.starting_point(session, "fc1") == {"scheme": "1:4", "rate": 4.0, "weight_bits": 8}
+    assert app.starting_point(session, "fc2")["scheme"] == "irregular"  # a dense layer: the fresh start, at the model's bits

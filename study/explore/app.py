@@ -16,8 +16,8 @@ import matplotlib.pyplot as plt
 import torch
 
 from study.compression import constraints
-from study.contract import PRUNING_SCHEMES, is_nm, nm_pattern
-from study.costs import encoding
+from study.contract import FULL_PRECISION_BITS, NM_SCHEME, PRUNING_SCHEMES, is_nm, nm_pattern
+from study.costs import encoding, storage
 from study.explore import compare, exercises
 from study.explore.figures import layer_figure
 from study.explore.layer import INDEX_FORMATS, SCHEME_CHOICES, STORAGE_PARTS, WEIGHT_BITS, Choice
@@ -60,12 +60,19 @@ def starting_point(session: Explorer, layer: str) -> dict[str, Any]:
     stored = session.stored or {}
     start = dict(FRESH_START)
     bits = int(stored.get("weight_bits", 32))
-    pruned = stored.get("scheme") in PRUNING_SCHEMES or is_nm(str(stored.get("scheme")))
+    scheme = str(stored.get("scheme"))
+    pruned = scheme in PRUNING_SCHEMES or scheme == NM_SCHEME or is_nm(scheme)
     if bits < 32 or pruned:
         start["weight_bits"] = bits
-    if is_nm(str(stored.get("scheme"))):
-        start["scheme"] = stored["scheme"]  # the pattern fixes the rate
-    elif stored.get("scheme") in PRUNING_SCHEMES:
+    if scheme == NM_SCHEME:  # the pattern this layer keeps (the cheapest, as stored), which fixes the rate
+        pattern = storage.layer_storage(session.layers[layer].weight.detach(), NM_SCHEME, FULL_PRECISION_BITS).get("pattern")
+        if pattern:
+            n, m = nm_pattern(pattern)
+            start.update(scheme=pattern, rate=m / n)
+    elif is_nm(scheme):
+        n, m = nm_pattern(scheme)
+        start.update(scheme=scheme, rate=m / n)
+    elif scheme in PRUNING_SCHEMES:
         weight = session.layers[layer].weight.detach()
         units = constraints.group_count(weight, stored["scheme"])
         kept = int(torch.count_nonzero(weight)) if stored["scheme"] == "irregular" else units - _empty_groups(weight, stored["scheme"])
