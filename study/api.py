@@ -18,7 +18,7 @@ import pandas as pd
 from torch import nn
 
 from study.compression import pruning, quantize
-from study.contract import FULL_PRECISION_BITS, PRUNING_SCHEMES, QUANTIZED_BITS, SCHEMES
+from study.contract import FULL_PRECISION_BITS, PRUNING_SCHEMES, QUANTIZED_BITS, SCHEMES, is_nm
 from study.core import models
 from study.costs import energy, model_file, pricing
 
@@ -91,15 +91,20 @@ def compress(model: nn.Module, *, scheme: str, rate: float, weight_bits: int = F
     """A copy of ``model`` pruned to ``rate`` (total / kept weights) by ``scheme`` in one exact projection and put on
     ``weight_bits`` levels, with no training: the explorer's "without retraining" model. Every layer the scheme can
     prune keeps the same fraction (``pruning.one_shot``); structured pruning removes whole channels where residual sums
-    and batch norm join them. ``study.price`` of the result is what it would weigh stored."""
-    shape = _checked(model, weight_bits, input_shape, scheme)
-    if scheme not in PRUNING_SCHEMES:
-        raise ValueError(f"scheme={scheme!r}; choose one of {list(PRUNING_SCHEMES)}")
+    and batch norm join them. An N:M pattern as ``scheme`` ("2:4") keeps N of every M in each layer whose inputs split
+    into groups of M (``rate`` is then ignored: the pattern's is M / N). ``study.price`` of the result is what it
+    would weigh stored (an N:M model with ``scheme="nm"``, or read from its zeros)."""
+    if scheme not in PRUNING_SCHEMES and not is_nm(scheme):
+        raise ValueError(f"scheme={scheme!r}; choose one of {list(PRUNING_SCHEMES)} or an N:M pattern such as 2:4")
+    shape = _checked(model, weight_bits, input_shape, None)
     if not rate >= 1:
         raise ValueError(f"rate={rate!r}: a pruning rate is total / kept weights, at least 1")
     compressed = copy.deepcopy(model)
     with _evaluating(compressed):
-        pruning.one_shot(compressed, scheme, float(rate), shape)
+        if is_nm(scheme):
+            pruning.one_shot_pattern(compressed, scheme)
+        else:
+            pruning.one_shot(compressed, scheme, float(rate), shape)
     if weight_bits != FULL_PRECISION_BITS:
         quantize.snap_to_levels(compressed, weight_bits, keep_support=True)
     return compressed

@@ -151,8 +151,9 @@ def main(argv: list[str] | None = None) -> int:
         sub.add_argument("--input-shape", type=_shape, help="one input, e.g. 3,32,32; default for a .stm file: its own")
         sub.add_argument("--arch", help="module:function that builds the model (needed for a state dict)")
         sub.add_argument("--arch-arg", action="append", default=[], help="key=value passed to --arch (repeatable)")
-        sub.add_argument("--scheme", help="irregular, filter, channel, column (dense: price/save only); "
-                                          "price and save read it from the zeros when not given")
+        sub.add_argument("--scheme", help="irregular, filter, channel, column, an N:M pattern such as 2:4 (compress), nm "
+                                          "(price, save), dense (price, save); price and save read it from the zeros "
+                                          "when not given")
         if verb == "compress":
             sub.add_argument("--rate", type=float, required=True, help="pruning rate: all weights / kept weights")
         if verb in ("compress", "save"):
@@ -163,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         form.add_argument("--json", dest="form", action="store_const", const="json", help="the table as JSON")
     args = parser.parse_args(argv)
     import study
+    from study.contract import NM_SCHEME, is_nm
     from study.costs.model_file import ModelFileError
 
     try:
@@ -171,9 +173,11 @@ def main(argv: list[str] | None = None) -> int:
         args.bits, args.input_shape = _defaults(args.model, header, args.bits, args.input_shape)
         if args.verb == "compress":
             if args.scheme is None:
-                raise CommandError("compress needs --scheme: irregular, filter, channel or column")
+                raise CommandError("compress needs --scheme: irregular, filter, channel, column or an N:M pattern (2:4)")
             net = study.compress(net, scheme=args.scheme, rate=args.rate, weight_bits=args.bits, input_shape=args.input_shape)
-        options = {"weight_bits": args.bits, "input_shape": args.input_shape, "scheme": args.scheme,
+        # a model compressed to an N:M pattern is priced and saved as an N:M model (each layer's own pattern)
+        scheme = NM_SCHEME if args.scheme is not None and is_nm(args.scheme) else args.scheme
+        options = {"weight_bits": args.bits, "input_shape": args.input_shape, "scheme": scheme,
                    "index_bits": args.index_bits}
         if args.verb in ("compress", "save") and args.out is not None:
             # a study model stays one: saved under its registry name it loads without --arch

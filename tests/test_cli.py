@@ -70,6 +70,19 @@ def test_compress_writes_a_file_whose_streams_are_its_price_and_save_and_price_r
     assert (folder / "lenet5.stm").read_bytes() == published.read_bytes()
 
 
+def test_compress_to_an_nm_pattern_writes_an_nm_model(vgg6_files) -> None:
+    folder = vgg6_files["folder"]
+    run = _study("compress", "vgg6.pt", "--scheme", "2:4", "--rate", "1", "--bits", "8", *VGG6, "--out", "semi.stm",
+                 "--json", cwd=folder)
+    assert run.returncode == 0, run.stderr
+    priced = json.loads(run.stdout)
+    assert priced["scheme"] == "nm" and {r["format"].split(" ")[0] for r in priced["layers"][:-1]} >= {"dense", "nm_min"}
+    from study.costs import model_file
+
+    header = model_file.read_header(folder / "semi.stm")  # conv1 (one input channel x 3 x 3) stays dense
+    assert header["scheme"] == "nm" and header["stream_bits"] == priced["layers"][-1]["total bits"]
+
+
 def test_a_published_study_model_needs_no_architecture(tmp_path) -> None:
     published = REPO / "models" / "published" / "lenet5-mnist" / "admm-irregular-step2-8bit.stm"
     run = _study("price", str(published), cwd=tmp_path)  # its bits and input shape read from the file

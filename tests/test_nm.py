@@ -226,3 +226,23 @@ def test_a_model_pruned_to_a_pattern_is_read_as_nm_and_a_very_sparse_irregular_o
         for layer in models.prunable_layers(net).values():
             layer.weight.mul_((torch.rand_like(layer.weight) < 0.01).float())  # 100x irregular: at most 2 of 8 nearly everywhere
     assert pricing.detect_scheme(net) == "irregular"
+
+
+def test_the_public_api_compresses_prices_saves_and_loads_an_nm_model(tmp_path) -> None:
+    import study
+    from study.core import models
+
+    torch.manual_seed(4)
+    net = models.build_model("lenet5")
+    small = study.compress(net, scheme="2:4", rate=1, weight_bits=8, input_shape=(1, 28, 28))
+    table = study.price(small, weight_bits=8, input_shape=(1, 28, 28))  # the scheme read from the zeros
+    assert table.attrs["scheme"] == "nm"
+    layers = table[table["layer"] != "total"] if "layer" in table else table
+    assert {"nm_hw", "nm_min"} & set(layers["format"].astype(str).str.split(" ").str[0])
+    path = tmp_path / "lenet-2of4.stm"
+    study.save(small, path, weight_bits=8, input_shape=(1, 28, 28), name="lenet5")
+    again = study.load(path)
+    for (name, a), b in zip(models.prunable_layers(small).items(), models.prunable_layers(again).values()):
+        assert torch.equal(a.weight, b.weight), name
+    with pytest.raises(ValueError, match="an N:M pattern such as 2:4"):
+        study.compress(net, scheme="2of4", rate=2, weight_bits=8, input_shape=(1, 28, 28))
