@@ -5,13 +5,14 @@
 Simulated comparisons at the study's sizes (``study.report.gap.simulate_decisions``): 10,000 test images, the
 reference's accuracy, the share of images on which a pruned model and the reference differ near the line, the pools
 (2 irregular schedules: ADMM and magnitude; 4 structured: ADMM filter, channel, column and L1 filter), 6 steps a
-schedule, the measured training-seed sd of a schedule's loss with 2 degrees of freedom, and one claim's 4 widths
+schedule 1.45x apart whose loss rises as a knee (about two tolerances per e-fold rate near the line, as the study's
+schedules do), the measured training-seed sd of a schedule's loss with 2 degrees of freedom, and one claim's 4 widths
 as a Holm family. Each network's row is measured on its own test split (results/frontier, results/seeds). Printed:
 per network and true ratio structured / irregular at the line, the share of simulated studies in which the claim is
 decided (any width) for each side, with a 95% Wilson interval. With equal sides (ratio 1) a decision either way is
 an error: the rule promises at most 5%. With structured 1.5x dearer, "does not hold" is the right call (power).
-The stage uses 20,000 replicates; 1,000 here keep the run near twenty minutes on 2 cores (the Monte Carlo error of a replicate
-count moves a probability near the cut, not the rate of decisions by more than it).
+The stage uses 20,000 replicates; 1,000 here keep the run near twenty-five minutes on 2 cores (the replicate count
+moves a probability near its cut by its Monte Carlo error, not the rate of decisions by more than that).
 """
 
 from __future__ import annotations
