@@ -101,10 +101,7 @@ def compress(model: nn.Module, *, scheme: str, rate: float, weight_bits: int = F
         raise ValueError(f"rate={rate!r}: a pruning rate is total / kept weights, at least 1")
     compressed = copy.deepcopy(model)
     with _evaluating(compressed):
-        if is_nm(scheme):
-            pruning.one_shot_pattern(compressed, scheme)
-        else:
-            pruning.one_shot(compressed, scheme, float(rate), shape)
+        pruning.one_shot(compressed, scheme, float(rate), shape)
     if weight_bits != FULL_PRECISION_BITS:
         quantize.snap_to_levels(compressed, weight_bits, keep_support=True)
     return compressed

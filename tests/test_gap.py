@@ -57,7 +57,7 @@ def _gap(probability: float, reached: bool = True) -> gap.Gap:
 def test_family_verdicts_decide_each_width_in_its_direction_after_holm() -> None:
     found = gap.family_verdicts([_gap(0.999), _gap(0.001), _gap(0.96), _gap(0.5, reached=False)], 0.95)
     # two-sided p: 0.002, 0.002, 0.08 (three tested): 0.002 <= 0.05/3, 0.002 <= 0.05/2, 0.08 > 0.05
-    assert found == [HOLDS, DOES_NOT_HOLD, UNDECIDED, gap.NOT_REACHED]
+    assert found == [HOLDS, DOES_NOT_HOLD, UNDECIDED, gap.NOT_AT_BUDGET]
     # two-sided p 0.048 against the cut 0.05, Monte Carlo error 2 x 0.001: within three errors; 0.03 is not
     assert gap.near_cut([_gap(0.976)], 0.95) == [True] and gap.near_cut([_gap(0.985)], 0.95) == [False]
     # in a family of two the first threshold is 0.05 / 2: 0.03 is then within three errors of it

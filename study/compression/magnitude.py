@@ -78,6 +78,7 @@ def run_schedule(model: nn.Module, splits: Mapping[str, Split], rates: list[floa
     by default; ``study.compression.l1_filter`` passes whole-filter pruning)."""
     training.seed_everything(retrain.seed)
     run, misses = MagnitudeRun(), 0
+    stop_at = tolerance_pp if stop_tolerance_pp is None else stop_tolerance_pp
     for index, rate in enumerate(rates):
         with phase(f"step {index + 1}/{len(rates)} at {rate:g}x"):
             prune_to(model, rate)
@@ -91,7 +92,7 @@ def run_schedule(model: nn.Module, splits: Mapping[str, Split], rates: list[floa
                 "per_layer": kept_fractions(plain),
                 "checkpoint": save_step(index + 1, rate, plain)}
         run.steps.append(step)
-        misses = misses + 1 if step_clearly_outside(step, tolerance_pp if stop_tolerance_pp is None else stop_tolerance_pp) else 0
+        misses = misses + 1 if step_clearly_outside(step, stop_at) else 0
         line(f"step {index + 1} done", rate=round(step["pruning_rate"], 1), val_accuracy=val,
              test_accuracy=step["test_accuracy"], within_tolerance=step_within_tolerance(step, tolerance_pp))
         if misses >= stop_after_misses:

@@ -320,27 +320,15 @@ def constraint_sets(model: nn.Module, scheme: str, keep: Mapping[str, float], in
 
 
 @torch.no_grad()
-def one_shot_pattern(model: nn.Module, pattern: str) -> dict[str, torch.Tensor]:
-    """Prune ``model`` in place to an N:M ``pattern`` in one projection, no training: every layer whose inputs split
-    into groups of M (``nm_keep``), as ADMM's last projection of an N:M step puts it. Returns the 0/1 masks."""
-    keep = nm_keep(model, pattern, {ALL_LAYERS: 1.0})
-    projections, _, _ = constraint_sets(model, pattern, keep, ())
-    layers = prunable_layers(model)
-    masks = {}
-    for name, project in projections.items():
-        weight, mask = project(layers[name].weight)
-        layers[name].weight.copy_(weight)
-        masks[name] = mask.to(weight.dtype)
-    return masks
-
-
-@torch.no_grad()
 def one_shot(model: nn.Module, scheme: str, rate: float, input_shape: tuple[int, ...]) -> dict[str, torch.Tensor]:
     """Prune ``model`` in place to ``rate`` (total / kept weights) in one projection, no training: every layer the
     scheme can prune keeps the same fraction (``step_keep``'s density split with equal weights), each onto its set
     exactly as ADMM's last projection puts it; a removed filter's bias and batch norm go to zero with it, so its
-    channel is exactly zero downstream and compaction can take it out. Returns the 0/1 masks by parameter name."""
-    keep = step_keep(model, rate, "density", {ALL_LAYERS: 1.0}, scheme=scheme, input_shape=input_shape)
+    channel is exactly zero downstream and compaction can take it out. An N:M pattern as ``scheme`` ("2:4") prunes
+    every layer whose inputs split into groups of M to it (``nm_keep``; ``rate`` is the pattern's). Returns the 0/1
+    masks by parameter name."""
+    keep = (nm_keep(model, scheme, {ALL_LAYERS: 1.0}) if is_nm(scheme) else
+            step_keep(model, rate, "density", {ALL_LAYERS: 1.0}, scheme=scheme, input_shape=input_shape))
     projections, joint, spaces = constraint_sets(model, scheme, keep, input_shape)
     layers = prunable_layers(model)
     projected = {n: project(layers[n].weight) for n, project in projections.items()}

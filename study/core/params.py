@@ -519,11 +519,6 @@ class Params(_Strict):
                 where = f"prune.{baseline}.{scheme}"
                 if scheme not in (*PRUNING_SCHEMES, NM_SCHEME):
                     raise ValueError(f"{where}: unknown pruning scheme {scheme!r}; valid schemes: {[*PRUNING_SCHEMES, NM_SCHEME]}")
-                if scheme == NM_SCHEME:  # every named layer prunes to the pattern where its inputs split into groups of M
-                    unknown = [layer for layer in schedule.density_weights if layer != ALL_LAYERS and layer not in layers]
-                    if unknown:
-                        raise ValueError(f"{where}.density_weights: the model has no layer(s) {unknown}; its layers: {list(layers)}")
-                    continue
                 if schedule.allocation == "magnitude" and scheme != "irregular":
                     raise ValueError(f"{where}.allocation: 'magnitude' ranks single weights and applies to irregular "
                                      "pruning only; use 'density' for structured schemes")
@@ -532,7 +527,8 @@ class Params(_Strict):
                         continue
                     if layer not in layers:
                         raise ValueError(f"{where}.density_weights.{layer}: the model has no layer {layer!r}; its layers: {list(layers)}")
-                    if group_count(layers[layer].weight, scheme) == 1:
+                    # an N:M step prunes every named layer whose inputs split into groups of M: no unit count to check
+                    if scheme != NM_SCHEME and group_count(layers[layer].weight, scheme) == 1:
                         raise ValueError(
                             f"{where}.density_weights.{layer}: {layer} has a single {scheme} unit and cannot be "
                             f"{scheme}-pruned; remove it from density_weights (it then stays dense)"

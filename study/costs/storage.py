@@ -80,6 +80,7 @@ def layer_storage(weight: object, scheme: str, weight_bits: int, index_bits: int
     if scheme not in SCHEMES and not is_nm(scheme):  # SCHEMES holds "nm": the cheapest pattern each layer keeps
         raise ValueError(f"scheme={scheme!r}; allowed: {list(SCHEMES)} or an N:M pattern such as 2:4")
     matrix, shape = encoding.as_matrix(weight)
+    semi = is_nm(scheme) or scheme == NM_SCHEME
     candidates: list[tuple[str, int | str]]  # (format, run-length width or N:M pattern)
     if scheme == "dense":
         candidates = [("dense", 0)]
@@ -94,7 +95,7 @@ def layer_storage(weight: object, scheme: str, weight_bits: int, index_bits: int
                 candidates.append((fmt, width))
             else:
                 candidates.append((fmt, 0))
-    elif is_nm(scheme) or scheme == NM_SCHEME:
+    elif semi:
         patterns = NM_PATTERNS if scheme == NM_SCHEME else (scheme,)
         candidates = [("dense", 0), *((fmt, pattern) for pattern in patterns for fmt in encoding.NM_FORMATS)]
     else:
@@ -109,7 +110,6 @@ def layer_storage(weight: object, scheme: str, weight_bits: int, index_bits: int
         except encoding.EncodingError as error:
             # dense storage of a pruned layer needs a code for zero, which its 2^b survivor levels leave none for;
             # an N:M format refuses a layer that does not keep the pattern
-            semi = is_nm(scheme) or scheme == NM_SCHEME
             if not (fmt in encoding.NM_FORMATS or (fmt == "dense" and (scheme == "irregular" or semi))):
                 raise
             refused.append(str(error))

@@ -32,7 +32,8 @@ from study.report.uncertainty import Evidence
 PAPER = "Wang, Ye, He, Ma et al., arXiv 1907.02124"
 
 
-HOLDS, DOES_NOT_HOLD, NOT_AT_BUDGET, NOT_MEASURED = "holds", "does not hold", "not reproduced at this budget", "not measured"
+HOLDS, DOES_NOT_HOLD, NOT_MEASURED = "holds", "does not hold", "not measured"
+NOT_AT_BUDGET = frontier.NOT_AT_BUDGET  # also where no side has a pruned model within a frontier claim's line
 UNDECIDED = frontier.UNDECIDED  # a frontier verdict the cost gap does not settle (see frontier_claims)
 VERDICTS = (HOLDS, DOES_NOT_HOLD, UNDECIDED, NOT_AT_BUDGET, NOT_MEASURED)
 PROBABILITY = "P(claimed side ahead)"  # per network: structured cheaper, N:M cheaper (its rows), ADMM higher (prior art)
@@ -219,16 +220,16 @@ def frontier_claims(verdicts: pd.DataFrame, on_chip_kb: float, split: str = "tes
     were priced too, one row per claim for N:M against each side follows (``PROBABILITY``: that N:M is cheaper)."""
     rows = []
     for claim, (text, published, unit, quantized_only) in FRONTIER_CLAIMS.items():
-        found = _comparison(verdicts, ("irregular", "structured"), claim, quantized_only, split, unit)
+        found = _comparison(verdicts, frontier.SIDES, claim, quantized_only, split, unit)
         text = text.format(on_chip_kb=on_chip_kb)
         if found is None:
             rows.append(_row(text, published, "-", None) | {PROBABILITY: ""})
             continue
         ours, verdict, probabilities = found
         rows.append(_row(text, published, ours, verdict) | {PROBABILITY: probabilities})
-    for base in ("irregular", "structured"):
+    for base in frontier.SIDES:
         for claim, (text, unit, quantized_only) in NM_CLAIMS.items():
-            found = _comparison(verdicts, (base, "nm"), claim, quantized_only, split, unit)
+            found = _comparison(verdicts, (base, frontier.NM_SIDE), claim, quantized_only, split, unit)
             if found is not None:
                 ours, verdict, probabilities = found
                 rows.append(_row(text.format(base=base, on_chip_kb=on_chip_kb), "(not in the paper)", ours, verdict)
@@ -250,7 +251,7 @@ def tolerance_table(claims_by_network: dict[str, pd.DataFrame], tolerance_pp: di
         mine = table[table["split"] == split]
         for (base, challenger, claim), group in mine.groupby(["base", "challenger", "claim"], sort=False):
             short = SHORT_CLAIMS.get(claim, claim).replace("on chip", f"on chip ({on_chip_kb:g} KB)")
-            row = {"network": network, "claim": short if (base, challenger) == ("irregular", "structured")
+            row = {"network": network, "claim": short if (base, challenger) == frontier.SIDES
                    else f"{short}: {SIDE_NAMES[challenger]} against {SIDE_NAMES[base]}"}
             for r in group.sort_values("tolerance_factor").itertuples():
                 row[f"{r.tolerance_factor:g}x tolerance"] = f"{r.verdict} ({r.tolerance_factor * tolerance_pp[network]:g} pp)"

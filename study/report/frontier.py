@@ -32,11 +32,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from study import contract
+from study.contract import NM_SCHEME
 
 HOLDS, DOES_NOT_HOLD, UNDECIDED, NOT_MEASURED = "holds", "does not hold", "undecided at this budget", "not measured"
 SIDES = ("irregular", "structured")
 NM_SIDE = "nm"  # semi-structured N:M pruning: a third side, judged against each of the two
 BOTH = "both"  # the unpruned model: each side's rate-1 point
+NOT_AT_BUDGET = "not reproduced at this budget"  # a width where no side has a pruned model within the line
 SPLITS = ("val", "test")  # every model is judged on both: validation builds the pools, test confirms
 CONFIDENCE = 0.95  # a verdict needs this share of the replicates; 1 - CONFIDENCE is the chance it is the images' doing
 MIN_RESAMPLES = 2000  # percentile statements at 95% need a few thousand replicates (Efron & Tibshirani 1993, sec. 13.3)
@@ -44,6 +46,11 @@ BAND = 0.90  # the frontier figure's bootstrap band: 5th to 95th percentile
 # Accuracies are whole images over n, levels a difference of such fractions: a model exactly on a level must not
 # fall below it by a rounding error.
 ROUNDING = 1e-12
+
+
+def side_of(scheme: str) -> str:
+    """The side a model of ``scheme`` belongs to: irregular, N:M, structured (filter, channel, column), or both (dense)."""
+    return BOTH if scheme == "dense" else NM_SIDE if scheme == NM_SCHEME else "irregular" if scheme == "irregular" else "structured"
 
 
 def frontier(costs: np.ndarray, accuracies: np.ndarray, levels: np.ndarray | float) -> np.ndarray:

@@ -10,7 +10,6 @@ from study.report import frontier as fr
 
 SIDE_COLOURS = {"irregular": "#c44e52", "structured": "#4c72b0", fr.NM_SIDE: "#55a868"}
 MARKERS = {"dense": "*", "irregular": "o", "filter": "s", "channel": "^", "column": "D", "nm": "P"}
-SIDE_OF = {"irregular": "irregular", "nm": fr.NM_SIDE}  # every other pruning scheme is structured
 PANELS = {"storage_kb": ("stored size (KB)", 1.0), "energy_nj": ("energy per inference, weights from DRAM (uJ)", 1e-3)}
 
 
@@ -39,8 +38,7 @@ def plot_frontiers(models: pd.DataFrame, curves: pd.DataFrame, network: str, tol
                                 color=colour, alpha=0.18, lw=0)
             points = models[(models["weight_bits"] == bits) & (models["val_accuracy"] * 100 >= line - 3 * tolerance_pp)]
             for (scheme, method), group in points.groupby(["scheme", "method"], sort=False):
-                side = SIDE_OF.get(scheme, "structured")
-                colour = "black" if scheme == "dense" else SIDE_COLOURS[side]
+                colour = "black" if scheme == "dense" else SIDE_COLOURS[fr.side_of(scheme)]
                 filled = method in ("ADMM", "dense")
                 ax.scatter(100 * group["val_accuracy"], group[cost] * scale, marker=MARKERS.get(scheme, "o"), s=36,
                            facecolors=colour if filled else "none", edgecolors=colour, label=point_label(method, scheme), zorder=3)

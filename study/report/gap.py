@@ -34,11 +34,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from study.report.frontier import DOES_NOT_HOLD, HOLDS, ROUNDING, SIDES, UNDECIDED, resample_counts
+from study.report.frontier import DOES_NOT_HOLD, HOLDS, NOT_AT_BUDGET, ROUNDING, SIDES, UNDECIDED, resample_counts
 
 MAIN_PAIR = SIDES  # (base, challenger): the paper's claim, structured against irregular
-
-NOT_REACHED = "not reproduced at this budget"  # no side has a pruned model within the line at this width
 
 
 def isotonic_rows(values: np.ndarray) -> np.ndarray:
@@ -299,7 +297,7 @@ def family_verdicts(gaps: Sequence[Gap], confidence: float) -> list[str]:
     family-wise 1 - ``confidence``, undecided where it does not, not reproduced where neither side reaches."""
     p_values = [two_sided(g.probability) if g.reached else float("nan") for g in gaps]
     rejected = holm(p_values, 1 - confidence)
-    return [NOT_REACHED if not g.reached else (HOLDS if g.probability > 0.5 else DOES_NOT_HOLD) if r else UNDECIDED
+    return [NOT_AT_BUDGET if not g.reached else (HOLDS if g.probability > 0.5 else DOES_NOT_HOLD) if r else UNDECIDED
             for g, r in zip(gaps, rejected)]
 
 

@@ -28,7 +28,7 @@ import torch
 from study import paths
 from study.compression import quantize
 from study import contract
-from study.contract import FULL_PRECISION_BITS, NM_SCHEME, STRUCTURED_SCHEMES
+from study.contract import FULL_PRECISION_BITS, STRUCTURED_SCHEMES
 from study.core import artifacts, catalog, models, training
 from study.core.params import Params
 from study.costs import energy, storage
@@ -40,10 +40,6 @@ from study.stages.common import StageResult, begin, finish, load_splits, write_t
 CLAIMS = {"storage_kb": "storage (KB)", "energy_nj": "energy, weights from DRAM (nJ)",
           "energy_on_chip_nj": "energy, weights on chip (nJ)"}
 SPLITS = fr.SPLITS
-
-
-def side_of(scheme: str) -> str:
-    return fr.BOTH if scheme == "dense" else fr.NM_SIDE if scheme == NM_SCHEME else "irregular" if scheme == "irregular" else "structured"
 
 
 def model_costs(net: torch.nn.Module, scheme: str, bits: int, model_name: str, params: Params) -> dict[str, float]:
@@ -108,7 +104,7 @@ def price_and_judge(rows: list[dict], model_name: str, splits: dict, params: Par
         costs = model_costs(net, row["scheme"], row["weight_bits"], model_name, params)
         stored_nonzero = costs.pop("stored_nonzero")  # of the stored model: compacted where the scheme is structured
         table.append({"id": name, **{k: v for k, v in row.items() if k != "checkpoint"},
-                      "side": side_of(row["scheme"]),
+                      "side": fr.side_of(row["scheme"]),
                       "pruning_rate": models.count_weights(net) / max(1, models.count_nonzero_weights(net)),
                       "compact_pruning_rate": models.count_weights(net) / max(1, stored_nonzero)
                       if row["scheme"] in STRUCTURED_SCHEMES else None,
