@@ -167,3 +167,25 @@ def test_the_recorded_verdicts_are_the_same_with_the_second_bootstrap_seed(netwo
     record = json.loads((REPO / "results" / "verdicts" / f"{network}.json").read_text())
     assert record["turned_by_check_seed"] == 0 and record["resamples"] >= 20000
     assert (table["mc_error"] <= 0.0036).all()
+
+
+def test_a_split_with_a_verdict_near_its_cut_is_drawn_again_with_more_replicates(monkeypatch) -> None:
+    """The sequential stop: a verdict within 3 Monte Carlo errors of its cut redraws its split with refine_factor
+    times the replicates (every row of that split then reports them, with the smaller Monte Carlo error)."""
+    params = load_params(REPO / "params.yaml")
+    once = params.model_copy(update={"gap": params.gap.model_copy(update={"resamples": 300, "refine_factor": 1})})
+    params = params.model_copy(update={"gap": params.gap.model_copy(update={"resamples": 300, "refine_factor": 4})})
+    correct, reference, schedules, costs = _frontier(structured_shift=np.log(3.0))
+    models = pd.DataFrame({"id": [f"m{i}" for i in range(len(costs))], "weight_bits": 32, "storage_kb": costs,
+                           "energy_nj": costs, "energy_on_chip_nj": costs, "method": ["dense"] + ["ADMM"] * 6,
+                           "scheme": ["dense"] + ["irregular"] * 3 + ["column"] * 3, "step": [0, 1, 2, 3, 1, 2, 3],
+                           "side": ["both"] + ["irregular"] * 3 + ["structured"] * 3})
+    hits = {f"{split}/m{i}": row for split in ("val", "test") for i, row in enumerate(correct)}
+    plain = stage.gap_table(models, hits, gap.SeedNoise(1e-7, 2), 0.4, once, seed=0)
+    assert (plain["resamples"] == 300).all()
+    monkeypatch.setattr(gap, "near_cut", lambda gaps, confidence: [True] * len(gaps))  # every verdict at its cut
+    refined = stage.gap_table(models, hits, gap.SeedNoise(1e-7, 2), 0.4, params, seed=0)
+    assert (refined.loc[refined["split"] == params.gap.split, "resamples"] == 1200).all()
+    assert (refined.loc[refined["split"] != params.gap.split, "resamples"] == 300).all()  # only the verdict's split
+    on_split = refined["split"] == params.gap.split
+    assert (refined["mc_error"] < plain["mc_error"])[on_split].sum() > on_split.sum() / 2  # a quarter of the variance

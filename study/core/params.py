@@ -118,6 +118,8 @@ class GapParams(_Strict):
 
     resamples: int = Field(20000, ge=200, description="two-level bootstrap replicates (seed noise, then images) per split")
     check_seed: int = Field(1, ge=0, description="a second bootstrap seed (not `seed`): the verdicts it gives are recorded beside")
+    refine_factor: int = Field(4, ge=1, description="where a verdict on `split` lies within 3 Monte Carlo errors of its cut, "
+                                                    "the split is drawn again with this many times the replicates (1: never)")
     split: Literal["val", "test"] = Field("test", description="the split the verdict is read on (test: no choice saw it)")
     tolerance_factors: list[float] = Field(default_factory=lambda: [0.5, 1.0, 1.5],
                                            description="tolerances the verdicts are drawn at, times the study's; 1 among them")

@@ -76,31 +76,46 @@ def gap_table(models: pd.DataFrame, correct: dict[str, np.ndarray], noise: gap.S
               params: Params, seed: int) -> pd.DataFrame:
     """Every comparison and claim at every width, split and tolerance factor, each comparison's claim decided per
     family (its widths) by Holm. ``p_cheaper``: the probability that the challenger is the cheaper side at the line."""
-    settings, confidence = params.gap, params.verdicts.confidence
     widths = sorted((int(b) for b in models["weight_bits"].unique()), reverse=True)
     reference = models.index[(models["scheme"] == "dense") & (models["weight_bits"] == FULL_PRECISION_BITS)][0]
     schedules = {b: schedules_at(models, b) for b in widths}
-    claims = [c for c in FRONTIER_CLAIMS if c in models]
     rows = []
     for split in SPLITS:
-        stacked = np.stack([correct[f"{split}/{i}"] for i in models["id"]])
-        every = [s for b in widths for s in schedules[b]]
-        losses = gap.paired_losses(stacked, stacked[reference], every, noise, settings.resamples, seed)
-        fitted = {b: gap.FittedSplit.of(losses, schedules[b]) for b in widths}
-        for pair in pairs_of(models):
-            for factor in settings.tolerance_factors:
-                tolerance = factor * tolerance_pp / 100
-                for claim in claims:
-                    costs = models[claim].to_numpy(dtype=float)
-                    family = claim_widths(claim, widths)
-                    gaps = [gap.gap_at(fitted[b], costs, schedules[b], tolerance, params.verdicts.levels, confidence, pair)
-                            for b in family]
-                    for b, g, verdict, near in zip(family, gaps, gap.family_verdicts(gaps, confidence), gap.near_cut(gaps, confidence)):
-                        rows.append({"base": pair[0], "challenger": pair[1], "claim": claim, "weight_bits": b, "split": split,
-                                     "tolerance_factor": factor, "tolerance_pp": factor * tolerance_pp, "verdict": verdict,
-                                     "p_cheaper": g.probability, "p_two_sided": gap.two_sided(g.probability), "near_cut": near}
-                                    | {k: v for k, v in asdict(g).items() if k not in ("probability", "reached")})
+        hits = np.stack([correct[f"{split}/{i}"] for i in models["id"]])
+        # A sequential stop: drawn once at `resamples`; where a verdict of the split it is read on lies within 3 Monte
+        # Carlo errors of its cut (one that another bootstrap seed could turn), that split is drawn again with
+        # `refine_factor` times as many (the other split's P only stands beside it: not worth the time).
+        split_rows = _split_rows(models, schedules, split, hits, reference, noise, tolerance_pp, params, params.gap.resamples, seed)
+        if split == params.gap.split and params.gap.refine_factor > 1 and any(r["near_cut"] for r in split_rows):
+            split_rows = _split_rows(models, schedules, split, hits, reference, noise, tolerance_pp, params,
+                                     params.gap.refine_factor * params.gap.resamples, seed)
+        rows += split_rows
     return pd.DataFrame(rows)
+
+
+def _split_rows(models: pd.DataFrame, schedules: dict[int, list], split: str, split_hits: np.ndarray, reference: int,
+                noise: gap.SeedNoise, tolerance_pp: float, params: Params, resamples: int, seed: int) -> list[dict]:
+    """One split's rows of ``gap_table``, from ``resamples`` replicates."""
+    settings, confidence = params.gap, params.verdicts.confidence
+    widths = sorted(schedules, reverse=True)
+    every = [s for b in widths for s in schedules[b]]
+    losses = gap.paired_losses(split_hits, split_hits[reference], every, noise, resamples, seed)
+    fitted = {b: gap.FittedSplit.of(losses, schedules[b]) for b in widths}
+    rows = []
+    for pair in pairs_of(models):
+        for factor in settings.tolerance_factors:
+            tolerance = factor * tolerance_pp / 100
+            for claim in (c for c in FRONTIER_CLAIMS if c in models):
+                costs = models[claim].to_numpy(dtype=float)
+                family = claim_widths(claim, widths)
+                gaps = [gap.gap_at(fitted[b], costs, schedules[b], tolerance, params.verdicts.levels, confidence, pair)
+                        for b in family]
+                for b, g, verdict, near in zip(family, gaps, gap.family_verdicts(gaps, confidence), gap.near_cut(gaps, confidence)):
+                    rows.append({"base": pair[0], "challenger": pair[1], "claim": claim, "weight_bits": b, "split": split,
+                                 "tolerance_factor": factor, "tolerance_pp": factor * tolerance_pp, "verdict": verdict,
+                                 "p_cheaper": g.probability, "p_two_sided": gap.two_sided(g.probability), "near_cut": near}
+                                | {k: v for k, v in asdict(g).items() if k not in ("probability", "reached")})
+    return rows
 
 
 def combined(table: pd.DataFrame) -> pd.DataFrame:
