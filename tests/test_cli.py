@@ -64,7 +64,7 @@ def test_compress_writes_a_file_whose_streams_are_its_price_and_save_and_price_r
     saved = _study("save", "small.stm", "--bits", "8", *VGG6, "--out", "copy.stm", cwd=folder)
     assert saved.returncode == 0, saved.stderr
     assert study.costs.model_file.read_header(folder / "copy.stm")["stream_bits"] == header["stream_bits"]
-    published = REPO / "models" / "published" / "lenet5-mnist" / "admm-irregular-step2-8bit.stm"
+    published = REPO / "models" / "published" / "lenet5-mnist" / "admm-irregular-step4-8bit.stm"
     again = _study("save", str(published), "--out", "lenet5.stm", cwd=folder)  # a study model stays one: loads alone
     assert again.returncode == 0, again.stderr
     assert (folder / "lenet5.stm").read_bytes() == published.read_bytes()
@@ -84,7 +84,7 @@ def test_compress_to_an_nm_pattern_writes_an_nm_model(vgg6_files) -> None:
 
 
 def test_a_published_study_model_needs_no_architecture(tmp_path) -> None:
-    published = REPO / "models" / "published" / "lenet5-mnist" / "admm-irregular-step2-8bit.stm"
+    published = REPO / "models" / "published" / "lenet5-mnist" / "admm-irregular-step4-8bit.stm"
     run = _study("price", str(published), cwd=tmp_path)  # its bits and input shape read from the file
     assert run.returncode == 0, run.stderr
     last = run.stdout.strip().splitlines()[-1].split()
