@@ -127,3 +127,16 @@ def test_the_paper_profile_validates_without_data() -> None:
     items = stage_items(params)
     assert len([n for n in items if n.startswith("prune@")]) == 16
     assert len([n for n in items if n.startswith("quantize@")]) == 4 * 4 * 3
+
+
+def test_an_nm_pattern_written_back_unquoted_stays_a_pattern(tmp_path) -> None:
+    """`dvc exp run -S` writes params.yaml back as YAML 1.2, where 2:4 needs no quotes; PyYAML's YAML 1.1 would read
+    it as the base-60 integer 124 and refuse every N:M schedule."""
+    from study.core.params import read_yaml
+
+    assert read_yaml("patterns: [2:4, 1:8]\nrates: [2, 0x10, 1_000]\nlr: 5.0e-4") == {
+        "patterns": ["2:4", "1:8"], "rates": [2, 16, 1000], "lr": 5.0e-4}
+    written_back = (REPO / "params.yaml").read_text().replace('["2:4", "1:4", "1:8"]', "[2:4, 1:4, 1:8]")
+    assert "[2:4, 1:4, 1:8]" in written_back
+    (tmp_path / "params.yaml").write_text(written_back)
+    assert load_params(tmp_path / "params.yaml").prune["lenet5-mnist"]["nm"].patterns == ["2:4", "1:4", "1:8"]

@@ -12,6 +12,7 @@ stage imports this schema, and each DVC stage depends on the modules it imports.
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 from typing import Any, Literal
@@ -575,12 +576,31 @@ def validate(section: type[BaseModel], values: dict[str, Any], source: str) -> A
         raise ParamsError(_format(exc, source)) from None
 
 
+class _Yaml12Loader(yaml.SafeLoader):
+    """PyYAML reads YAML 1.1, where an unquoted 2:4 is the base-60 integer 124; YAML 1.2 (and DVC, which writes
+    params.yaml back unquoted when `dvc exp run -S` sets a value) reads it as the string "2:4". This loader resolves
+    integers as 1.2 does, so an N:M pattern stays a pattern whoever wrote the file."""
+
+
+_Yaml12Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:int"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_Yaml12Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:int", re.compile(r"^(?:[-+]?0b[0-1_]+|[-+]?0[0-7_]+|[-+]?(?:0|[1-9][0-9_]*)|[-+]?0x[0-9a-fA-F_]+)$"),
+    list("-+0123456789"))
+
+
+def read_yaml(text: str) -> Any:
+    """A params file's values (integers as YAML 1.2 reads them: ``_Yaml12Loader``)."""
+    return yaml.load(text, Loader=_Yaml12Loader)  # noqa: S506 (a SafeLoader subclass)
+
+
 def load_params(path: Path | str = "params.yaml") -> Params:
     path = Path(path)
     if not path.is_file():
         raise ParamsError(f"{path} does not exist; the repository ships one at its top level")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = read_yaml(path.read_text())
     except yaml.YAMLError as exc:
         raise ParamsError(f"{path} is not valid YAML: {exc}") from None
     if not isinstance(raw, dict):
