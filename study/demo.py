@@ -28,8 +28,9 @@ import numpy as np
 import yaml
 
 from study import paths
+from study.contract import NM_SCHEME
 from study.core import data
-from study.core.params import ParamsError, load_params
+from study.core.params import ParamsError, load_params, read_yaml
 from study.progress import phase
 from study.stages.launch import stage_items
 
@@ -60,12 +61,16 @@ def demo_params(study: dict[str, Any], data_root: str, val_size: int = VAL_IMAGE
     baseline = params["compare"]["baselines"][0]
     params["data"] = {"root": data_root, "val_size": val_size, "check_sha256": False}  # a sample, not the published files
     params["baselines"] = {baseline: {**params["baselines"][baseline], "epochs": PROFILE["epochs"]}}
-    params["compare"] = {**params["compare"], "baselines": [baseline], "weight_bits": PROFILE["weight_bits"]}
+    params["compare"] = {**params["compare"], "baselines": [baseline], "weight_bits": PROFILE["weight_bits"],
+                         "nm_baselines": [baseline] if NM_SCHEME in params["compare"]["schemes"] else []}
     params["admm"]["tolerance_pp"] = PROFILE["tolerance_pp"]
     params["prune"] = {baseline: params["prune"][baseline]}
     for scheme, schedule in params["prune"][baseline].items():
-        rates = PROFILE["irregular_rates"] if scheme == "irregular" else PROFILE["structured_rates"]
-        schedule.update(rates=rates, admm_epochs=PROFILE["admm_epochs"], retrain_epochs=PROFILE["retrain_epochs"])
+        if scheme == NM_SCHEME:  # N:M steps through its patterns (their rates are fixed): the first two, 2x and 4x
+            schedule["patterns"] = schedule["patterns"][:2]
+        else:
+            schedule["rates"] = PROFILE["irregular_rates"] if scheme == "irregular" else PROFILE["structured_rates"]
+        schedule.update(admm_epochs=PROFILE["admm_epochs"], retrain_epochs=PROFILE["retrain_epochs"])
         schedule.pop("stop_after_misses", None)
     params["quantize"] = {baseline: {**params["quantize"][baseline], **PROFILE["quantize"]}}
     params["latency"] = {**params["latency"], **PROFILE["latency"]}
@@ -110,7 +115,7 @@ def run(params_file: str | Path = "params.yaml", out_root: str | Path = DEMO_ROO
         raise ValueError(f"--out {out_root} would overwrite the study's own outputs; give the demo a folder of its own "
                          f"(default: {DEMO_ROOT})")
     study_file = paths.from_root(params_file)
-    study = yaml.safe_load(study_file.read_text())
+    study = read_yaml(study_file.read_text())  # N:M patterns stay patterns in a file DVC wrote back
     load_params(study_file)  # the study's own params must be valid before anything is written
     source = paths.from_root(source_data if source_data is not None else study["data"]["root"])
     n_train, n_test, val_size = sizes

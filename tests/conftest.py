@@ -83,7 +83,8 @@ def write_tiny_params(path: Path, data_root: Path | str, weight_bits: list[int] 
     params["admm"].update(batch_size=32, lr=0.05, retrain_lr=0.05, tolerance_pp=50.0)
     for schedules in params["prune"].values():
         for schedule in schedules.values():
-            schedule.update(rates=schedule["rates"][:2], admm_epochs=1, retrain_epochs=1)
+            key = "patterns" if "patterns" in schedule else "rates"  # an N:M schedule steps through patterns
+            schedule.update({key: schedule[key][:2], "admm_epochs": 1, "retrain_epochs": 1})
     if weight_bits is not None:
         params["compare"]["weight_bits"] = weight_bits
     for settings in params["quantize"].values():

@@ -28,7 +28,8 @@ def test_demo_profile_keeps_the_study_keys_and_shrinks_the_run() -> None:
     assert list(values["baselines"]) == values["compare"]["baselines"] == [study["compare"]["baselines"][0]]
     assert values["compare"]["schemes"] == study["compare"]["schemes"] and len(values["compare"]["weight_bits"]) == 2
     for schedule in values["prune"][values["compare"]["baselines"][0]].values():
-        assert len(schedule["rates"]) <= 3 and schedule["admm_epochs"] == schedule["retrain_epochs"] == 1
+        assert len(schedule.get("rates", schedule.get("patterns"))) <= 3 and schedule["admm_epochs"] == schedule["retrain_epochs"] == 1
+    assert values["compare"]["nm_baselines"] == values["compare"]["baselines"]  # N:M on the demo's one network
 
 
 def test_demo_refuses_to_write_over_the_study() -> None:

@@ -26,6 +26,7 @@ import torch
 
 import study
 from study.core.data import write_synthetic
+from study.core.params import load_params
 from study.report.claims import PROBABILITY, VERDICTS
 from tests.conftest import REPO, write_tiny_params
 
@@ -158,7 +159,8 @@ def test_dvc_repro_on_tiny_data_then_every_notebook_by_hand(tmp_path: Path, monk
                 best = max(quantized["snapped_val_accuracy"], quantized["trained_val_accuracy"])
                 assert quantized["val_accuracy"] == pytest.approx(best, abs=1e-9)
         storage = json.loads((results / "storage" / f"{network}.json").read_text())
-        assert len(storage["models"]) == 1 + 4 + 5  # dense fp32, four pruned fp32, five binary models
+        schemes = load_params(project / "params.yaml").compare.schemes
+        assert len(storage["models"]) == 1 + 2 * len(schemes) + 1  # dense fp32, each scheme fp32 and binary, dense binary
         for model in storage["models"]:
             assert model["total_bits"] == sum(model[c] for c in ("header", "pointers", "indices", "fillers", "codebook", "scale", "values"))
         baseline = json.loads((results / "magnitude" / f"{network}.json").read_text())

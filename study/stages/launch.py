@@ -75,11 +75,11 @@ def _items(trained: list[str], compared: list[str], schemes: list[str], weight_b
                 items[f"quantize@{b}-{s}-{bits}"] = ("quantize", paths.item(b, s, bits), {"baseline": b, "scheme": s, "bits": bits})
         for bits in weight_bits:
             items[f"quantize_dense@{b}-{bits}"] = ("quantize", paths.item(b, "dense", bits), {"baseline": b, "scheme": "dense", "bits": bits})
+        if NM_SCHEME in schemes:  # the N:M side's baseline nobody here wrote (dvc.yaml: compare.nm_baselines)
+            items[f"asp@{b}"] = ("asp", b, {"baseline": b})  # before the stages that read its record, in run order
         for kind in ("magnitude", "l1filter", "evaluate", "weights", "storage", "energy", "latency", "seeds", "frontier",
                      "verdicts", "export"):
             items[f"{kind}@{b}"] = (kind, b, {"baseline": b})
-        if NM_SCHEME in schemes:  # the N:M side's baseline nobody here wrote (dvc.yaml: compare.nm_baselines)
-            items[f"asp@{b}"] = ("asp", b, {"baseline": b})
     items["report"] = ("report", "report", {})
     return items
 
