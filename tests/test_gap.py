@@ -143,15 +143,21 @@ def test_the_stage_reads_the_schedules_and_the_seed_noise_from_its_inputs() -> N
     assert stage.claim_widths("storage_kb", [32, 8, 4]) == [8, 4] and stage.claim_widths("energy_nj", [32, 8]) == [32, 8]
 
 
-def test_another_bootstrap_seed_gives_the_same_verdicts_on_a_small_study() -> None:
-    params = load_params(REPO / "params.yaml")
-    params = params.model_copy(update={"gap": params.gap.model_copy(update={"resamples": 400})})
+def _small_study() -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+    """The verdicts stage's inputs for a small study: one irregular and one column schedule of 3 steps, structured
+    3x dearer, the same images on both splits."""
     correct, reference, schedules, costs = _frontier(structured_shift=np.log(3.0))
     models = pd.DataFrame({"id": [f"m{i}" for i in range(len(costs))], "weight_bits": 32, "storage_kb": costs,
                            "energy_nj": costs, "energy_on_chip_nj": costs, "method": ["dense"] + ["ADMM"] * 6,
                            "scheme": ["dense"] + ["irregular"] * 3 + ["column"] * 3, "step": [0, 1, 2, 3, 1, 2, 3],
                            "side": ["both"] + ["irregular"] * 3 + ["structured"] * 3})
-    hits = {f"{split}/m{i}": row for split in ("val", "test") for i, row in enumerate(correct)}
+    return models, {f"{split}/m{i}": row for split in ("val", "test") for i, row in enumerate(correct)}
+
+
+def test_another_bootstrap_seed_gives_the_same_verdicts_on_a_small_study() -> None:
+    params = load_params(REPO / "params.yaml")
+    params = params.model_copy(update={"gap": params.gap.model_copy(update={"resamples": 400})})
+    models, hits = _small_study()
     first = stage.gap_table(models, hits, gap.SeedNoise(1e-7, 2), 0.4, params, seed=0)
     second = stage.gap_table(models, hits, gap.SeedNoise(1e-7, 2), 0.4, params, seed=1)
     assert (first["verdict"] == second["verdict"]).all() and DOES_NOT_HOLD in set(first["verdict"])
@@ -175,12 +181,7 @@ def test_a_split_with_a_verdict_near_its_cut_is_drawn_again_with_more_replicates
     params = load_params(REPO / "params.yaml")
     once = params.model_copy(update={"gap": params.gap.model_copy(update={"resamples": 300, "refine_factor": 1})})
     params = params.model_copy(update={"gap": params.gap.model_copy(update={"resamples": 300, "refine_factor": 4})})
-    correct, reference, schedules, costs = _frontier(structured_shift=np.log(3.0))
-    models = pd.DataFrame({"id": [f"m{i}" for i in range(len(costs))], "weight_bits": 32, "storage_kb": costs,
-                           "energy_nj": costs, "energy_on_chip_nj": costs, "method": ["dense"] + ["ADMM"] * 6,
-                           "scheme": ["dense"] + ["irregular"] * 3 + ["column"] * 3, "step": [0, 1, 2, 3, 1, 2, 3],
-                           "side": ["both"] + ["irregular"] * 3 + ["structured"] * 3})
-    hits = {f"{split}/m{i}": row for split in ("val", "test") for i, row in enumerate(correct)}
+    models, hits = _small_study()
     plain = stage.gap_table(models, hits, gap.SeedNoise(1e-7, 2), 0.4, once, seed=0)
     assert (plain["resamples"] == 300).all()
     monkeypatch.setattr(gap, "near_cut", lambda gaps, confidence: [True] * len(gaps))  # every verdict at its cut

@@ -175,7 +175,7 @@ def test_dvc_repro_on_tiny_data_then_every_notebook_by_hand(tmp_path: Path, monk
             assert model["only_dense_right"] + model["only_model_right"] <= 64
         assert [m["mcnemar_p"] for m in evaluated["models"] if (m["scheme"], m["weight_bits"]) == ("dense", 32)] == [1.0]
         # every step of every schedule (ADMM per scheme, then magnitude) evaluated again, with its own McNemar
-        expected_steps = [("ADMM", s, step["step"]) for s in ("channel", "column", "filter", "irregular")
+        expected_steps = [("ADMM", s, step["step"]) for s in sorted(schemes)
                           for step in json.loads((results / "prune" / network / f"{s}.json").read_text())["steps"]]
         expected_steps += [("magnitude", "irregular", step["step"]) for step in baseline["steps"]]
         l1 = json.loads((results / "l1filter" / f"{network}.json").read_text())
@@ -183,6 +183,9 @@ def test_dvc_repro_on_tiny_data_then_every_notebook_by_hand(tmp_path: Path, monk
         assert [s["target_rate"] for s in l1["steps"]] == [s["target_rate"] for s in filter_admm["steps"]]
         assert all(s["compact_pruning_rate"] >= s["pruning_rate"] * 0.999 for s in l1["steps"])
         expected_steps += [("L1 filter", "filter", step["step"]) for step in l1["steps"]]
+        if "nm" in schemes:  # the N:M side's baseline, NVIDIA's ASP recipe
+            asp = json.loads((results / "prune" / network / "asp.json").read_text())
+            expected_steps += [("ASP", "nm", step["step"]) for step in asp["steps"]]
         assert [(m["method"], m["scheme"], m["step"]) for m in evaluated["steps"]] == expected_steps
         evaluated_steps[network] = expected_steps
         for step in evaluated["steps"]:
